@@ -1,0 +1,53 @@
+"""e4e_jax: Encoder for Editing (e4e, Tov et al. 2021) in JAX/Flax.
+
+The public API is imported lazily so that `import e4e_jax` stays cheap (no TensorFlow, no model
+code) until a name is used.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC = {
+    # generator (models/stylegan2.py behind a loaded wrapper)
+    "load_generator": "e4e_jax.generator",
+    "init_generator": "e4e_jax.generator",
+    "save_generator": "e4e_jax.generator",
+    "LoadedGenerator": "e4e_jax.generator",
+    # encoders / inversion
+    "load_encoder": "e4e_jax.inverter",
+    "Inverter": "e4e_jax.inverter",
+    "save_inverter": "e4e_jax.inverter",
+    # frozen loss networks
+    "load_lpips": "e4e_jax.loss_nets",
+    "load_arcface": "e4e_jax.loss_nets",
+    "load_moco": "e4e_jax.loss_nets",
+    # optimisation
+    "ranger": "e4e_jax.optim",
+    # editing
+    "sefa": "e4e_jax.editing",
+    "interfacegan_edit": "e4e_jax.editing",
+    "ganspace_edit": "e4e_jax.editing",
+    "load_interfacegan_direction": "e4e_jax.editing",
+    "load_ganspace_pca": "e4e_jax.editing",
+    "compute_ganspace_pca": "e4e_jax.editing",
+    "sefa_edit": "e4e_jax.editing",
+    "interpolate": "e4e_jax.editing",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'e4e_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

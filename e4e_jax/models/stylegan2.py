@@ -1,0 +1,439 @@
+"""The StyleGAN2 generator of the official e4e code (rosinality's port), in Flax, NHWC.
+
+Same math and parameter semantics as `models/stylegan2/model.py` of omertov/encoder4editing:
+equalized-learning-rate layers store their raw weights (as the PyTorch checkpoints do) and apply
+`lr_mul / sqrt(fan_in)` at call time, so a converted checkpoint is a pure re-layout.
+
+Variables (see `Generator`):
+    params/mapping/dense_{i}/{kernel (S, S), bias (S,)}        official style.{i+1}
+    params/input/const (1, 4, 4, C)                            official input.input
+    params/conv1, params/convs_{j}: {kernel (3, 3, Cin, Cout), modulation/{kernel (S, Cin), bias},
+                                     noise_strength (), bias (Cout,)}
+    params/to_rgb1, params/to_rgbs_{k}: {kernel (1, 1, C, 3), modulation/{kernel, bias}, bias (3,)}
+    noises/noise_{i} (1, r, r, 1)                              official noises.noise_{i}
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+NOISE_MODES = ("const", "random", "none", "explicit")
+SQRT2 = math.sqrt(2.0)
+
+_OFFICIAL_WIDTH = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+
+
+def log2_resolution(resolution: int) -> int:
+    log = int(round(math.log2(resolution))) if resolution > 0 else 0
+    if resolution < 8 or 2 ** log != resolution:
+        raise ValueError(f"StyleGAN2 resolution must be a power of two >= 8, got {resolution}.")
+    return log
+
+
+def official_channels(resolution: int, channel_multiplier: int = 2,
+                      max_channels: int | None = None) -> tuple[int, ...]:
+    """Widths at resolutions 4, 8, ..., `resolution` as in the official generator.
+
+    The official table is 512 up to 32x32, then 256*cm, 128*cm, ... ; `max_channels` caps every
+    width (tiny generators for tests and the CPU demo).
+    """
+    log = log2_resolution(resolution)
+    if resolution > 1024:
+        raise ValueError(f"The official channel table stops at 1024, got {resolution}; pass "
+                         f"`channels` explicitly for larger generators.")
+    widths = []
+    for i in range(2, log + 1):
+        r = 2 ** i
+        c = _OFFICIAL_WIDTH[r] * (channel_multiplier if r >= 64 else 1)
+        widths.append(min(c, max_channels) if max_channels else c)
+    return tuple(widths)
+
+
+def fused_leaky_relu(x, bias, negative_slope: float = 0.2, scale: float = SQRT2):
+    return jax.nn.leaky_relu(x + bias, negative_slope) * scale
+
+
+def pixel_norm(x, eps: float = 1e-8):
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+def fir_taps(kernel: Sequence[float], gain: float = 1.0) -> np.ndarray:
+    """1-D taps whose outer product is the official `make_kernel(kernel) * gain`."""
+    k = np.asarray(kernel, np.float64)
+    k = k / k.sum()
+    return (k * math.sqrt(gain)).astype(np.float32)
+
+
+def _fir_1d(x, taps: np.ndarray, axis: int, up: int, down: int, pad: tuple[int, int]):
+    """upfirdn along one axis of an NHWC tensor, with the official (flipped-kernel) convolution.
+
+    Written as shifted slices multiplied by constants instead of a depthwise convolution: XLA
+    fuses them into one elementwise loop on every backend, whereas grouped convolutions with one
+    group per channel are slow on CPU and GPU.
+    """
+    if up > 1:  # zero insertion after every sample, as upfirdn2d_native does
+        shape = list(x.shape)
+        x = jnp.expand_dims(x, axis + 1)
+        zeros = [(0, 0)] * x.ndim
+        zeros[axis + 1] = (0, up - 1)
+        x = jnp.pad(x, zeros)
+        shape[axis] *= up
+        x = x.reshape(shape)
+    pads = [(0, 0)] * x.ndim
+    pads[axis] = (pad[0], pad[1])
+    x = jax.lax.pad(x, jnp.array(0, x.dtype), [(lo, hi, 0) for lo, hi in pads])
+    n_taps = len(taps)
+    length = x.shape[axis] - n_taps + 1
+    flipped = taps[::-1]
+    out = None
+    for t in range(n_taps):
+        term = jax.lax.slice_in_dim(x, t, t + length, axis=axis) * float(flipped[t])
+        out = term if out is None else out + term
+    if down > 1:
+        out = jax.lax.slice_in_dim(out, 0, length, stride=down, axis=axis)
+    return out
+
+
+def upfirdn2d(x, taps: np.ndarray, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)):
+    """Official `upfirdn2d` for a separable kernel outer(taps, taps), NHWC."""
+    x = _fir_1d(x, taps, 1, up, down, pad)
+    return _fir_1d(x, taps, 2, up, down, pad)
+
+
+class EqualDense(nn.Module):
+    """EqualLinear: raw (in, out) weight scaled by lr_mul / sqrt(in) at call time."""
+    features: int
+    lr_mul: float = 1.0
+    bias_init: float = 0.0
+    activation: bool = False
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        in_dim = x.shape[-1]
+        kernel = self.param("kernel", lambda k, s: jax.random.normal(k, s) / self.lr_mul,
+                            (in_dim, self.features))
+        bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
+        scale = self.lr_mul / math.sqrt(in_dim)
+        out = jnp.dot(x, kernel * scale, precision=self.precision)
+        if self.activation:
+            return fused_leaky_relu(out, bias * self.lr_mul)
+        return out + bias * self.lr_mul
+
+
+def _interleave(even, odd, axis: int):
+    """Merges two phases along `axis`: out[2q] = even[q], out[2q + 1] = odd[q] (len(odd) may be
+    len(even) - 1, giving an odd-length result)."""
+    n = even.shape[axis]
+    if odd.shape[axis] < n:
+        pads = [(0, 0)] * odd.ndim
+        pads[axis] = (0, n - odd.shape[axis])
+        odd = jnp.pad(odd, pads)
+        length = 2 * n - 1
+    else:
+        length = 2 * n
+    out = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(even.shape)
+    shape[axis] = 2 * n
+    return jax.lax.slice_in_dim(out.reshape(shape), 0, length, axis=axis)
+
+
+def _conv_transpose_phases(x, weight, precision=None):
+    """The four polyphase components of PyTorch conv_transpose2d(stride=2, padding=0), NHWC.
+
+    phases[ph][pw][:, q, r] is the transposed-conv output at (2q + ph, 2r + pw). Each is a small
+    stride-1 convolution at the input resolution: output n = 2q + p receives kernel taps
+    t = p + 2s from input q - s. This avoids XLA's lhs-dilated convolution, which multiplies the
+    inserted zeros too (4-6x slower on CPU).
+    """
+    kh, kw = weight.shape[:2]
+    if kh % 2 == 0 or kw % 2 == 0 or min(kh, kw) < 3:
+        raise ValueError(f"stride-2 transposed convolution needs an odd kernel >= 3, "
+                         f"got {kh}x{kw}.")
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def taps(k, phase):
+        idx = list(range(phase, k, 2))[::-1]  # s descending: correlation order
+        return np.array(idx), (len(idx) - 1, len(idx) - 1)
+
+    phases = []
+    for ph in (0, 1):
+        ih, pad_h = taps(kh, ph)
+        row = []
+        for pw in (0, 1):
+            iw, pad_w = taps(kw, pw)
+            row.append(jax.lax.conv_general_dilated(
+                x, weight[ih][:, iw], window_strides=(1, 1), padding=[pad_h, pad_w],
+                dimension_numbers=dn, precision=precision))
+        phases.append(row)
+    return phases
+
+
+def _fir_phases(even, odd, taps: np.ndarray, pad0: int, out_len: int, axis: int):
+    """FIR (official flipped-kernel convolution, left pad `pad0`) of a signal given as its two
+    phases; returns the two phases of the result, each `out_len` long.
+
+    Result n = 2q + r reads input i = n - pad0 + j for tap j, i.e. phase (r - pad0 + j) % 2 at
+    offset q + (r - pad0 + j) // 2, so the filter runs on half-size arrays and the full-size
+    signal is never materialised before the final interleave.
+    """
+    g = taps[::-1]
+    src = (even, odd)
+    results = []
+    for r in (0, 1):
+        terms = []
+        for j, coef in enumerate(g):
+            m = r - pad0 + j
+            terms.append((m % 2, m // 2, float(coef)))
+        out = None
+        for phase, off, coef in terms:
+            arr = src[phase]
+            need_hi = off + out_len - arr.shape[axis]
+            pads = [(0, 0)] * arr.ndim
+            pads[axis] = (max(0, -off), max(0, need_hi))
+            if pads[axis] != (0, 0):
+                arr = jnp.pad(arr, pads)
+            start = off + max(0, -off)
+            term = jax.lax.slice_in_dim(arr, start, start + out_len, axis=axis) * coef
+            out = term if out is None else out + term
+        results.append(out)
+    return results
+
+
+def _interleave(even, odd, axis: int):
+    """out[2q] = even[q], out[2q + 1] = odd[q] along `axis` (equal lengths)."""
+    shape = list(even.shape)
+    shape[axis] *= 2
+    return jnp.stack([even, odd], axis=axis + 1).reshape(shape)
+
+
+def upsample_conv_blur(x, weight, blur_taps: np.ndarray, demod=None, precision=None):
+    """The official up-sampling ModulatedConv2d body: conv_transpose2d(stride 2), then the FIR
+    blur with pad ((p + 1) // 2 + 1, p // 2 + 1), computed phase by phase (see above)."""
+    kh, kw = weight.shape[:2]
+    h, w = x.shape[1], x.shape[2]
+    phases = _conv_transpose_phases(x, weight, precision)
+    if demod is not None:
+        phases = [[p * demod for p in row] for row in phases]
+    p_h = (len(blur_taps) - 2) - (kh - 1)
+    p_w = (len(blur_taps) - 2) - (kw - 1)
+    # conv_transpose output length 2h + kh - 2; after the blur: that + pads - taps + 1
+    out_h = 2 * h + kh - 2 + ((p_h + 1) // 2 + 1) + (p_h // 2 + 1) - len(blur_taps) + 1
+    out_w = 2 * w + kw - 2 + ((p_w + 1) // 2 + 1) + (p_w // 2 + 1) - len(blur_taps) + 1
+    if out_h % 2 or out_w % 2:
+        raise ValueError("the up-sampling blur must give an even output size")
+    cols = []
+    for pw in (0, 1):  # blur along H for each W phase
+        cols.append(_fir_phases(phases[0][pw], phases[1][pw], blur_taps, (p_h + 1) // 2 + 1,
+                                out_h // 2, axis=1))
+    rows = []
+    for rh in (0, 1):  # then along W
+        rows.append(_fir_phases(cols[0][rh], cols[1][rh], blur_taps, (p_w + 1) // 2 + 1,
+                                out_w // 2, axis=2))
+    return _interleave(_interleave(rows[0][0], rows[0][1], axis=2),
+                       _interleave(rows[1][0], rows[1][1], axis=2), axis=1)
+
+
+def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps=None,
+                   precision=None):
+    """The official ModulatedConv2d, computed by scaling activations instead of weights.
+
+    The official code builds one weight per sample and runs a grouped convolution. Scaling the
+    input channels by the style and the output channels by the demodulation factor is the same
+    linear map (conv is linear in each input channel) and keeps one shared weight, so the batch
+    runs as a single ordinary convolution: the fast path on TPU/GPU/CPU, with memory independent
+    of the batch for the weights.
+    """
+    kh, kw, cin, cout = kernel.shape
+    weight = kernel * (1.0 / math.sqrt(cin * kh * kw))
+    x = x * style[:, None, None, :].astype(x.dtype)
+    dn = ("NHWC", "HWIO", "NHWC")
+    demod = None
+    if demodulate:
+        # sum over (k, k, in) of (weight * style)^2 == style^2 @ sum_kk weight^2
+        w2 = jnp.sum(jnp.square(weight), axis=(0, 1))                     # (cin, cout)
+        demod = jax.lax.rsqrt(jnp.dot(jnp.square(style), w2, precision=precision) + 1e-8)
+        demod = demod[:, None, None, :].astype(x.dtype)
+    if upsample:
+        return upsample_conv_blur(x, weight, blur_taps, demod, precision)
+    out = jax.lax.conv_general_dilated(
+        x, weight, window_strides=(1, 1), padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)],
+        dimension_numbers=dn, precision=precision)
+    return out if demod is None else out * demod
+
+
+class MappingNetwork(nn.Module):
+    """Pixel norm then n_mlp EqualLinear layers with lr_mul and fused leaky ReLU."""
+    style_dim: int = 512
+    n_mlp: int = 8
+    lr_mlp: float = 0.01
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, z):
+        x = pixel_norm(jnp.asarray(z, jnp.float32))
+        for i in range(self.n_mlp):
+            x = EqualDense(self.style_dim, lr_mul=self.lr_mlp, activation=True,
+                           name=f"dense_{i}", precision=self.precision)(x)
+        return x
+
+
+class ConstantInput(nn.Module):
+    channels: int
+
+    @nn.compact
+    def __call__(self, batch: int):
+        const = self.param("const", nn.initializers.normal(1.0), (1, 4, 4, self.channels))
+        return jnp.broadcast_to(const, (batch,) + const.shape[1:])
+
+
+class StyledConv(nn.Module):
+    """ModulatedConv2d + NoiseInjection + FusedLeakyReLU (official StyledConv)."""
+    features: int
+    kernel_size: int = 3
+    upsample: bool = False
+    blur_kernel: tuple = (1, 3, 3, 1)
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x, w, noise=None):
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(1.0),
+                            (self.kernel_size, self.kernel_size, cin, self.features))
+        style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
+        taps = fir_taps(self.blur_kernel, gain=4.0) if self.upsample else None
+        out = modulated_conv(x, style, kernel, True, self.upsample, taps, self.precision)
+        strength = self.param("noise_strength", nn.initializers.zeros, ())
+        if noise is not None:
+            out = out + strength * noise
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return fused_leaky_relu(out, bias)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation, bias, plus the FIR-up-sampled running image."""
+    blur_kernel: tuple = (1, 3, 3, 1)
+    channels: int = 3
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x, w, skip=None):
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(1.0), (1, 1, cin, self.channels))
+        style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
+        # A 1x1 conv is a matmul over channels.
+        out = jnp.dot(x * style[:, None, None, :], kernel[0, 0] * (1.0 / math.sqrt(cin)),
+                      precision=self.precision)
+        out = out + self.param("bias", nn.initializers.zeros, (self.channels,))
+        if skip is not None:
+            taps = fir_taps(self.blur_kernel, gain=4.0)
+            p = len(taps) - 2
+            out = out + upfirdn2d(skip, taps, up=2, pad=((p + 1) // 2 + 1, p // 2))
+        return out
+
+
+class Generator(nn.Module):
+    """The official StyleGAN2 Generator. `__call__` is the synthesis network on W+ codes.
+
+    noise_mode: "const" (the stored `noises` buffers, official randomize_noise=False), "random"
+    (a fresh N(0, 1) map per layer and per sample from the "noise" rng, official
+    randomize_noise=True), "none" (no noise), "explicit" (`noises`: one array per layer, shaped
+    (1 or N, r, r, 1), in layer order).
+    """
+    resolution: int
+    channels: tuple[int, ...]
+    style_dim: int = 512
+    n_mlp: int = 8
+    lr_mlp: float = 0.01
+    blur_kernel: tuple = (1, 3, 3, 1)
+    precision: Any = None
+
+    @property
+    def log_size(self) -> int:
+        return log2_resolution(self.resolution)
+
+    @property
+    def n_latent(self) -> int:
+        return 2 * self.log_size - 2
+
+    @property
+    def num_layers(self) -> int:
+        return 2 * self.log_size - 3
+
+    def noise_shapes(self) -> list[tuple[int, int, int, int]]:
+        return [(1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), 1) for i in range(self.num_layers)]
+
+    def setup(self):
+        if len(self.channels) != self.log_size - 1:
+            raise ValueError(f"channels must list one width per resolution 4..{self.resolution} "
+                             f"({self.log_size - 1} values), got {len(self.channels)}.")
+        self.mapping_network = MappingNetwork(self.style_dim, self.n_mlp, self.lr_mlp,
+                                              self.precision, name="mapping")
+        self.input = ConstantInput(self.channels[0])
+        kw = dict(blur_kernel=self.blur_kernel, precision=self.precision)
+        self.conv1 = StyledConv(self.channels[0], **kw)
+        self.to_rgb1 = ToRGB(**kw)
+        convs, to_rgbs = [], []
+        for c in self.channels[1:]:
+            convs.append(StyledConv(c, upsample=True, **kw))
+            convs.append(StyledConv(c, **kw))
+            to_rgbs.append(ToRGB(**kw))
+        self.convs = convs
+        self.to_rgbs = to_rgbs
+        self.noise_buffers = [
+            self.variable("noises", f"noise_{i}",
+                          lambda s=s: jax.random.normal(self.make_rng("params"), s))
+            for i, s in enumerate(self.noise_shapes())]
+
+    def mapping(self, z):
+        """z (N, style_dim) -> w (N, style_dim): pixel norm then n_mlp EqualLinear + lrelu."""
+        return self.mapping_network(z)
+
+    def _layer_noise(self, noise_mode: str, noises, batch: int):
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}.")
+        shapes = self.noise_shapes()
+        if noise_mode == "none":
+            return [None] * len(shapes)
+        if noise_mode == "const":
+            return [buf.value for buf in self.noise_buffers]
+        if noise_mode == "random":
+            rng = self.make_rng("noise")
+            keys = jax.random.split(rng, len(shapes))
+            return [jax.random.normal(k, (batch,) + s[1:]) for k, s in zip(keys, shapes)]
+        if noises is None or len(noises) != len(shapes):
+            raise ValueError(f"explicit noise needs a list of {len(shapes)} arrays, one per layer "
+                             f"(shapes {[(b, r, r, 1) for b, r, _, _ in shapes]} with b = 1 or N), "
+                             f"got {None if noises is None else len(noises)}.")
+        out = []
+        for i, (n, s) in enumerate(zip(noises, shapes)):
+            n = jnp.asarray(n, jnp.float32)
+            if n.ndim != 4 or n.shape[1:] != s[1:] or n.shape[0] not in (1, batch):
+                raise ValueError(f"noise[{i}] must have shape (1 or {batch}, {s[1]}, {s[2]}, 1), "
+                                 f"got {tuple(n.shape)}.")
+            out.append(n)
+        return out
+
+    def __call__(self, w_plus, noise_mode: str = "const", noises=None):
+        w_plus = jnp.asarray(w_plus, jnp.float32)
+        if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.style_dim):
+            raise ValueError(f"W+ codes must have shape (N, {self.n_latent}, {self.style_dim}) "
+                             f"for a {self.resolution}x{self.resolution} generator, got "
+                             f"{tuple(w_plus.shape)}.")
+        batch = w_plus.shape[0]
+        noise = self._layer_noise(noise_mode, noises, batch)
+        out = self.input(batch)
+        out = self.conv1(out, w_plus[:, 0], noise[0])
+        skip = self.to_rgb1(out, w_plus[:, 1])
+        i = 1
+        for j, to_rgb in enumerate(self.to_rgbs):
+            out = self.convs[2 * j](out, w_plus[:, i], noise[2 * j + 1])
+            out = self.convs[2 * j + 1](out, w_plus[:, i + 1], noise[2 * j + 2])
+            skip = to_rgb(out, w_plus[:, i + 2], skip)
+            i += 2
+        return skip

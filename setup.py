@@ -1,0 +1,32 @@
+"""Installs e4e_jax. `pip install -e .[convert]` adds torch for the weight converters."""
+from setuptools import find_packages, setup
+
+setup(
+    name="e4e_jax",
+    version="0.1.0",
+    description="JAX/Flax reimplementation of e4e (Designing an Encoder for StyleGAN Image Manipulation)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["e4e_jax", "e4e_jax.*", "convert_weights", "convert_weights.*"]),
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.6",
+        "numpy>=1.26",
+        "tensorflow-datasets>=4.9",
+        # tf.data for the input pipeline and the TensorBoard writer behind clu's default writer;
+        # the CPU build is enough: TensorFlow never touches an accelerator here.
+        "tensorflow-cpu>=2.16",
+        "tensorboard>=2.16",
+        "clu>=0.0.12",
+        "pillow>=10",
+        "ml_collections>=0.1.1",
+    ],
+    extras_require={
+        # Only the converters import torch, and only to read checkpoint files.
+        "convert": ["torch>=2.1"],
+        "test": ["pytest>=7"],
+    },
+)
