@@ -1,0 +1,1 @@
+"""Pure Flax modules, one file per network family."""
