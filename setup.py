@@ -22,6 +22,7 @@ setup(
         "tensorboard>=2.16",
         "clu>=0.0.12",
         "pillow>=10",
+        "scipy>=1.10",
         "ml_collections>=0.1.1",
     ],
     extras_require={

@@ -26,6 +26,7 @@ _PUBLIC = {
     "load_moco": "e4e_jax.loss_nets",
     # optimisation
     "ranger": "e4e_jax.optim",
+    "make_optimizer": "e4e_jax.optim",
     # editing
     "sefa": "e4e_jax.editing",
     "interfacegan_edit": "e4e_jax.editing",
@@ -35,6 +36,18 @@ _PUBLIC = {
     "compute_ganspace_pca": "e4e_jax.editing",
     "sefa_edit": "e4e_jax.editing",
     "interpolate": "e4e_jax.editing",
+    "LinearEdit": "e4e_jax.editing",
+    "convert_editing_file": "e4e_jax.editing",
+    # metrics
+    "load_inception": "e4e_jax.metrics",
+    "maybe_load_inception": "e4e_jax.metrics",
+    "fid": "e4e_jax.metrics",
+    "fid_statistics": "e4e_jax.metrics",
+    "frechet_distance": "e4e_jax.metrics",
+    "swd": "e4e_jax.metrics",
+    "latent_editing_consistency": "e4e_jax.metrics",
+    "latent_variation": "e4e_jax.metrics",
+    "latent_deviation": "e4e_jax.metrics",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
