@@ -29,5 +29,10 @@ setup(
         # Only the converters import torch, and only to read checkpoint files.
         "convert": ["torch>=2.1"],
         "test": ["pytest>=7"],
+        # Face alignment (e4e_jax.align). mediapipe 0.10.14 is the last release with its face
+        # models inside the wheel; it needs protobuf<5, so pip settles on an older TensorFlow
+        # beside it. tensorflow-metadata 1.21 declares protobuf>=4.25.2 but its generated code
+        # needs protobuf>=5.26, so it must stay below 1.18 alongside mediapipe.
+        "align": ["mediapipe==0.10.14", "tensorflow-metadata<1.18"],
     },
 )

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC = {
+    "align_faces": "e4e_jax.align",  # FFHQ face alignment (pip install .[align])
     # generator (models/stylegan2.py behind a loaded wrapper)
     "load_generator": "e4e_jax.generator",
     "init_generator": "e4e_jax.generator",

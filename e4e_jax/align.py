@@ -1,0 +1,592 @@
+"""FFHQ-style face alignment without dlib: MediaPipe Face Mesh landmarks + the FFHQ crop.
+
+The official e4e face models were trained on FFHQ crops and expect the same framing at inference.
+The FFHQ dataset script (NVlabs/ffhq-dataset `recreate_aligned_images`, copied with dlib into the
+official e4e `utils/alignment.py`) builds an oriented square from four points of the face -- the
+two eye centres and the two mouth corners -- and resamples it. dlib's 68-point predictor is a
+separate large download, so landmarks come from MediaPipe's face detector and face mesh instead,
+which `mediapipe==0.10.14` ships inside its wheel (later releases download models at run time).
+
+Two layers, so the crop math is testable without MediaPipe:
+  * `ffhq_quad` / `ffhq_align`: pure numpy/PIL/scipy, fed with eye and mouth points (or dlib's 68
+    landmarks, or a 5-point set);
+  * `detect_face_points` / `align_faces`: MediaPipe detection, imported only when called
+    (`pip install .[align]`).
+
+Command line: `python -m e4e_jax.align --input FOLDER --output FOLDER [--size 256]`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+INSTALL_HINT = 'pip install .[align]  (or: pip install "e4e_jax[align]")'
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# MediaPipe Face Mesh vertex ids standing in for dlib's 68-point eye and mouth landmarks. dlib
+# averages six points spread around each eyelid contour (36-41 and 42-47) and takes the outer mouth
+# corners 48 and 54. The mesh's eye contour rings (16 vertices each, spread around the lid margin)
+# give the matching centre; averaging the whole ring rather than the six vertices nearest dlib's
+# came closer to dlib's eye centres on the photos we compared (README, face alignment section).
+# "Left" is the eye on the image's left (the subject's right), as in dlib's numbering.
+MESH_EYE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+MESH_EYE_RIGHT = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
+MESH_MOUTH_LEFT = 61  # dlib 48, outer lip corner
+MESH_MOUTH_RIGHT = 291  # dlib 54, outer lip corner
+
+# Where the FFHQ crop puts the face, derived from `ffhq_quad` itself. The crop square of an aligned
+# image of side S is the whole image: centre c = (S/2, S/2), half-side vectors x = (S/2, 0) and
+# y = (0, S/2) (continuous coordinates, 0 at the image's top-left edge). For a face whose
+# eye-to-eye vector e = (a, 0) is level and whose eye-to-mouth vector m = (0, b) is perpendicular to
+# it, x = e - flipud(m) * [-1, 1] = (a + b, 0) is horizontal, |x| = max(2a, 1.8b) = S/2, and
+# c = eye_avg + 0.1 m. Hence, in the aligned output:
+#   eye midpoint   = (S/2, S/2 - 0.1 b)
+#   mouth midpoint = (S/2, S/2 + 0.9 b)
+#   eye distance a = S/4 (eyes at x = 3S/8 and 5S/8: 96 and 160 at S = 256) whenever the eyes are
+#                    wide enough that 2a >= 1.8b, i.e. b <= S/3.6 -- the case for frontal faces;
+#                    otherwise b = S/3.6 and a = 1.8b/2 < S/4.
+# b itself is the face's own eye-to-mouth/eye-to-eye ratio times a: the crop fixes the scale from
+# the larger of the two lengths, not both. Landmarks use pixel indices (pixel centres at integers,
+# as dlib reports them and as `ffhq_align` expects), so `ffhq_template` subtracts half a pixel.
+
+
+def ffhq_template(eye_to_mouth: float, size: int = 256) -> dict[str, np.ndarray]:
+    """FFHQ positions (pixel indices) of the eye centres and mouth midpoint in a `size` crop.
+
+    `eye_to_mouth` is the face's eye-to-mouth length divided by its eye-to-eye length (the only
+    shape parameter the FFHQ crop depends on); see the derivation above.
+    """
+    ratio = float(eye_to_mouth)
+    if not ratio > 0:
+        raise ValueError(f"eye_to_mouth ratio must be positive, got {eye_to_mouth!r}")
+    half = size / 2.0
+    # |x| = max(2a, 1.8b) = S/2 with b = ratio * a
+    a = half / max(2.0, 1.8 * ratio)
+    b = ratio * a
+    eye_avg = np.array([half, half - 0.1 * b]) - 0.5
+    return {
+        "eye_left": eye_avg - [a / 2.0, 0.0],
+        "eye_right": eye_avg + [a / 2.0, 0.0],
+        "eye_avg": eye_avg,
+        "mouth_avg": np.array([half, half + 0.9 * b]) - 0.5,
+    }
+
+
+def eye_mouth_points(landmarks) -> np.ndarray:
+    """(4, 2) [eye_left, eye_right, mouth_left, mouth_right] in pixel coordinates.
+
+    Accepts, as (N, 2) x/y arrays:
+      * 4 points: eye_left, eye_right, mouth_left, mouth_right (returned as is);
+      * 5 points: eye_left, eye_right, nose, mouth_left, mouth_right (the common 5-point layout;
+        the nose is not used by the FFHQ crop);
+      * 68 points: dlib's layout (eye centres = means of points 36-41 and 42-47, mouth corners 48
+        and 54), the input of the official e4e/FFHQ scripts.
+    "Left" means the image's left. Coordinates are pixel indices (pixel centres at integers), as
+    dlib reports them.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] not in (4, 5, 68):
+        raise ValueError(
+            "landmarks must be an (N, 2) array of x/y with N = 4 (eyes, mouth corners), 5 "
+            f"(eyes, nose, mouth corners) or 68 (dlib); got shape {pts.shape}"
+        )
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("landmarks contain NaN or infinite values")
+    if pts.shape[0] == 4:
+        return pts.copy()
+    if pts.shape[0] == 5:
+        return pts[[0, 1, 3, 4]].copy()
+    return np.stack([pts[36:42].mean(axis=0), pts[42:48].mean(axis=0), pts[48], pts[54]])
+
+
+def ffhq_quad(landmarks) -> tuple[np.ndarray, float]:
+    """The FFHQ oriented crop square: (quad (4, 2) corners, qsize side length), in pixels.
+
+    Corners are ordered top-left, bottom-left, bottom-right, top-right of the output image, as
+    PIL's QUAD transform expects.
+    """
+    eye_left, eye_right, mouth_left, mouth_right = eye_mouth_points(landmarks)
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (mouth_left + mouth_right) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+
+    # The square's x axis blends the eye line with the perpendicular of the eye-to-mouth line, so
+    # neither a tilted mouth nor a squint alone rotates the crop; its size follows whichever of the
+    # two face dimensions is larger relative to FFHQ's proportions.
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    norm = np.hypot(*x)
+    if not norm > 0:
+        raise ValueError("degenerate landmarks: eyes and mouth give no orientation")
+    x = x / norm
+    x = x * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    qsize = float(np.hypot(*x) * 2)
+    # below a few pixels the padding arithmetic degenerates (zero-width pads)
+    if not qsize >= 4.0:
+        raise ValueError(f"face too small to align: crop side {qsize:.2f} px")
+    return quad, qsize
+
+
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """RGB copy of any PIL image: grayscale is replicated, transparency composited onto white."""
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # 16/32-bit grayscale: PIL's own conversion clips at 255 instead of rescaling.
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        if mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return PIL.Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def ffhq_align(
+    image: PIL.Image.Image,
+    landmarks,
+    size: int = 256,
+    transform_size: int | None = None,
+    enable_padding: bool = True,
+) -> PIL.Image.Image:
+    """FFHQ crop of `image` around the face given by `landmarks` (see `eye_mouth_points`).
+
+    The steps of the FFHQ dataset script: oriented quad, shrink large faces by an integer factor,
+    crop to the quad plus a border, reflect-pad where the quad leaves the image (blurred and faded
+    to the median colour towards the outside), resample the quad bilinearly to
+    `transform_size` and downsample to `size` with Lanczos. `transform_size` defaults to `size`, as
+    in the official e4e inference (the FFHQ release itself used 4x: 4096 for 1024).
+    """
+    size = int(size)
+    if size < 8:
+        raise ValueError(f"output size must be at least 8 pixels, got {size}")
+    transform_size = size if transform_size is None else int(transform_size)
+    if transform_size < size:
+        raise ValueError(f"transform_size ({transform_size}) must be >= size ({size})")
+    img = to_rgb(image)
+    quad, qsize = ffhq_quad(landmarks)
+
+    # Shrink: halve (or more) images whose face is far larger than the output, so the bilinear
+    # resampling below does not alias.
+    shrink = int(np.floor(qsize / size * 0.5))
+    if shrink > 1:
+        rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
+        img = img.resize(rsize, PIL.Image.Resampling.LANCZOS)
+        quad /= shrink
+        qsize /= shrink
+
+    # Crop to the quad's bounding box plus a border.
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    crop = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
+            int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
+    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0),
+            min(crop[2] + border, img.size[0]), min(crop[3] + border, img.size[1]))
+    if crop[2] <= crop[0] or crop[3] <= crop[1]:
+        raise ValueError("the face crop lies entirely outside the image")
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        img = img.crop(crop)
+        quad -= crop[0:2]
+
+    # Pad where the quad (plus border) leaves the image.
+    pad = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
+           int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
+    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
+           max(pad[2] - img.size[0] + border, 0), max(pad[3] - img.size[1] + border, 0))
+    if enable_padding and max(pad) > border - 4:
+        img, pad = _pad_with_blur(img, pad, qsize)
+        quad += pad[:2]
+
+    # PIL maps output pixel corners to the quad's corners; the quad is in pixel-index coordinates
+    # (centres at integers), PIL's in continuous ones (centres at +0.5).
+    img = img.transform((transform_size, transform_size), PIL.Image.Transform.QUAD,
+                        (quad + 0.5).flatten(), PIL.Image.Resampling.BILINEAR)
+    if size < transform_size:
+        img = img.resize((size, size), PIL.Image.Resampling.LANCZOS)
+    return img
+
+
+def _pad_with_blur(img: PIL.Image.Image, pad, qsize: float) -> tuple[PIL.Image.Image, np.ndarray]:
+    """Reflect-pad and hide the seam: blur and fade to the median colour towards the outside."""
+    import scipy.ndimage  # a jax dependency; imported here to keep module import light
+
+    pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+    arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    h, w, _ = arr.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    blur = qsize * 0.02
+    arr += (scipy.ndimage.gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
+    return PIL.Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB"), pad
+
+
+# --------------------------------------------------------------------------------------------
+# Landmark detection (MediaPipe, optional extra)
+
+
+def _import_mediapipe():
+    # MediaPipe's C++ side logs through glog/absl to stderr; keep only errors unless asked.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        import mediapipe
+    except ImportError as err:
+        raise ImportError(
+            f"Face alignment needs MediaPipe, which is not installed ({err}). Install the extra: "
+            f"{INSTALL_HINT}; it pins mediapipe==0.10.14, the last release that ships its face "
+            "models inside the wheel."
+        ) from err
+    return mediapipe
+
+
+def _quiet_protobuf_warning() -> None:
+    # MediaPipe 0.10.14 calls a protobuf API deprecated in protobuf 4 on every image. A targeted
+    # filter rather than catch_warnings(), which is not thread-safe; re-adding an identical filter
+    # only moves it to the front, so calling this often is harmless.
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
+                            category=UserWarning)
+
+
+@dataclass
+class DetectedFace:
+    """One face: eye/mouth points for the FFHQ crop plus the full mesh, in pixel indices."""
+
+    points: np.ndarray  # (4, 2): eye_left, eye_right, mouth_left, mouth_right
+    mesh: np.ndarray  # (478, 2): every Face Mesh vertex (468) and the two irises (5 each)
+    score: float  # face detector confidence
+    qsize: float  # side of the FFHQ crop square; faces are ranked by it
+
+    @property
+    def eye_left(self) -> np.ndarray:
+        return self.points[0]
+
+    @property
+    def eye_right(self) -> np.ndarray:
+        return self.points[1]
+
+
+def mesh_to_points(mesh: np.ndarray) -> np.ndarray:
+    """(4, 2) eye centres and mouth corners from Face Mesh vertices, as dlib's would give them."""
+    mesh = np.asarray(mesh, dtype=np.float64)
+    if mesh.ndim != 2 or mesh.shape[0] < 468 or mesh.shape[1] != 2:
+        raise ValueError(f"expected (468, 2) or (478, 2) Face Mesh vertices, got {mesh.shape}")
+    return np.stack([
+        mesh[list(MESH_EYE_LEFT)].mean(axis=0),
+        mesh[list(MESH_EYE_RIGHT)].mean(axis=0),
+        mesh[MESH_MOUTH_LEFT],
+        mesh[MESH_MOUTH_RIGHT],
+    ])
+
+
+def _iou(a, b) -> float:
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceAligner:
+    """Finds faces with MediaPipe and crops them FFHQ-style. Reuse one instance for many images.
+
+    Faces are found by MediaPipe's full-range and short-range face detectors (so both small faces
+    in group photos and close-ups are found); Face Mesh then runs on a square window around each
+    detection, so every face gets the mesh's full input resolution.
+    """
+
+    # window side around a detection box, in box sizes: the mesh's own detector needs context
+    WINDOW = 2.0
+    # images below twice this side are searched whole only
+    MIN_TILE = 192
+
+    def __init__(self, min_confidence: float = 0.5, max_faces: int | None = None):
+        if not 0.0 < min_confidence < 1.0:
+            raise ValueError(f"min_confidence must be in (0, 1), got {min_confidence}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
+        mp = _import_mediapipe()
+        self.min_confidence = float(min_confidence)
+        self.max_faces = max_faces
+        _quiet_protobuf_warning()
+        self._detectors = [
+            mp.solutions.face_detection.FaceDetection(
+                model_selection=selection, min_detection_confidence=self.min_confidence)
+            for selection in (1, 0)  # full range (<= 5 m), short range (<= 2 m)
+        ]
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            # the attention model refines the eye and lip contours; its eye centres came out
+            # closer to dlib's (a wider gap without it on a face with glasses)
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=self.min_confidence)
+
+    def close(self) -> None:
+        for solution in [*self._detectors, self._mesh]:
+            solution.close()
+        self._detectors, self._mesh = [], None
+
+    def __enter__(self) -> "FaceAligner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, solution, array: np.ndarray):
+        _quiet_protobuf_warning()
+        return solution.process(np.ascontiguousarray(array))
+
+    def _regions(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The whole image plus a 3 x 3 grid of half-size tiles overlapping by half.
+
+        The detectors see a 192 (full range) or 128 (short range) pixel version of their input, so
+        a face a tenth of a large photo's width is only a dozen pixels there; the tiles give
+        every face up to a quarter of the image twice the resolution, in two positions.
+        """
+        regions = [(0, 0, width, height)]
+        if max(width, height) >= 2 * self.MIN_TILE:
+            tw, th = -(-width // 2), -(-height // 2)
+            for y in (0, height // 4, height - th):
+                for x in (0, width // 4, width - tw):
+                    regions.append((x, y, x + tw, y + th))
+        return regions
+
+    def _boxes(self, array: np.ndarray) -> list[tuple[float, tuple[float, float, float, float]]]:
+        found = []
+        for x0, y0, x1, y1 in self._regions(array.shape[1], array.shape[0]):
+            tile = array[y0:y1, x0:x1]
+            h, w = tile.shape[:2]
+            for detector in self._detectors:
+                for det in self._run(detector, tile).detections or []:
+                    box = det.location_data.relative_bounding_box
+                    bx, by = x0 + box.xmin * w, y0 + box.ymin * h
+                    found.append((float(det.score[0]),
+                                  (bx, by, bx + box.width * w, by + box.height * h)))
+        found.sort(key=lambda item: -item[0])
+        kept = []
+        for score, box in found:
+            if all(_iou(box, other) < 0.3 for _, other in kept):
+                kept.append((score, box))
+        return kept
+
+    def _mesh_in_window(self, image: PIL.Image.Image, box) -> np.ndarray | None:
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        half = max(x1 - x0, y1 - y0) * self.WINDOW / 2.0
+        left, top = int(np.floor(cx - half)), int(np.floor(cy - half))
+        side = max(int(np.ceil(2 * half)), 16)
+        # PIL fills the part of the window outside the image with black
+        window = np.asarray(image.crop((left, top, left + side, top + side)))
+        result = self._run(self._mesh, window)
+        if not result.multi_face_landmarks:
+            return None
+        lms = result.multi_face_landmarks[0].landmark
+        # MediaPipe's coordinates are fractions of the window, 0 at its left/top edge; dlib's and
+        # the FFHQ script's are pixel indices, whose centres sit half a pixel in.
+        mesh = np.array([[lm.x, lm.y] for lm in lms], dtype=np.float64) * side
+        mesh += [left - 0.5, top - 0.5]
+        eye_mid = mesh_to_points(mesh)[:2].mean(axis=0)
+        if not (x0 <= eye_mid[0] <= x1 and y0 <= eye_mid[1] <= y1):
+            return None  # the mesh locked onto a neighbouring face
+        return mesh
+
+    def detect(self, image: PIL.Image.Image) -> list[DetectedFace]:
+        """All faces in `image`, largest FFHQ crop first."""
+        rgb = to_rgb(image)
+        array = np.asarray(rgb)
+        faces: list[DetectedFace] = []
+        for score, box in self._boxes(array):
+            mesh = self._mesh_in_window(rgb, box)
+            if mesh is None:
+                continue
+            points = mesh_to_points(mesh)
+            try:
+                _, qsize = ffhq_quad(points)
+            except ValueError:
+                continue  # collapsed mesh on a face a few pixels wide
+            eye_mid = points[:2].mean(axis=0)
+            eye_dist = np.hypot(*(points[1] - points[0]))
+            duplicate = any(
+                np.hypot(*(eye_mid - f.points[:2].mean(axis=0))) < 0.5 * max(eye_dist, 1.0)
+                for f in faces)
+            if not duplicate:
+                faces.append(DetectedFace(points, mesh, score, qsize))
+        faces.sort(key=lambda f: -f.qsize)
+        return faces[: self.max_faces] if self.max_faces else faces
+
+    def align(self, image: PIL.Image.Image, size: int = 256,
+              transform_size: int | None = None) -> list[PIL.Image.Image]:
+        """FFHQ-aligned `size` x `size` RGB crops of every face, largest first."""
+        rgb = to_rgb(image)
+        return [ffhq_align(rgb, face.points, size, transform_size) for face in self.detect(rgb)]
+
+
+# MediaPipe graphs must not run concurrently, and batch encoding aligns in a thread pool: each
+# thread gets its own aligner.
+_THREAD_LOCAL = threading.local()
+
+
+def _default_aligner() -> FaceAligner:
+    aligner = getattr(_THREAD_LOCAL, "aligner", None)
+    if aligner is None:
+        aligner = _THREAD_LOCAL.aligner = FaceAligner()
+    return aligner
+
+
+def detect_face_points(image: PIL.Image.Image) -> list[np.ndarray]:
+    """(4, 2) eye/mouth points of every face in `image`, largest first (see `eye_mouth_points`).
+
+    Needs MediaPipe (`pip install .[align]`).
+    """
+    return [face.points for face in _default_aligner().detect(image)]
+
+
+def align_faces(image: PIL.Image.Image, size: int = 256,
+                transform_size: int | None = None) -> list[PIL.Image.Image]:
+    """FFHQ-aligned `size` x `size` RGB crops of every face in `image`, largest first.
+
+    Returns an empty list when no face is found. Needs MediaPipe (`pip install .[align]`); raises
+    ImportError saying so otherwise.
+    """
+    return _default_aligner().align(image, size, transform_size)
+
+
+def open_image(path: str) -> PIL.Image.Image:
+    """Loads an image file upright (EXIF orientation applied, as phone photos need)."""
+    try:
+        with PIL.Image.open(path) as img:
+            img.load()
+            return PIL.ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files directly inside `folder` (or `folder` itself if it is a file), sorted."""
+    if os.path.isfile(folder):
+        return [folder]
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"input folder not found: {folder}")
+    return sorted(
+        os.path.join(folder, name) for name in os.listdir(folder)
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)))
+
+
+def output_names(paths: Sequence[str]) -> dict[str, str]:
+    """File stem for each input's crops; inputs sharing a stem (a.jpg, a.png) keep their suffix."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    return {
+        p: (stem if stems.count(stem) == 1 else os.path.basename(p).replace(".", "_"))
+        for p, stem in zip(paths, stems)
+    }
+
+
+def face_filename(stem: str, index: int) -> str:
+    """`stem.png` for the largest face, then `stem_face1.png`, `stem_face2.png`, ... (the names
+    `python -m e4e_jax.encode --align --save-images` gives the same faces)."""
+    return f"{stem}.png" if index == 0 else f"{stem}_face{index}.png"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m e4e_jax.align",
+        description="FFHQ-align every face in a folder of photos (one PNG per face, largest "
+                    "first) for the e4e face encoders. Needs: " + INSTALL_HINT)
+    parser.add_argument("--input", required=True, help="folder of images (or one image file)")
+    parser.add_argument("--output", required=True, help="folder for the aligned PNGs")
+    parser.add_argument("--size", type=int, default=256,
+                        help="output side in pixels (default 256, what the e4e face encoders take)")
+    parser.add_argument("--transform-size", type=int, default=None,
+                        help="resample the crop at this side before downsizing to --size "
+                             "(default: --size, as the official e4e inference; FFHQ used 4x)")
+    parser.add_argument("--max-faces", type=int, default=None,
+                        help="keep at most this many faces per image, largest first (default all)")
+    parser.add_argument("--min-confidence", type=float, default=0.5,
+                        help="face detector confidence threshold (default 0.5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # MediaPipe imports TensorFlow (for optional docs helpers); keep its start-up banner quiet
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.size < 8:
+        print(f"error: --size must be at least 8, got {args.size}", file=sys.stderr)
+        return 2
+    if args.transform_size is not None and args.transform_size < args.size:
+        print(f"error: --transform-size ({args.transform_size}) must be >= --size ({args.size})",
+              file=sys.stderr)
+        return 2
+    try:
+        paths = list_images(args.input)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not paths:
+        print(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.input}", file=sys.stderr)
+        return 2
+    try:
+        aligner = FaceAligner(min_confidence=args.min_confidence, max_faces=args.max_faces)
+    except (ImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    os.makedirs(args.output, exist_ok=True)
+    names = output_names(paths)
+    written, skipped = 0, []
+    total = len(paths)
+    with aligner:
+        for i, path in enumerate(paths, 1):
+            label = f"[{i}/{total}] {os.path.basename(path)}"
+            try:
+                image = open_image(path)
+                crops = aligner.align(image, args.size, args.transform_size)
+            except ValueError as err:
+                skipped.append((path, str(err)))
+                print(f"{label}: skipped ({err})", flush=True)
+                continue
+            if not crops:
+                skipped.append((path, "no face found"))
+                print(f"{label}: skipped (no face found)", flush=True)
+                continue
+            files = [face_filename(names[path], k) for k in range(len(crops))]
+            for crop, name in zip(crops, files):
+                crop.save(os.path.join(args.output, name))
+            written += len(crops)
+            faces = "1 face" if len(crops) == 1 else f"{len(crops)} faces"
+            print(f"{label}: {faces} -> {', '.join(files)}", flush=True)
+    print(f"Done: {total} image(s), {written} aligned face(s) written to {args.output}, "
+          f"{len(skipped)} image(s) skipped.")
+    for path, reason in skipped:
+        print(f"  skipped {path}: {reason}")
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
