@@ -5,6 +5,9 @@
     images = g.synthesis(g.broadcast(w))               # W+ (N, n_latent, 512) -> (N, R, R, 3)
     images = g.synthesis(w_plus, noise="random", rng=jax.random.key(0))
 
+The same class holds StyleGAN2-ADA generators (convert_weights/stylegan2_ada.py; config
+variant "ada"), whose mapping may take z of another width (`z_dim`) and class labels `c`.
+
 Weights are passed to the jitted functions as arguments (not baked in as constants), so one
 compilation serves every generator of the same shape and compile time does not grow with the
 weights.
@@ -26,7 +29,9 @@ KIND = "stylegan2_generator"
 NoiseSpec = Any  # "const" | "random" | "none" | list of (1 or N, r, r, 1) arrays
 
 # Config keys that become Generator fields; everything else in the config is metadata.
-_MODULE_FIELDS = ("resolution", "channels", "style_dim", "n_mlp", "lr_mlp", "blur_kernel")
+_MODULE_FIELDS = ("resolution", "channels", "style_dim", "n_mlp", "lr_mlp", "blur_kernel",
+                  "variant", "conv_clamp", "z_dim", "c_dim", "layer_features", "embed_features",
+                  "img_channels")
 
 
 def module_from_config(config: dict, precision=None) -> Generator:
@@ -38,7 +43,9 @@ def module_from_config(config: dict, precision=None) -> Generator:
 
 
 def _init_all(module: Generator, w_plus):
-    module.mapping(w_plus[:, 0])
+    n = w_plus.shape[0]
+    c = jnp.zeros((n, module.c_dim), jnp.float32) if module.c_dim else None
+    module.mapping(jnp.zeros((n, module.latent_dim), jnp.float32), c)
     return module(w_plus)
 
 
@@ -54,8 +61,15 @@ def _noise_mode(noise: NoiseSpec) -> tuple[str, Any]:
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _mapping(module, variables, z):
-    return module.apply(variables, z, method="mapping")
+def _mapping(module, variables, z, c=None):
+    return module.apply(variables, z, c, method="mapping")
+
+
+def _torch_lerp(start, end, weight: float):
+    """torch.lerp's float32 formula (ADA's truncation): the form depends on |weight| < 0.5."""
+    if abs(weight) < 0.5:
+        return start + np.float32(weight) * (end - start)
+    return end - (end - start) * (np.float32(1.0) - np.float32(weight))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -91,9 +105,24 @@ class LoadedGenerator:
     def style_dim(self) -> int:
         return self.module.style_dim
 
+    @property
+    def z_dim(self) -> int:
+        """Width of z for `mapping` (= style_dim except for some ADA generators)."""
+        return self.module.latent_dim
+
+    @property
+    def c_dim(self) -> int:
+        """Label width of a conditional ADA generator (0: unconditional)."""
+        return self.module.c_dim
+
+    @property
+    def variant(self) -> str:
+        return self.module.variant
+
     def __repr__(self) -> str:
+        extra = "" if self.variant == "rosinality" else f", variant={self.variant!r}"
         return (f"LoadedGenerator(resolution={self.resolution}, n_latent={self.n_latent}, "
-                f"channels={tuple(self.module.channels)}, n_mlp={self.module.n_mlp})")
+                f"channels={tuple(self.module.channels)}, n_mlp={self.module.n_mlp}{extra})")
 
     # Pure functions for use inside a caller's jit (variables passed in).
     def synthesize(self, variables, w_plus, noise: NoiseSpec = "random", rng=None):
@@ -103,15 +132,31 @@ class LoadedGenerator:
         rngs = {"noise": rng} if mode == "random" else None
         return self.module.apply(variables, w_plus, mode, noises, rngs=rngs)
 
-    def map(self, variables, z):
-        return self.module.apply(variables, z, method="mapping")
+    def map(self, variables, z, c=None):
+        return self.module.apply(variables, z, c, method="mapping")
+
+    def _labels(self, c, n: int):
+        if self.c_dim == 0:
+            if c is not None:
+                raise ValueError("this generator is unconditional (c_dim=0): c must be None.")
+            return None
+        if c is None:
+            raise ValueError(f"this generator is conditional: pass labels c of shape "
+                             f"(N, {self.c_dim}) (or ({self.c_dim},) for all samples).")
+        c = jnp.asarray(c, jnp.float32)
+        if c.ndim == 1:
+            c = jnp.broadcast_to(c, (n, c.shape[0]))
+        if c.shape != (n, self.c_dim):
+            raise ValueError(f"c must have shape ({n}, {self.c_dim}), got {tuple(c.shape)}.")
+        return c
 
     # Jitted conveniences on the generator's own variables.
-    def mapping(self, z) -> jax.Array:
+    def mapping(self, z, c=None) -> jax.Array:
+        """z (N, z_dim) [, labels c (N, c_dim) for a conditional ADA generator] -> w."""
         z = jnp.asarray(z, jnp.float32)
-        if z.ndim != 2 or z.shape[1] != self.style_dim:
-            raise ValueError(f"z must have shape (N, {self.style_dim}), got {tuple(z.shape)}.")
-        return _mapping(self.module, self.variables, z)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape (N, {self.z_dim}), got {tuple(z.shape)}.")
+        return _mapping(self.module, self.variables, z, self._labels(c, z.shape[0]))
 
     def synthesis(self, w_plus, noise: NoiseSpec = "const", rng=None) -> jax.Array:
         """W+ (N, n_latent, style_dim) -> images (N, R, R, 3), raw scale (no clamp)."""
@@ -147,30 +192,64 @@ class LoadedGenerator:
         w1, w2 = self.broadcast(w1), self.broadcast(w2)
         return jnp.concatenate([w1[:, :inject_index], w2[:, inject_index:]], axis=1)
 
-    def mean_latent(self, n: int = 10000, rng=None, batch_size: int = 10000) -> jax.Array:
-        """Mean of the mapping of n standard-normal z, (1, style_dim), as the official mean_latent."""
+    def mean_latent(self, n: int = 10000, rng=None, batch_size: int = 10000,
+                    c=None) -> jax.Array:
+        """Mean of the mapping of n standard-normal z, (1, style_dim), as the official mean_latent
+        (for a conditional generator: under the label vector `c`, shape (c_dim,))."""
         rng = jax.random.key(0) if rng is None else rng
         total = jnp.zeros((self.style_dim,), jnp.float32)
         done = 0
         while done < n:
             m = min(batch_size, n - done)
             rng, k = jax.random.split(rng)
-            total = total + self.mapping(jax.random.normal(k, (m, self.style_dim))).sum(0)
+            total = total + self.mapping(jax.random.normal(k, (m, self.z_dim)), c).sum(0)
             done += m
         return (total / n)[None]
 
-    def __call__(self, z, truncation: float = 1.0, truncation_latent=None,
-                 noise: NoiseSpec = "const", rng=None) -> jax.Array:
-        """z (N, style_dim) -> images, through mapping, optional truncation and synthesis."""
-        w = self.mapping(z)
-        if truncation < 1:
-            w = self.truncate(w, truncation, truncation_latent)
-        return self.synthesis(self.broadcast(w), noise=noise, rng=rng)
+    def truncate_wplus(self, w_plus, psi: float, truncation_latent=None,
+                       cutoff: int | None = None) -> jax.Array:
+        """Truncation on W+ codes; with `cutoff`, only rows < cutoff move (ADA's
+        truncation_cutoff). ADA generators use torch.lerp's rounding and also extrapolate
+        (psi > 1)."""
+        w_plus = jnp.asarray(w_plus, jnp.float32)
+        if self.variant == "ada":
+            if truncation_latent is None:
+                if self.latent_avg is None:
+                    raise ValueError("this generator has no latent_avg (w_avg); pass "
+                                     "truncation_latent.")
+                truncation_latent = self.latent_avg
+            t = jnp.asarray(truncation_latent, jnp.float32).reshape(1, 1, -1)
+            moved = _torch_lerp(t, w_plus, float(psi))
+        else:
+            moved = self.truncate(w_plus, psi, truncation_latent)
+        if cutoff is None:
+            return moved
+        rows = jnp.arange(w_plus.shape[1])[None, :, None] < cutoff
+        return jnp.where(rows, moved, w_plus)
 
-    def sample(self, rng, n: int, truncation: float = 1.0, noise: NoiseSpec = "const"):
+    def __call__(self, z, truncation: float = 1.0, truncation_latent=None,
+                 noise: NoiseSpec = "const", rng=None, c=None,
+                 truncation_cutoff: int | None = None) -> jax.Array:
+        """z (N, z_dim) -> images, through mapping, optional truncation and synthesis.
+
+        The official rosinality generator truncates only for psi < 1; ADA's for any psi != 1,
+        and `truncation_cutoff` limits it to the first W+ rows."""
+        w = self.mapping(z, c)
+        if self.variant != "ada" and truncation_cutoff is None:
+            if truncation < 1:
+                w = self.truncate(w, truncation, truncation_latent)
+            return self.synthesis(self.broadcast(w), noise=noise, rng=rng)
+        w_plus = self.broadcast(w)
+        if (truncation != 1) if self.variant == "ada" else (truncation < 1):
+            w_plus = self.truncate_wplus(w_plus, truncation, truncation_latent,
+                                         truncation_cutoff)
+        return self.synthesis(w_plus, noise=noise, rng=rng)
+
+    def sample(self, rng, n: int, truncation: float = 1.0, noise: NoiseSpec = "const", c=None,
+               truncation_cutoff: int | None = None):
         kz, kn = jax.random.split(rng)
-        return self(jax.random.normal(kz, (n, self.style_dim)), truncation=truncation,
-                    noise=noise, rng=kn)
+        return self(jax.random.normal(kz, (n, self.z_dim)), truncation=truncation,
+                    noise=noise, rng=kn, c=c, truncation_cutoff=truncation_cutoff)
 
 
 def init_generator(rng, resolution: int, channel_multiplier: int = 2,

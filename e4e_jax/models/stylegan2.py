@@ -4,8 +4,16 @@ Same math and parameter semantics as `models/stylegan2/model.py` of omertov/enco
 equalized-learning-rate layers store their raw weights (as the PyTorch checkpoints do) and apply
 `lr_mul / sqrt(fan_in)` at call time, so a converted checkpoint is a pure re-layout.
 
+`variant="ada"` gives the generator of NVIDIA's StyleGAN2-ADA (`training/networks.py`, the
+`network-snapshot-*.pkl` format that stylegan3 also reads) with the same variables. The two
+compute the same network except for where the equalized-lr gain enters the modulated convs
+(ADA demodulates the raw weight, so its 1e-8 epsilon is not scaled by fan_in, and scales the
+ToRGB styles instead of the ToRGB weight), the optional `conv_clamp`, and the mapping
+generalisations ADA has (z_dim != w_dim, `layer_features`, a label embedding for c_dim > 0).
+
 Variables (see `Generator`):
     params/mapping/dense_{i}/{kernel (S, S), bias (S,)}        official style.{i+1}
+    params/mapping/embed/{kernel (c_dim, E), bias (E,)}        ADA label embedding (c_dim > 0)
     params/input/const (1, 4, 4, C)                            official input.input
     params/conv1, params/convs_{j}: {kernel (3, 3, Cin, Cout), modulation/{kernel (S, Cin), bias},
                                      noise_strength (), bias (Cout,)}
@@ -23,6 +31,7 @@ import numpy as np
 from flax import linen as nn
 
 NOISE_MODES = ("const", "random", "none", "explicit")
+VARIANTS = ("rosinality", "ada")
 SQRT2 = math.sqrt(2.0)
 
 _OFFICIAL_WIDTH = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -126,23 +135,6 @@ class EqualDense(nn.Module):
         return out + bias * self.lr_mul
 
 
-def _interleave(even, odd, axis: int):
-    """Merges two phases along `axis`: out[2q] = even[q], out[2q + 1] = odd[q] (len(odd) may be
-    len(even) - 1, giving an odd-length result)."""
-    n = even.shape[axis]
-    if odd.shape[axis] < n:
-        pads = [(0, 0)] * odd.ndim
-        pads[axis] = (0, n - odd.shape[axis])
-        odd = jnp.pad(odd, pads)
-        length = 2 * n - 1
-    else:
-        length = 2 * n
-    out = jnp.stack([even, odd], axis=axis + 1)
-    shape = list(even.shape)
-    shape[axis] = 2 * n
-    return jax.lax.slice_in_dim(out.reshape(shape), 0, length, axis=axis)
-
-
 def _conv_transpose_phases(x, weight, precision=None):
     """The four polyphase components of PyTorch conv_transpose2d(stride=2, padding=0), NHWC.
 
@@ -240,7 +232,7 @@ def upsample_conv_blur(x, weight, blur_taps: np.ndarray, demod=None, precision=N
 
 
 def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps=None,
-                   precision=None):
+                   precision=None, weight_gain: bool = True):
     """The official ModulatedConv2d, computed by scaling activations instead of weights.
 
     The official code builds one weight per sample and runs a grouped convolution. Scaling the
@@ -248,9 +240,12 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
     linear map (conv is linear in each input channel) and keeps one shared weight, so the batch
     runs as a single ordinary convolution: the fast path on TPU/GPU/CPU, with memory independent
     of the batch for the weights.
+
+    weight_gain=False (StyleGAN2-ADA) convolves with the raw kernel: with demodulation the gain
+    cancels, except inside the 1e-8 epsilon, which ADA adds to the unscaled sum of squares.
     """
     kh, kw, cin, cout = kernel.shape
-    weight = kernel * (1.0 / math.sqrt(cin * kh * kw))
+    weight = kernel * (1.0 / math.sqrt(cin * kh * kw)) if weight_gain else kernel
     x = x * style[:, None, None, :].astype(x.dtype)
     dn = ("NHWC", "HWIO", "NHWC")
     demod = None
@@ -268,17 +263,32 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
 
 
 class MappingNetwork(nn.Module):
-    """Pixel norm then n_mlp EqualLinear layers with lr_mul and fused leaky ReLU."""
+    """Pixel norm then n_mlp EqualLinear layers with lr_mul and fused leaky ReLU.
+
+    StyleGAN2-ADA's MappingNetwork is the same computation (its normalize_2nd_moment is the pixel
+    norm) with two generalisations: hidden layers of `layer_features` units, and for c_dim > 0 a
+    label embedding (a linear layer, lr 1, then its own 2nd-moment normalisation) concatenated
+    after the normalised z.
+    """
     style_dim: int = 512
     n_mlp: int = 8
     lr_mlp: float = 0.01
     precision: Any = None
+    c_dim: int = 0
+    layer_features: int | None = None
+    embed_features: int | None = None
 
     @nn.compact
-    def __call__(self, z):
+    def __call__(self, z, c=None):
         x = pixel_norm(jnp.asarray(z, jnp.float32))
+        if self.c_dim > 0:
+            y = EqualDense(self.embed_features or self.style_dim, name="embed",
+                           precision=self.precision)(jnp.asarray(c, jnp.float32))
+            x = jnp.concatenate([x, pixel_norm(y)], axis=-1)
+        hidden = self.layer_features or self.style_dim
         for i in range(self.n_mlp):
-            x = EqualDense(self.style_dim, lr_mul=self.lr_mlp, activation=True,
+            width = self.style_dim if i == self.n_mlp - 1 else hidden
+            x = EqualDense(width, lr_mul=self.lr_mlp, activation=True,
                            name=f"dense_{i}", precision=self.precision)(x)
         return x
 
@@ -293,12 +303,15 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """ModulatedConv2d + NoiseInjection + FusedLeakyReLU (official StyledConv)."""
+    """ModulatedConv2d + NoiseInjection + FusedLeakyReLU (official StyledConv; ADA's
+    SynthesisLayer with variant="ada", clamped to +-conv_clamp after the activation)."""
     features: int
     kernel_size: int = 3
     upsample: bool = False
     blur_kernel: tuple = (1, 3, 3, 1)
     precision: Any = None
+    variant: str = "rosinality"
+    conv_clamp: float | None = None
 
     @nn.compact
     def __call__(self, x, w, noise=None):
@@ -307,12 +320,16 @@ class StyledConv(nn.Module):
                             (self.kernel_size, self.kernel_size, cin, self.features))
         style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
         taps = fir_taps(self.blur_kernel, gain=4.0) if self.upsample else None
-        out = modulated_conv(x, style, kernel, True, self.upsample, taps, self.precision)
+        out = modulated_conv(x, style, kernel, True, self.upsample, taps, self.precision,
+                             weight_gain=self.variant != "ada")
         strength = self.param("noise_strength", nn.initializers.zeros, ())
         if noise is not None:
             out = out + strength * noise
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return fused_leaky_relu(out, bias)
+        out = fused_leaky_relu(out, bias)
+        if self.conv_clamp is not None:
+            out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
+        return out
 
 
 class ToRGB(nn.Module):
@@ -320,16 +337,25 @@ class ToRGB(nn.Module):
     blur_kernel: tuple = (1, 3, 3, 1)
     channels: int = 3
     precision: Any = None
+    variant: str = "rosinality"
+    conv_clamp: float | None = None
 
     @nn.compact
     def __call__(self, x, w, skip=None):
         cin = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.normal(1.0), (1, 1, cin, self.channels))
         style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
+        gain = 1.0 / math.sqrt(cin)
+        # ADA's ToRGBLayer puts the equalized-lr gain on the styles, rosinality on the weight.
+        ada = self.variant == "ada"
+        if ada:
+            style = style * gain
         # A 1x1 conv is a matmul over channels.
-        out = jnp.dot(x * style[:, None, None, :], kernel[0, 0] * (1.0 / math.sqrt(cin)),
+        out = jnp.dot(x * style[:, None, None, :], kernel[0, 0] if ada else kernel[0, 0] * gain,
                       precision=self.precision)
         out = out + self.param("bias", nn.initializers.zeros, (self.channels,))
+        if self.conv_clamp is not None:
+            out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
         if skip is not None:
             taps = fir_taps(self.blur_kernel, gain=4.0)
             p = len(taps) - 2
@@ -344,6 +370,11 @@ class Generator(nn.Module):
     (a fresh N(0, 1) map per layer and per sample from the "noise" rng, official
     randomize_noise=True), "none" (no noise), "explicit" (`noises`: one array per layer, shaped
     (1 or N, r, r, 1), in layer order).
+
+    variant="ada" switches to StyleGAN2-ADA's arithmetic (see the module docstring); `conv_clamp`,
+    `z_dim`, `c_dim`, `layer_features`, `embed_features` and `img_channels` are the ADA
+    generator's options (defaults: the rosinality generator). The W+ row of every layer and the
+    skip architecture are the same in both.
     """
     resolution: int
     channels: tuple[int, ...]
@@ -352,6 +383,13 @@ class Generator(nn.Module):
     lr_mlp: float = 0.01
     blur_kernel: tuple = (1, 3, 3, 1)
     precision: Any = None
+    variant: str = "rosinality"
+    conv_clamp: float | None = None
+    z_dim: int | None = None          # None: style_dim
+    c_dim: int = 0
+    layer_features: int | None = None  # mapping hidden width; None: style_dim
+    embed_features: int | None = None  # label embedding width; None: style_dim
+    img_channels: int = 3
 
     @property
     def log_size(self) -> int:
@@ -365,6 +403,11 @@ class Generator(nn.Module):
     def num_layers(self) -> int:
         return 2 * self.log_size - 3
 
+    @property
+    def latent_dim(self) -> int:
+        """Width of z (ADA's z_dim; style_dim unless set)."""
+        return self.style_dim if self.z_dim is None else self.z_dim
+
     def noise_shapes(self) -> list[tuple[int, int, int, int]]:
         return [(1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), 1) for i in range(self.num_layers)]
 
@@ -372,17 +415,24 @@ class Generator(nn.Module):
         if len(self.channels) != self.log_size - 1:
             raise ValueError(f"channels must list one width per resolution 4..{self.resolution} "
                              f"({self.log_size - 1} values), got {len(self.channels)}.")
-        self.mapping_network = MappingNetwork(self.style_dim, self.n_mlp, self.lr_mlp,
-                                              self.precision, name="mapping")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+        if self.latent_dim < 1:
+            raise ValueError(f"z_dim must be >= 1, got {self.z_dim}.")
+        self.mapping_network = MappingNetwork(
+            self.style_dim, self.n_mlp, self.lr_mlp, self.precision, c_dim=self.c_dim,
+            layer_features=self.layer_features, embed_features=self.embed_features,
+            name="mapping")
         self.input = ConstantInput(self.channels[0])
-        kw = dict(blur_kernel=self.blur_kernel, precision=self.precision)
+        kw = dict(blur_kernel=self.blur_kernel, precision=self.precision, variant=self.variant,
+                  conv_clamp=self.conv_clamp)
         self.conv1 = StyledConv(self.channels[0], **kw)
-        self.to_rgb1 = ToRGB(**kw)
+        self.to_rgb1 = ToRGB(channels=self.img_channels, **kw)
         convs, to_rgbs = [], []
         for c in self.channels[1:]:
             convs.append(StyledConv(c, upsample=True, **kw))
             convs.append(StyledConv(c, **kw))
-            to_rgbs.append(ToRGB(**kw))
+            to_rgbs.append(ToRGB(channels=self.img_channels, **kw))
         self.convs = convs
         self.to_rgbs = to_rgbs
         self.noise_buffers = [
@@ -390,9 +440,15 @@ class Generator(nn.Module):
                           lambda s=s: jax.random.normal(self.make_rng("params"), s))
             for i, s in enumerate(self.noise_shapes())]
 
-    def mapping(self, z):
-        """z (N, style_dim) -> w (N, style_dim): pixel norm then n_mlp EqualLinear + lrelu."""
-        return self.mapping_network(z)
+    def mapping(self, z, c=None):
+        """z (N, z_dim) -> w (N, style_dim): pixel norm then n_mlp EqualLinear + lrelu.
+
+        c (N, c_dim): the class labels of a conditional (c_dim > 0) ADA generator."""
+        if (c is None) != (self.c_dim == 0):
+            raise ValueError(f"this generator has c_dim={self.c_dim}: "
+                             + ("pass labels c of shape (N, c_dim)." if self.c_dim
+                                else "it takes no labels (c must be None)."))
+        return self.mapping_network(z, c)
 
     def _layer_noise(self, noise_mode: str, noises, batch: int):
         if noise_mode not in NOISE_MODES:
