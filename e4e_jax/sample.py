@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from e4e_jax.image_io import save_grid
+from e4e_jax.image_io import make_grid, save_png, to_uint8
 
 
 def main(argv=None) -> int:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     # Generator outputs live in about [-1, 1]; a random generator is normalised for display.
     if not args.generator:
         images = images / (np.abs(images).max(axis=(1, 2, 3), keepdims=True) + 1e-8)
-    save_grid(images, args.out, ncols=min(args.n, 8))
+    save_png(make_grid(list(to_uint8(images)), ncols=min(args.n, 8)), args.out)
     print(f"wrote {args.out}: {args.n} samples of {g!r} in {time.time() - t0:.1f}s")
     return 0
 
