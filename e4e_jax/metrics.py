@@ -483,7 +483,9 @@ class SWDDescriptors:
                                      self.nhood_size, self.nhoods_per_image)
             keep = m * self.nhoods_per_image
             for part, d in zip(self._parts, descs):
-                part.append(np.asarray(d[:keep]))
+                # cut on the host: slicing the device array to a short last batch would
+                # compile a new program for that one batch (eval.py counts recompilations)
+                part.append(np.asarray(d)[:keep])
             self.count += m
         return self
 

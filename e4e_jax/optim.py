@@ -234,11 +234,15 @@ def adam(learning_rate: optax.ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: floa
     return optax.chain(scale_by_torch_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))
 
 
-OPTIMIZERS = {"ranger": ranger, "adam": adam}
+# plain SGD is not an official option; it is there for ablations and for tests whose numbers must
+# stay comparable across device counts (Adam's normalised step amplifies rounding differences in
+# near-zero gradients into +-lr updates)
+OPTIMIZERS = {"ranger": ranger, "adam": adam, "sgd": optax.sgd}
 
 
 def make_optimizer(name: str, learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-    """The optimizer of the official `--optim_name` option ('ranger', the default, or 'adam')."""
+    """The optimizer of the official `--optim_name` option ('ranger', the default, or 'adam'),
+    or 'sgd'."""
     try:
         factory = OPTIMIZERS[name.lower()]
     except (KeyError, AttributeError):

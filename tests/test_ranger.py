@@ -144,9 +144,10 @@ def test_adam_matches_torch(fixture):
 
 
 def test_make_optimizer_names():
-    assert isinstance(make_optimizer("ranger", 1e-4), optax.GradientTransformation)
+    for name in ("ranger", "adam", "sgd", "Ranger"):
+        assert isinstance(make_optimizer(name, 1e-4), optax.GradientTransformation)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        make_optimizer("sgd", 1e-4)
+        make_optimizer("adagrad", 1e-4)
 
 
 def test_radam_table_joins_float32_formula():

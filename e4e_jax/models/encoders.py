@@ -38,8 +38,9 @@ Variables (official key `encoder.X` -> Flax path):
 at call time; `init` draws them from N(0, 1) like the official EqualLinear.
 
 Sizes: defaults are the official ones (IR-SE-50, widths 64/128/256/512, style_dim 512). For tests
-and the CPU demo, `widths`, `units` and `style_dim` can be made small; the head depth follows the
-input size (log2 of the pyramid level's longer side: 4, 5, 6 convs for 256x256 and for the cars'
+and the CPU demo, `widths`, `units`, `style_dim` and `head_width` (the width of the style heads'
+convs; official = style_dim, the heads still output style_dim) can be made small; the head depth
+follows the input size (log2 of the pyramid level's longer side: 4, 5, 6 convs for 256x256 and for the cars'
 192x256 input, as the official heads built for spatial 16, 32, 64).
 """
 from __future__ import annotations
@@ -85,8 +86,11 @@ def head_num_pools(input_size: Sequence[int], level_stride: int) -> int:
 
 
 class GradualStyleBlock(nn.Module):
+    """Stride-2 convs of width `out_c` down to 1x1, then EqualLinear to `features` (= out_c in
+    the official model; smaller heads for tiny models keep the style_dim output)."""
     out_c: int
     num_pools: int
+    features: int | None = None
     precision: Any = None
 
     @nn.compact
@@ -101,7 +105,8 @@ class GradualStyleBlock(nn.Module):
                              f"{self.num_pools} stride-2 convs, expected (1, 1); the input image "
                              f"is larger than the encoder's input size.")
         x = x.reshape(x.shape[0], self.out_c)
-        return EqualLinear(self.out_c, precision=self.precision, name="linear")(x)
+        return EqualLinear(self.features or self.out_c, precision=self.precision,
+                           name="linear")(x)
 
 
 class _Backbone(nn.Module):
@@ -113,6 +118,7 @@ class _Backbone(nn.Module):
     widths: tuple[int, ...] = OFFICIAL_WIDTHS
     units: tuple[int, ...] | None = None
     style_dim: int = 512
+    head_width: int | None = None      # None: style_dim, the official heads
     axis_name: str | None = None
     precision: Any = None
 
@@ -140,8 +146,10 @@ class _Backbone(nn.Module):
 
     def _head(self, i: int) -> GradualStyleBlock:
         stride = 16 if i < COARSE_IND else 8 if i < MIDDLE_IND else 4
-        return GradualStyleBlock(self.style_dim, head_num_pools(self.input_size, stride),
-                                 precision=self.precision, name=f"styles_{i}")
+        return GradualStyleBlock(self.head_width or self.style_dim,
+                                 head_num_pools(self.input_size, stride),
+                                 features=self.style_dim, precision=self.precision,
+                                 name=f"styles_{i}")
 
     def _fpn(self, c1, c2, c3, levels: int):
         """[c3, p2, p1][:levels]; the lateral 1x1 convs map to c3's width."""
@@ -215,13 +223,14 @@ _CLASSES = {
 }
 
 CONFIG_KEYS = ("encoder_type", "n_styles", "input_size", "num_layers", "mode", "widths", "units",
-               "style_dim")
+               "style_dim", "head_width")
 
 
 def encoder_config(encoder_type: str = "Encoder4Editing", n_styles: int = 18,
                    input_size: Sequence[int] = (256, 256), num_layers: int = 50,
                    mode: str = "ir_se", widths: Sequence[int] = OFFICIAL_WIDTHS,
-                   units: Sequence[int] | None = None, style_dim: int = 512) -> dict:
+                   units: Sequence[int] | None = None, style_dim: int = 512,
+                   head_width: int | None = None) -> dict:
     """A JSON-able encoder config (what model directories store), validated."""
     if encoder_type not in ENCODER_TYPES:
         raise ValueError(f"{encoder_type!r} is not a valid encoder type; expected one of "
@@ -240,9 +249,12 @@ def encoder_config(encoder_type: str = "Encoder4Editing", n_styles: int = 18,
         units = [int(u) for u in units]
         if len(units) != 4 or min(units) < 1:
             raise ValueError(f"units must give 4 stages of >= 1 unit, got {units}.")
+    if head_width is not None and int(head_width) < 1:
+        raise ValueError(f"head_width must be a positive width or None, got {head_width}.")
     return {"encoder_type": encoder_type, "n_styles": int(n_styles), "input_size": input_size,
             "num_layers": int(num_layers), "mode": mode, "widths": widths, "units": units,
-            "style_dim": int(style_dim)}
+            "style_dim": int(style_dim),
+            "head_width": None if head_width is None else int(head_width)}
 
 
 def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
@@ -253,7 +265,8 @@ def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
     return cls(n_styles=cfg["n_styles"], input_size=tuple(cfg["input_size"]),
                num_layers=cfg["num_layers"], mode=cfg["mode"], widths=tuple(cfg["widths"]),
                units=None if cfg["units"] is None else tuple(cfg["units"]),
-               style_dim=cfg["style_dim"], axis_name=axis_name, precision=precision)
+               style_dim=cfg["style_dim"], head_width=cfg["head_width"], axis_name=axis_name,
+               precision=precision)
 
 
 def init_encoder(rng: jax.Array, config: Mapping[str, Any]) -> dict:
