@@ -16,7 +16,6 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 
 def bench(resolution: int, batch: int, repeats: int, noise: str) -> dict:

@@ -38,11 +38,11 @@ def get_config(arg=None):
     c.optimizer.lr = 1e-3
     c.batch_size = 8
     c.test_batch_size = 8
-    c.max_steps = 400
-    c.log_every = 25
-    c.image_every = 100
-    c.val_every = 100
-    c.save_every = 100
+    c.max_steps = 1000
+    c.log_every = 50
+    c.image_every = 250
+    c.val_every = 250
+    c.save_every = 250
     c.max_val_batches = 2
     c.holdout = 32
     return apply_args(c, arg)

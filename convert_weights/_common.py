@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from e4e_jax.checkpoints import describe_mismatch
+
 
 class ConversionError(ValueError):
     """The file is not the checkpoint format the converter reads."""
@@ -72,23 +74,13 @@ def check_keys(state: Mapping[str, Any], expected: Mapping[str, tuple], what: st
     allowed to be present and are not converted.
     """
     ignore = tuple(ignore)
-    keys = {k for k in state if not (ignore and k.startswith(ignore))}
-    missing = [k for k in expected if k not in keys]
-    unexpected = sorted(keys - set(expected))
-    shapes = [(k, tuple(expected[k]), tuple(np.shape(state[k])))
-              for k in expected if k in keys and tuple(np.shape(state[k])) != tuple(expected[k])]
-    if not (missing or unexpected or shapes):
-        return
-    lines = [f"{what}: the file does not match the expected checkpoint format."]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing[:15])
-                     + (" ..." if len(missing) > 15 else ""))
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:15])
-                     + (" ..." if len(unexpected) > 15 else ""))
-    for k, e, f in shapes[:15]:
-        lines.append(f"  wrong shape for {k}: expected {e}, found {f}")
-    raise ConversionError("\n".join(lines))
+    found = {k: tuple(np.shape(v)) for k, v in state.items()
+             if not (ignore and k.startswith(ignore))}
+    message = describe_mismatch(expected, found,
+                                f"{what}: the file does not match the expected checkpoint format.",
+                                missing_word="missing keys", unexpected_word="unexpected keys")
+    if message:
+        raise ConversionError(message)
 
 
 # Layout changes from PyTorch to Flax.

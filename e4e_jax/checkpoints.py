@@ -152,6 +152,29 @@ def flatten_tree(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def describe_mismatch(expected: Mapping[str, tuple], found: Mapping[str, tuple],
+                      what: str, missing_word: str = "missing",
+                      unexpected_word: str = "unexpected") -> str | None:
+    """A message naming missing, unexpected and mis-shaped entries, or None when they match.
+
+    `expected` / `found` map names to shapes; order of `expected` is kept for missing names.
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [k for k in expected if k in found and tuple(expected[k]) != tuple(found[k])]
+    if not (missing or unexpected or shapes):
+        return None
+    lines = [what]
+    for word, names in ((missing_word, missing), (unexpected_word, unexpected)):
+        if names:
+            lines.append(f"  {word} ({len(names)}): " + ", ".join(names[:20])
+                         + (" ..." if len(names) > 20 else ""))
+    for k in shapes[:20]:
+        lines.append(f"  wrong shape for {k}: expected {tuple(expected[k])}, "
+                     f"found {tuple(found[k])}")
+    return "\n".join(lines)
+
+
 def check_tree(expected: Mapping[str, Any], found: Mapping[str, Any], what: str) -> None:
     """Raises ModelDirError naming missing, unexpected and mis-shaped leaves of `found`.
 
@@ -161,17 +184,6 @@ def check_tree(expected: Mapping[str, Any], found: Mapping[str, Any], what: str)
     exp = {k: tuple(np.shape(v)) if not hasattr(v, "shape") else tuple(v.shape)
            for k, v in flatten_tree(expected).items()}
     got = {k: tuple(np.shape(v)) for k, v in flatten_tree(found).items()}
-    missing = sorted(set(exp) - set(got))
-    unexpected = sorted(set(got) - set(exp))
-    shapes = sorted(k for k in set(exp) & set(got) if exp[k] != got[k])
-    if missing or unexpected or shapes:
-        lines = [f"{what} does not match the model:"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): " + ", ".join(missing[:20])
-                         + (" ..." if len(missing) > 20 else ""))
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(unexpected[:20])
-                         + (" ..." if len(unexpected) > 20 else ""))
-        for k in shapes[:20]:
-            lines.append(f"  wrong shape for {k}: expected {exp[k]}, found {got[k]}")
-        raise ModelDirError("\n".join(lines))
+    message = describe_mismatch(exp, got, f"{what} does not match the model:")
+    if message:
+        raise ModelDirError(message)

@@ -263,13 +263,41 @@ def init_generator(rng, resolution: int, channel_multiplier: int = 2,
                   style_dim=int(style_dim), n_mlp=int(n_mlp), lr_mlp=float(lr_mlp),
                   blur_kernel=[1, 3, 3, 1], channel_multiplier=channel_multiplier)
     module = module_from_config(config)
-    w_plus = jnp.zeros((1, module.n_latent, style_dim), jnp.float32)
-    variables = jax.jit(lambda k: module.init({"params": k}, w_plus, method=_init_all))(rng)
-    variables = jax.tree_util.tree_map(np.asarray, dict(variables))
+    variables = _official_init(module, rng)
     g = LoadedGenerator(module, variables, config)
     if with_latent_avg:
         g.latent_avg = np.asarray(g.mean_latent(4096, jax.random.fold_in(rng, 1))[0])
     return g
+
+
+def _official_init(module: Generator, rng) -> dict:
+    """The official initialisation, drawn on the host with numpy: N(0, 1) weights (mapping
+    weights / lr_mul), modulation biases 1, other biases and noise strengths 0, N(0, 1) constant
+    input and noise buffers. Same distributions as `module.init`, without compiling a threefry
+    graph per parameter (which takes many seconds on CPU even for tiny generators)."""
+    shapes = expected_variables(module)
+    seed = [int(s) for s in np.asarray(jax.random.key_data(rng)).ravel()]
+    draw = np.random.default_rng(seed)
+
+    def fill(node, path):
+        out = {}
+        for name, leaf in node.items():
+            if not hasattr(leaf, "shape"):
+                out[name] = fill(leaf, path + (name,))
+                continue
+            shape = tuple(leaf.shape)
+            if name == "bias":
+                value = np.full(shape, 1.0 if path[-1] == "modulation" else 0.0)
+            elif name == "noise_strength":
+                value = np.zeros(shape)
+            elif name == "kernel" and "mapping" in path:
+                value = draw.standard_normal(shape) / module.lr_mlp
+            else:  # kernels, the constant input, noise buffers
+                value = draw.standard_normal(shape)
+            out[name] = value.astype(np.float32)
+        return out
+
+    return fill(shapes, ())
 
 
 def expected_variables(module: Generator) -> Any:

@@ -10,8 +10,7 @@ import fixture_utils as fu
 import e4e_jax
 from convert_weights import stylegan2 as conv
 from convert_weights._common import ConversionError
-from e4e_jax.generator import expected_variables
-from e4e_jax.checkpoints import check_tree, flatten_tree
+from e4e_jax.checkpoints import flatten_tree
 
 
 @pytest.fixture(scope="module")

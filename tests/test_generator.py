@@ -197,3 +197,4 @@ def test_load_errors(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ModelDirError, match="config.json"):
         e4e_jax.load_generator(str(tmp_path / "empty"))
+

@@ -54,29 +54,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax.models.irse import IRBody, IRInputLayer, OFFICIAL_WIDTHS, conv2d
+from e4e_jax.models.stylegan2 import EqualDense as EqualLinear  # same layer as StyleGAN2's
 from e4e_jax.ops import upsample_bilinear
 
 ENCODER_TYPES = ("Encoder4Editing", "GradualStyleEncoder", "SingleStyleCodeEncoder")
 COARSE_IND = 3
 MIDDLE_IND = 7
 INFERENCE_STAGE = 18
-
-
-class EqualLinear(nn.Module):
-    """StyleGAN2 EqualLinear without activation: x @ (W * lr_mul / sqrt(in)) + b * lr_mul."""
-    features: int
-    lr_mul: float = 1.0
-    bias_init: float = 0.0
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        in_f = x.shape[-1]
-        kernel = self.param("kernel", lambda k, s: jax.random.normal(k, s) / self.lr_mul,
-                            (in_f, self.features))
-        bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
-        scale = self.lr_mul / math.sqrt(in_f)
-        return jnp.dot(x, kernel * scale, precision=self.precision) + bias * self.lr_mul
 
 
 def head_num_pools(input_size: Sequence[int], level_stride: int) -> int:
