@@ -16,6 +16,8 @@ setup(
         "orbax-checkpoint>=0.6",
         "numpy>=1.26",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it when building / preparing datasets, without declaring it
+        "importlib_resources",
         # tf.data for the input pipeline and the TensorBoard writer behind clu's default writer;
         # the CPU build is enough: TensorFlow never touches an accelerator here.
         "tensorflow-cpu>=2.16",

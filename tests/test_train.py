@@ -200,6 +200,34 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, capsys):
     assert "skipping unreadable image" in capsys.readouterr().out
 
 
+def test_tfds_dataset_by_name(tmp_path):
+    """A TFDS dataset prepared under a local data_dir (ArrayRecord), read by name."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    from e4e_jax.data import DataError, TFDSSource
+
+    images = np.random.RandomState(0).randint(0, 255, (12, 20, 24, 3), np.uint8)
+    builder = tfds.dataset_builders.TfDataBuilder(
+        name="tiny_faces", version="1.0.0", data_dir=str(tmp_path / "tfds"),
+        split_datasets={"train": tf.data.Dataset.from_tensor_slices({"image": images})},
+        features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))}),
+        file_format="array_record")
+    builder.download_and_prepare()
+    source = TFDSSource("tiny_faces", "train", str(tmp_path / "tfds"))
+    assert len(source) == 12
+    first = source.load(0, (20, 24))
+    assert any(np.array_equal(first, im) for im in images)          # decoded exactly
+    config = tiny_config(max_steps=4)
+    config.data.kind = "images"
+    config.data.train = "tfds:tiny_faces:train"
+    config.data.test = "tfds:tiny_faces:train"
+    config.data.data_dir = str(tmp_path / "tfds")
+    summary = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert summary["steps"] == 4 and np.isfinite(summary["mse_after"])
+    with pytest.raises(DataError, match="cannot open TFDS dataset 'no_such_set'"):
+        TFDSSource("no_such_set", "train", str(tmp_path / "tfds"))
+
+
 # ------------------------------------------------------------------ parallelism
 
 def run_worker(args, env_extra=None, timeout=900):
