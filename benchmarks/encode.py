@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 
 import jax
+
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_report.py
+from _report import print_peak_memory  # noqa: E402
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -226,11 +229,7 @@ def main(argv=None):
                       f"{o['images_per_s']:>9.2f} {o['cpu_s_per_image']:>9.3f}   (official; "
                       f"median ratio {o['step_s'] / m['step_s']:.2f}x, best ratio "
                       f"{o['best_step_s'] / m['best_step_s']:.2f}x)", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak host RSS: {peak:.0f} MiB; load avg at the end {os.getloadavg()[0]:.2f}")
-    if dev.platform == "gpu":
-        stats = dev.memory_stats() or {}
-        print(f"peak device memory: {stats.get('peak_bytes_in_use', 0) / 2**20:.0f} MiB")
+    print_peak_memory(f"; load avg at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
+import sys
 import time
 
 import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_report.py
+from _report import print_peak_memory  # noqa: E402
 
 
 def bench(resolution: int, batch: int, repeats: int, noise: str) -> dict:
@@ -55,11 +58,7 @@ def main():
             m = bench(r, b, args.repeats, args.noise)
             print(f"{r:>5} {b:>5} {m['compile_s']:>10.2f} {m['step_s']:>8.3f} "
                   f"{m['s_per_image']:>8.3f} {m['images_per_s']:>9.2f}", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak host RSS: {peak:.0f} MiB")
-    if dev.platform == "gpu":
-        stats = dev.memory_stats() or {}
-        print(f"peak device memory: {stats.get('peak_bytes_in_use', 0) / 2**20:.0f} MiB")
+    print_peak_memory()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -24,10 +23,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
+
 import jax.numpy as jnp
 
 from e4e_jax import losses
 from e4e_jax.losses import LossNet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_report.py
+from _report import print_peak_memory  # noqa: E402
 
 NETS = ("lpips_alex", "lpips_vgg", "arcface", "moco")
 
@@ -94,11 +97,7 @@ def main():
         print(f"{name:>11} {m['compile_s']:>10.2f} {m['step_s']:>8.3f} {m['images_per_s']:>9.2f}",
               flush=True)
     print(f"load avg after: {os.getloadavg()[0]:.2f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak host RSS: {peak:.0f} MiB")
-    if dev.platform == "gpu":
-        stats = dev.memory_stats() or {}
-        print(f"peak device memory: {stats.get('peak_bytes_in_use', 0) / 2**20:.0f} MiB")
+    print_peak_memory()
 
 
 if __name__ == "__main__":

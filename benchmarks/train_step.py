@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -26,7 +25,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
+
 import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_report.py
+from _report import print_peak_memory  # noqa: E402
 
 
 def main():
@@ -97,10 +100,7 @@ def main():
     step = statistics.median(times)
     print(f"median step {step:.2f}s, {args.batch / step:.2f} images/s, "
           f"{step / args.batch:.2f} s/image")
-    print(f"peak host RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    if dev.platform == "gpu":
-        stats = dev.memory_stats() or {}
-        print(f"peak device memory: {stats.get('peak_bytes_in_use', 0) / 2**20:.0f} MiB")
+    print_peak_memory()
 
 
 if __name__ == "__main__":

@@ -92,6 +92,18 @@ def _official_step_sizes(b1: float, b2: float, n_sma_threshold: float, steps: in
     return size.astype(np.float32), rectified
 
 
+def _moments_init(params) -> RAdamState:
+    zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
+    return RAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=jax.tree.map(jnp.copy, zeros))
+
+
+def _moments(state: RAdamState, updates, b1: float, b2: float):
+    """Adam's first and second moment updates (shared by RAdam and torch Adam)."""
+    nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
+    mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
+    return state.count + 1, mu, nu
+
+
 def scale_by_official_radam(b1: float = 0.95, b2: float = 0.999, eps: float = 1e-5,
                             n_sma_threshold: float = 5.0,
                             table_steps: int = 4096) -> optax.GradientTransformation:
@@ -110,16 +122,9 @@ def scale_by_official_radam(b1: float = 0.95, b2: float = 0.999, eps: float = 1e
     table_size = jnp.asarray(table_size)
     table_rect = jnp.asarray(table_rect)
 
-    def init_fn(params):
-        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
-        return RAdamState(count=jnp.zeros([], jnp.int32), mu=zeros,
-                          nu=jax.tree.map(jnp.copy, zeros))
-
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
-        nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
-        mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
+        count, mu, nu = _moments(state, updates, b1, b2)
         # Past the table N_sma is large: the float32 formula is accurate and always rectified.
         t = count.astype(jnp.float32)
         one_minus_b2t = _one_minus_pow(b2, t)
@@ -137,7 +142,7 @@ def scale_by_official_radam(b1: float = 0.95, b2: float = 0.999, eps: float = 1e
         new_updates = jax.tree.map(direction, mu, nu)
         return new_updates, RAdamState(count=count, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(_moments_init, update_fn)
 
 
 def scale_by_torch_adam(b1: float = 0.9, b2: float = 0.999,
@@ -149,16 +154,9 @@ def scale_by_torch_adam(b1: float = 0.9, b2: float = 0.999,
     computes it in float64).
     """
 
-    def init_fn(params):
-        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
-        return RAdamState(count=jnp.zeros([], jnp.int32), mu=zeros,
-                          nu=jax.tree.map(jnp.copy, zeros))
-
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
-        nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
-        mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
+        count, mu, nu = _moments(state, updates, b1, b2)
         t = count.astype(jnp.float32)
         bias1 = _one_minus_pow(b1, t)
         sqrt_bias2 = jnp.sqrt(_one_minus_pow(b2, t))
@@ -166,7 +164,7 @@ def scale_by_torch_adam(b1: float = 0.9, b2: float = 0.999,
                                    mu, nu)
         return new_updates, RAdamState(count=count, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(_moments_init, update_fn)
 
 
 def lookahead(sync_period: int = 6, alpha: float = 0.5) -> optax.GradientTransformation:
