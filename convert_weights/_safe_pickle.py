@@ -282,7 +282,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"refused to load global {module}.{name}: it is not on the allow-list of a "
                 f"StyleGAN network snapshot (persistence objects, tensors, OrderedDict, "
-                f"EasyDict, numpy scalars). Nothing from the file was executed.")
+                f"EasyDict, numpy scalars). Nothing from the file was executed. Snapshots "
+                f"written by NVlabs' stylegan2-ada-pytorch / stylegan3 need nothing else: a "
+                f"TensorFlow-era pickle (dnnlib.tflib.*) must first be converted with NVlabs' "
+                f"legacy.py in an environment you trust (it writes this format); other "
+                f"files are not network snapshots (rosinality .pt checkpoints go to "
+                f"convert_weights/stylegan2.py).")
         return target
 
     def persistent_load(self, pid):

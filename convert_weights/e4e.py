@@ -4,8 +4,10 @@
 
 The file is the dict the official training coach saves: `state_dict` (`encoder.*` and `decoder.*`
 keys of the pSp module), `latent_avg` (one row per W+ layer, or a single (512,) row in older pSp
-files) and `opts` (encoder_type, stylegan_size, start_from_latent_avg, dataset_type, ...). Extra
-top-level entries (optimizer or discriminator states) are ignored.
+files) and `opts` (encoder_type, stylegan_size, start_from_latent_avg, dataset_type, ...; a
+dict, or an argparse.Namespace in some forks). Extra top-level entries of training checkpoints
+(`global_step`, `best_val_loss`, `optimizer`, `discriminator_state_dict`,
+`discriminator_optimizer_state_dict`) are ignored.
 
 The output is one model directory (kind "e4e_inverter") that `e4e_jax.load_encoder` reads:
 encoder variables (params + BatchNorm running statistics), latent_avg, a config, and the
@@ -31,6 +33,9 @@ from convert_weights._common import (ConversionError, check_keys, cli_main, conv
                                      dense_kernel, f32, load_torch_file, strip_prefix)
 
 KIND = "e4e_inverter"
+# what to re-save when a file carries a class the loader refuses (shown in the message)
+KEEP = ("{'state_dict': ckpt['state_dict'], 'latent_avg': ckpt['latent_avg'], "
+        "'opts': vars(ckpt['opts'])}")
 # official dataset_type -> encoder input size (H, W) of its test transform
 CARS_INPUT_SIZE = (192, 256)
 DEFAULT_INPUT_SIZE = (256, 256)
@@ -317,7 +322,7 @@ def write_e4e_dir(converted: Mapping[str, Any], dst: str, source: str | None = N
 
 
 def run(args) -> str:
-    ckpt = load_torch_file(args.src)
+    ckpt = load_torch_file(args.src, keep=KEEP)
     converted = convert_e4e(ckpt, what=os.path.basename(args.src))
     path = write_e4e_dir(converted, args.dst, source=os.path.abspath(args.src))
     cfg = converted["config"]

@@ -21,6 +21,7 @@ from convert_weights.arcface import LayerMap
 
 KIND = "moco_resnet50"
 PREFIX = "module.encoder_q."
+KEEP = "{'state_dict': ckpt['state_dict']}"
 RESNET50_CONFIG = {"blocks": [3, 4, 6, 3], "widths": [64, 128, 256, 512], "stem_width": 64,
                    "input_size": 224}
 
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         p.add_argument("dst", help="output model directory (read by e4e_jax.load_moco)")
 
     def run(args):
-        obj = load_torch_file(args.src)
+        obj = load_torch_file(args.src, keep=KEEP)
         path = write_moco(obj, args.dst, source=os.path.basename(args.src))
         return f"wrote {path}"
 

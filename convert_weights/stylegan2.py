@@ -2,8 +2,9 @@
 
     python convert_weights/stylegan2.py stylegan2-ffhq-config-f.pt converted/stylegan2-ffhq
 
-The file is a dict with `g_ema` (the Generator state dict) and optionally `latent_avg`; training
-checkpoints also hold `g`, `d` and optimizer states, which are ignored. Resolution, channel widths
+The file is a dict with `g_ema` (the Generator state dict) and optionally `latent_avg`; the
+checkpoints rosinality's train.py writes also hold `g`, `d`, `g_optim`, `d_optim`, `args` (an
+argparse.Namespace) and `ada_aug_p`, which are read safely and ignored. Resolution, channel widths
 and n_mlp are read off the keys and shapes.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from convert_weights._common import (ConversionError, check_keys, cli_main, conv
                                      dense_kernel, f32, load_torch_file)
 
 DEFAULT_BLUR = [1, 3, 3, 1]
+# what to re-save when a file carries a class the loader refuses (shown in the message)
+KEEP = "{k: ckpt[k] for k in ('g_ema', 'latent_avg') if k in ckpt}"
 
 
 def official_fir_kernel(taps=DEFAULT_BLUR, gain: float = 4.0) -> np.ndarray:
@@ -202,7 +205,7 @@ def convert_checkpoint(ckpt, source: str | None = None):
 
 def run(args) -> str:
     from e4e_jax.generator import save_generator
-    ckpt = load_torch_file(args.src)
+    ckpt = load_torch_file(args.src, keep=KEEP)
     g = convert_checkpoint(ckpt)
     path = save_generator(g, args.dst, source=os.path.abspath(args.src))
     return (f"wrote {path}: {g.resolution}x{g.resolution} generator, n_latent {g.n_latent}, "
