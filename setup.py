@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         # Only the converters import torch, and only to read checkpoint files.
-        "convert": ["torch>=2.1"],
+        "convert": ["torch>=2.6"],
         "test": ["pytest>=7"],
         # Face alignment (e4e_jax.align). mediapipe 0.10.14 is the last release with its face
         # models inside the wheel; it needs protobuf<5, so pip settles on an older TensorFlow
