@@ -30,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from e4e_jax import image_io
+from e4e_jax import grids, image_io
 
 _NPY_HEADER_BYTES = 128
 
@@ -155,13 +155,16 @@ def _image_name(row_name: str) -> str:
     return base + ".png"
 
 
-def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: int = 8,
-                  save_images: bool = False, align: bool = False, overwrite: bool = False,
-                  workers: int | None = None, log=sys.stderr) -> dict:
-    """Runs the command; returns the summary (also written to OUT/summary.json)."""
+def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
+             align: bool, overwrite: bool):
+    """Checks the request and loads the model: (files, inv, batch_size, align_faces).
+
+    The batch size is rounded up to a multiple of the local device count. Raises SystemExit
+    with an "error: ..." message (no images, existing latents without --overwrite, --align
+    without its extras) and ModelDirError for a bad checkpoint.
+    """
     import jax
     from e4e_jax.inverter import load_encoder
-
     files = image_io.list_images(input_dir)
     if not files:
         raise SystemExit(f"error: no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) "
@@ -174,99 +177,146 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     n_dev = jax.local_device_count()
     batch_size = max(1, int(batch_size))
     batch_size = -(-batch_size // n_dev) * n_dev
-    size = inv.input_size
-    os.makedirs(output_dir, exist_ok=True)
+    return files, inv, batch_size, align_faces
+
+
+class FolderOutputs:
+    """The files of one run: OUT/latents.npy (streamed rows), files.txt, skipped.txt and, with
+    save_images, OUT/reconstructions/ and OUT/side_by_side/ PNGs. Close it in a `finally`."""
+
+    def __init__(self, output_dir: str, shape: tuple[int, int], save_images: bool):
+        os.makedirs(output_dir, exist_ok=True)
+        self.output_dir, self.save_images = output_dir, save_images
+        self.latents_path = os.path.join(output_dir, "latents.npy")
+        self.writer = LatentWriter(self.latents_path, shape)
+        self.names_f = open(os.path.join(output_dir, "files.txt"), "w")
+        self.skipped_f = open(os.path.join(output_dir, "skipped.txt"), "w")
+        self.skipped: list[tuple[str, str]] = []
+
+    def add(self, names: list[str], inputs: list[np.ndarray], w: np.ndarray, rec) -> None:
+        """Appends the codes w (n, n_latent, S) and names; writes the PNGs of `rec` (n, H, W, 3)
+        when saving images (rec None otherwise)."""
+        self.writer.append(w)
+        self.names_f.write("".join(name + "\n" for name in names))
+        self.names_f.flush()
+        if self.save_images:
+            for name, inp, r in zip(names, inputs, rec):
+                out_name = _image_name(name)
+                r8 = image_io.to_uint8(r)
+                image_io.save_png(r8, os.path.join(self.output_dir, "reconstructions", out_name))
+                image_io.save_png(grids.side_by_side([image_io.to_uint8(inp), r8], pad=4),
+                                  os.path.join(self.output_dir, "side_by_side", out_name))
+
+    def skip(self, rel: str, err: str) -> None:
+        """Records an unreadable file in skipped.txt."""
+        self.skipped.append((rel, err))
+        self.skipped_f.write(f"{rel}\t{err}\n")
+        self.skipped_f.flush()
+
+    def close(self) -> None:
+        """Closes latents.npy (its header then holds the row count) and the text files."""
+        self.writer.close()
+        self.names_f.close()
+        self.skipped_f.close()
+
+
+def encode_batch(inv, inputs: list[np.ndarray], batch_size: int, save_images: bool):
+    """(w (n, n_latent, S), rec (n, H, W, 3) or None, seconds) for n <= batch_size inputs,
+    zero-padded to one compiled batch shape."""
+    n = len(inputs)
+    x = np.zeros((batch_size,) + inputs[0].shape, np.float32)
+    x[:n] = np.stack(inputs)
+    tb = time.perf_counter()
+    rec = None
+    if save_images:
+        w, rec = inv.invert(x)
+        rec = np.asarray(rec[:n])
+    else:
+        w = inv.encode(x)
+    w = np.asarray(w[:n])
+    return w, rec, time.perf_counter() - tb
+
+
+def _summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, batch_size, n_dev,
+             interrupted, inv, save_images) -> dict:
+    rows = out.writer.rows
+    return {
+        "files": len(files), "files_processed": files_done, "latents": rows,
+        "skipped": len(out.skipped), "seconds": round(seconds, 3),
+        "images_per_s": round(rows / seconds, 3) if seconds > 0 else None,
+        "first_batch_seconds_incl_compile": None if first_batch_s is None
+        else round(first_batch_s, 3),
+        "images_per_s_after_first_batch": round((rows - min(rows, batch_size))
+                                                / (seconds - first_batch_s), 3)
+        if first_batch_s is not None and rows > batch_size else None,
+        "batch_size": batch_size, "devices": n_dev, "interrupted": interrupted,
+        "compilations": (inv._invert_jit if save_images else inv._encode_jit)._cache_size(),
+        "latents_shape": [rows, inv.n_latent, inv.generator.style_dim],
+    }
+
+
+def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: int = 8,
+                  save_images: bool = False, align: bool = False, overwrite: bool = False,
+                  workers: int | None = None, log=sys.stderr) -> dict:
+    """Runs the command; returns the summary (also written to OUT/summary.json).
+
+    `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> batches of
+    `batch_size` rows through `encode_batch` -> `FolderOutputs`. An interrupt keeps every row
+    written so far (and re-raises KeyboardInterrupt after the summary).
+    """
+    import jax
+    files, inv, batch_size, align_faces = open_run(checkpoint, input_dir, output_dir,
+                                                   batch_size, align, overwrite)
+    n_dev = jax.local_device_count()
     print(f"encoding {len(files)} files from {input_dir} with {inv} on {n_dev} "
           f"{jax.devices()[0].platform} device(s), batch {batch_size}", file=log)
-
-    writer = LatentWriter(latents_path, (inv.n_latent, inv.generator.style_dim))
-    names_f = open(os.path.join(output_dir, "files.txt"), "w")
-    skipped_f = open(os.path.join(output_dir, "skipped.txt"), "w")
-    skipped: list[tuple[str, str]] = []
+    out = FolderOutputs(output_dir, (inv.n_latent, inv.generator.style_dim), save_images)
     progress = Progress(len(files), log)
     t0 = time.perf_counter()
-    first_batch_s = None
-    files_done = 0
+    first_batch_s, files_done, interrupted = None, 0, False
     batch_names: list[str] = []
     batch_inputs: list[np.ndarray] = []
-    interrupted = False
 
     def flush_batch():
         nonlocal first_batch_s
-        if not batch_names:
-            return
-        n = len(batch_names)
-        x = np.zeros((batch_size,) + batch_inputs[0].shape, np.float32)
-        x[:n] = np.stack(batch_inputs)
-        tb = time.perf_counter()
-        if save_images:
-            w, rec = inv.invert(x)
-            rec = np.asarray(rec[:n])
-        else:
-            w = inv.encode(x)
-        w = np.asarray(w[:n])
-        if first_batch_s is None:
-            first_batch_s = time.perf_counter() - tb
-        writer.append(w)
-        names_f.write("".join(name + "\n" for name in batch_names))
-        names_f.flush()
-        if save_images:
-            for name, inp, r in zip(batch_names, batch_inputs, rec):
-                out_name = _image_name(name)
-                r8 = image_io.to_uint8(r)
-                image_io.save_png(r8, os.path.join(output_dir, "reconstructions", out_name))
-                image_io.save_png(image_io.side_by_side([image_io.to_uint8(inp), r8], pad=4),
-                                  os.path.join(output_dir, "side_by_side", out_name))
-        batch_names.clear()
-        batch_inputs.clear()
+        if batch_names:
+            w, rec, dt = encode_batch(inv, batch_inputs, batch_size, save_images)
+            first_batch_s = dt if first_batch_s is None else first_batch_s
+            out.add(batch_names, batch_inputs, w, rec)
+            batch_names.clear()
+            batch_inputs.clear()
 
     try:
-        for rel, rows, err in _iter_loaded(input_dir, files, size, align_faces,
+        for rel, rows, err in _iter_loaded(input_dir, files, inv.input_size, align_faces,
                                            workers or min(4, os.cpu_count() or 1),
                                            prefetch=2 * batch_size):
             files_done += 1
             if err is not None:
-                skipped.append((rel, err))
-                skipped_f.write(f"{rel}\t{err}\n")
-                skipped_f.flush()
-                msg = f"skipping {rel}: {err}"
-                print(("\n" if progress.tty else "") + msg, file=log)
+                out.skip(rel, err)
+                print(("\n" if progress.tty else "") + f"skipping {rel}: {err}", file=log)
             else:
                 for name, x in rows:
                     batch_names.append(name)
                     batch_inputs.append(x)
                     if len(batch_names) == batch_size:
                         flush_batch()
-            progress.update(files_done, writer.rows + len(batch_names))
+            progress.update(files_done, out.writer.rows + len(batch_names))
         flush_batch()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
-        writer.close()
-        names_f.close()
-        skipped_f.close()
+        out.close()
     seconds = time.perf_counter() - t0
-    summary = {
-        "files": len(files), "files_processed": files_done, "latents": writer.rows,
-        "skipped": len(skipped), "seconds": round(seconds, 3),
-        "images_per_s": round(writer.rows / seconds, 3) if seconds > 0 else None,
-        "first_batch_seconds_incl_compile": None if first_batch_s is None
-        else round(first_batch_s, 3),
-        "images_per_s_after_first_batch": round((writer.rows - min(writer.rows, batch_size))
-                                                / (seconds - first_batch_s), 3)
-        if first_batch_s is not None and writer.rows > batch_size else None,
-        "batch_size": batch_size, "devices": n_dev, "interrupted": interrupted,
-        "compilations": (inv._invert_jit if save_images else inv._encode_jit)._cache_size(),
-        "latents_shape": [writer.rows, inv.n_latent, inv.generator.style_dim],
-    }
+    summary = _summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
+                       interrupted, inv, save_images)
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"{'interrupted: ' if interrupted else ''}encoded {writer.rows} latents from "
-          f"{files_done - len(skipped)} of {len(files)} files in {seconds:.1f} s "
+    print(f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
+          f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
           f"({summary['images_per_s']} images/s; first batch incl. compile "
-          f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(skipped)}"
-          f"{' (see skipped.txt)' if skipped else ''}; wrote {latents_path} "
+          f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
+          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {out.latents_path} "
           f"{tuple(summary['latents_shape'])} and files.txt", file=log)
     if interrupted:
         raise KeyboardInterrupt

@@ -12,7 +12,8 @@ import time
 import jax
 import numpy as np
 
-from e4e_jax.image_io import make_grid, save_png, to_uint8
+from e4e_jax.grids import make_grid
+from e4e_jax.image_io import save_png, to_uint8
 
 
 def main(argv=None) -> int:
