@@ -14,16 +14,11 @@ Writes
     OUT/latents.npy, files.txt   the inversions (not with --latents), as `python -m e4e_jax.encode`
     OUT/edits.json           the axes of edited_latents.npy: names, edits, strengths
 
-Edit specs (the same syntax serves eval.py's --edits / --lec_edit):
+Edit specs (the same syntax serves eval.py's --edits / --lec_edit; the language is defined in
+e4e_jax/editing/spec.py):
 
-    interfacegan:PATH[:STRENGTH]            w + STRENGTH * direction (a (1, 512) W or
-                                            (1, n_latent, 512) W+ direction: .pt, .npy, .npz)
-    ganspace:PATH:IDX,START,END[,STRENGTH]  the official GANSpace tuple: component IDX of the
-                                            PCA file on W+ rows START..END-1, coordinate set
-                                            to STRENGTH (standard deviations)
-    sefa:SEMANTIC[:STRENGTH[:LAYERS]]       SeFa eigenvector SEMANTIC (0 = largest eigenvalue)
-                                            of the generator's own weights, moved by STRENGTH;
-                                            LAYERS 'all' (default), '2-5' or '2,3,4,5'
+    interfacegan:PATH[:STRENGTH] | ganspace:PATH:IDX,START,END[,STRENGTH] |
+    sefa:SEMANTIC[:STRENGTH[:LAYERS]]      (LAYERS: all, 2-5 or 2,3,4,5)
 
 A STRENGTH in the spec is its default strength (eval.py uses it; defaults: interfacegan 3, the
 official LEC example; ganspace and sefa 5). The command's --strengths give the columns of every
