@@ -163,5 +163,3 @@ def _runs_on(fn: Callable, *shapes) -> str | None:
     except Exception as e:  # shape errors surface as TypeError / ValueError from flax / lax
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
-
-_set = set_metric

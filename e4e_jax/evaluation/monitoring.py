@@ -74,5 +74,3 @@ class ProgressPrinter:
             self._last = now
         self.stream.flush()
 
-
-_BatchMarks = BatchMarks    # the name before the evaluation package existed
