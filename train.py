@@ -4,7 +4,7 @@
     python train.py --config configs/ffhq_encode.py --workdir runs/ffhq --config.batch_size=16
     python train.py --config configs/cars_encode.py:A --workdir runs/cars_A    # Table 2 variant
 
-The run resumes from WORKDIR/checkpoints when it exists. See e4e_jax/trainer.py.
+The run resumes from WORKDIR/checkpoints when it exists. See e4e_jax/train/loop.py.
 """
 import logging
 import os
@@ -34,7 +34,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         handler.addFilter(_QuietLibraries())
-    from e4e_jax.trainer import TrainingError, train_and_evaluate
+    from e4e_jax.train import TrainingError, train_and_evaluate
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except TrainingError as e:

@@ -16,6 +16,9 @@ resized like the official test transform. The model is compiled once: every batc
 shape (the last one is padded), and the batch is split over all local devices. latents.npy and
 files.txt are extended after every batch and are valid files at every moment, so an interrupted
 run keeps everything encoded so far.
+
+The pieces (model loading, outputs, batched model calls) are in e4e_jax/encoding.py; this module
+holds the command and its loop over files (`encode_folder`, callable without argv).
 """
 from __future__ import annotations
 
@@ -31,83 +34,8 @@ from typing import Iterator
 import numpy as np
 
 from e4e_jax import image_io
-
-_NPY_HEADER_BYTES = 128
-
-
-class LatentWriter:
-    """Appends rows to an .npy file whose header is rewritten after each append, so the file
-    is always a valid array of the rows written so far."""
-
-    def __init__(self, path: str, row_shape: tuple[int, ...]):
-        self.path = path
-        self.row_shape = tuple(row_shape)
-        self.rows = 0
-        self._f = open(path, "wb")
-        self._write_header()
-
-    def _write_header(self) -> None:
-        header = repr({"descr": "<f4", "fortran_order": False,
-                       "shape": (self.rows,) + self.row_shape}).encode("latin1")
-        body_len = _NPY_HEADER_BYTES - 10
-        header = header + b" " * (body_len - len(header) - 1) + b"\n"
-        self._f.seek(0)
-        self._f.write(b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + header)
-        self._f.seek(0, os.SEEK_END)
-
-    def append(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype="<f4")
-        assert rows.shape[1:] == self.row_shape
-        self._f.write(rows.tobytes())
-        self._f.flush()
-        self.rows += rows.shape[0]
-        self._write_header()
-        self._f.flush()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-
-
-class Progress:
-    """A dependency-free progress line on stderr."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total = total
-        self.stream = stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.start = time.perf_counter()
-        self._last_line = -1.0
-
-    def update(self, done: int, rows: int) -> None:
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        width = 30
-        filled = int(width * done / max(self.total, 1))
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-                f"{rows} latents, {rate:.2f} files/s, ETA {eta:.0f}s")
-        if self.tty:
-            self.stream.write("\r" + line)
-        elif elapsed - self._last_line >= 10 or done == self.total:
-            self.stream.write(line + "\n")
-            self._last_line = elapsed
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _import_align():
-    try:
-        from e4e_jax.align import align_faces
-    except ImportError as e:
-        raise SystemExit(f"error: --align needs the face-alignment extras ({e}). Install them "
-                         f"with `pip install .[align]` (from the e4e_jax source folder) or run "
-                         f"without --align on already aligned images.")
-    return align_faces
+from e4e_jax.encoding import (FolderOutputs, LatentWriter, Progress, _image_name,  # noqa: F401
+                              _import_align, _summary, encode_batch, open_run)
 
 
 def _load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[tuple[str, np.ndarray]]:
@@ -148,125 +76,68 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
                 pending.append(pool.submit(job, nxt))
 
 
-def _image_name(row_name: str) -> str:
-    base, _ = os.path.splitext(row_name.split("#face")[0])
-    if "#face" in row_name:
-        base += "_face" + row_name.split("#face")[1]
-    return base + ".png"
-
-
 def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: int = 8,
                   save_images: bool = False, align: bool = False, overwrite: bool = False,
                   workers: int | None = None, log=sys.stderr) -> dict:
-    """Runs the command; returns the summary (also written to OUT/summary.json)."""
-    import jax
-    from e4e_jax.inverter import load_encoder
+    """Runs the command; returns the summary (also written to OUT/summary.json).
 
-    files = image_io.list_images(input_dir)
-    if not files:
-        raise SystemExit(f"error: no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) "
-                         f"under {input_dir!r}.")
-    latents_path = os.path.join(output_dir, "latents.npy")
-    if os.path.exists(latents_path) and not overwrite:
-        raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
-    align_faces = _import_align() if align else None
-    inv = load_encoder(checkpoint)
+    `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> batches of
+    `batch_size` rows through `encode_batch` -> `FolderOutputs`. An interrupt keeps every row
+    written so far (and re-raises KeyboardInterrupt after the summary).
+    """
+    import jax
+    files, inv, batch_size, align_faces = open_run(checkpoint, input_dir, output_dir,
+                                                   batch_size, align, overwrite)
     n_dev = jax.local_device_count()
-    batch_size = max(1, int(batch_size))
-    batch_size = -(-batch_size // n_dev) * n_dev
-    size = inv.input_size
-    os.makedirs(output_dir, exist_ok=True)
     print(f"encoding {len(files)} files from {input_dir} with {inv} on {n_dev} "
           f"{jax.devices()[0].platform} device(s), batch {batch_size}", file=log)
-
-    writer = LatentWriter(latents_path, (inv.n_latent, inv.generator.style_dim))
-    names_f = open(os.path.join(output_dir, "files.txt"), "w")
-    skipped_f = open(os.path.join(output_dir, "skipped.txt"), "w")
-    skipped: list[tuple[str, str]] = []
+    out = FolderOutputs(output_dir, (inv.n_latent, inv.generator.style_dim), save_images)
     progress = Progress(len(files), log)
     t0 = time.perf_counter()
-    first_batch_s = None
-    files_done = 0
+    first_batch_s, files_done, interrupted = None, 0, False
     batch_names: list[str] = []
     batch_inputs: list[np.ndarray] = []
-    interrupted = False
 
     def flush_batch():
         nonlocal first_batch_s
-        if not batch_names:
-            return
-        n = len(batch_names)
-        x = np.zeros((batch_size,) + batch_inputs[0].shape, np.float32)
-        x[:n] = np.stack(batch_inputs)
-        tb = time.perf_counter()
-        if save_images:
-            w, rec = inv.invert(x)
-            rec = np.asarray(rec[:n])
-        else:
-            w = inv.encode(x)
-        w = np.asarray(w[:n])
-        if first_batch_s is None:
-            first_batch_s = time.perf_counter() - tb
-        writer.append(w)
-        names_f.write("".join(name + "\n" for name in batch_names))
-        names_f.flush()
-        if save_images:
-            for name, inp, r in zip(batch_names, batch_inputs, rec):
-                out_name = _image_name(name)
-                r8 = image_io.to_uint8(r)
-                image_io.save_png(r8, os.path.join(output_dir, "reconstructions", out_name))
-                image_io.save_png(image_io.side_by_side([image_io.to_uint8(inp), r8], pad=4),
-                                  os.path.join(output_dir, "side_by_side", out_name))
-        batch_names.clear()
-        batch_inputs.clear()
+        if batch_names:
+            w, rec, dt = encode_batch(inv, batch_inputs, batch_size, save_images)
+            first_batch_s = dt if first_batch_s is None else first_batch_s
+            out.add(batch_names, batch_inputs, w, rec)
+            batch_names.clear()
+            batch_inputs.clear()
 
     try:
-        for rel, rows, err in _iter_loaded(input_dir, files, size, align_faces,
+        for rel, rows, err in _iter_loaded(input_dir, files, inv.input_size, align_faces,
                                            workers or min(4, os.cpu_count() or 1),
                                            prefetch=2 * batch_size):
             files_done += 1
             if err is not None:
-                skipped.append((rel, err))
-                skipped_f.write(f"{rel}\t{err}\n")
-                skipped_f.flush()
-                msg = f"skipping {rel}: {err}"
-                print(("\n" if progress.tty else "") + msg, file=log)
+                out.skip(rel, err)
+                print(("\n" if progress.tty else "") + f"skipping {rel}: {err}", file=log)
             else:
                 for name, x in rows:
                     batch_names.append(name)
                     batch_inputs.append(x)
                     if len(batch_names) == batch_size:
                         flush_batch()
-            progress.update(files_done, writer.rows + len(batch_names))
+            progress.update(files_done, out.writer.rows + len(batch_names))
         flush_batch()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
-        writer.close()
-        names_f.close()
-        skipped_f.close()
+        out.close()
     seconds = time.perf_counter() - t0
-    summary = {
-        "files": len(files), "files_processed": files_done, "latents": writer.rows,
-        "skipped": len(skipped), "seconds": round(seconds, 3),
-        "images_per_s": round(writer.rows / seconds, 3) if seconds > 0 else None,
-        "first_batch_seconds_incl_compile": None if first_batch_s is None
-        else round(first_batch_s, 3),
-        "images_per_s_after_first_batch": round((writer.rows - min(writer.rows, batch_size))
-                                                / (seconds - first_batch_s), 3)
-        if first_batch_s is not None and writer.rows > batch_size else None,
-        "batch_size": batch_size, "devices": n_dev, "interrupted": interrupted,
-        "compilations": (inv._invert_jit if save_images else inv._encode_jit)._cache_size(),
-        "latents_shape": [writer.rows, inv.n_latent, inv.generator.style_dim],
-    }
+    summary = _summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
+                       interrupted, inv, save_images)
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"{'interrupted: ' if interrupted else ''}encoded {writer.rows} latents from "
-          f"{files_done - len(skipped)} of {len(files)} files in {seconds:.1f} s "
+    print(f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
+          f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
           f"({summary['images_per_s']} images/s; first batch incl. compile "
-          f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(skipped)}"
-          f"{' (see skipped.txt)' if skipped else ''}; wrote {latents_path} "
+          f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
+          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {out.latents_path} "
           f"{tuple(summary['latents_shape'])} and files.txt", file=log)
     if interrupted:
         raise KeyboardInterrupt

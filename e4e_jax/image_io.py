@@ -3,14 +3,13 @@
     x = load_image("face.jpg", (256, 256))        # (256, 256, 3) float32 in [-1, 1]
     x = load_images(paths, (192, 256))            # (N, 192, 256, 3)
     save_png(to_uint8(recon[0]), "recon.png")
-    save_png(side_by_side([to_uint8(a), to_uint8(b)]), "pair.png")
 
 Official test transform (configs/transforms_config.py): PIL image -> RGB
 (`Image.open(p).convert('RGB')`) -> `transforms.Resize((H, W))`, which on a PIL image is
 `img.resize((W, H), Image.BILINEAR)` (PIL's bilinear, antialiased when shrinking) -> ToTensor
 (u8 / 255) -> Normalize(0.5, 0.5). The float32 arithmetic here matches torch's bit for bit.
 Images going out use the official `tensor2im`: ((x + 1) / 2) clipped to [0, 1], times 255,
-truncated to uint8.
+truncated to uint8. Grids of images live in e4e_jax.grids.
 """
 from __future__ import annotations
 
@@ -80,32 +79,6 @@ def to_uint8(x) -> np.ndarray:
     """Model-range image(s) (values around [-1, 1]) -> uint8, the official tensor2im."""
     x = (np.asarray(x, np.float32) + 1) / 2
     return (np.clip(x, 0, 1) * 255).astype(np.uint8)
-
-
-def side_by_side(images: Sequence[np.ndarray], pad: int = 0) -> np.ndarray:
-    """uint8 images (H_i, W_i, 3) next to each other, top-aligned on a black canvas."""
-    h = max(im.shape[0] for im in images)
-    w = sum(im.shape[1] for im in images) + pad * (len(images) - 1)
-    canvas = np.zeros((h, w, 3), np.uint8)
-    x = 0
-    for im in images:
-        canvas[:im.shape[0], x:x + im.shape[1]] = im
-        x += im.shape[1] + pad
-    return canvas
-
-
-def make_grid(images: Sequence[np.ndarray], ncols: int = 4, pad: int = 2) -> np.ndarray:
-    """uint8 images of one size as a grid of `ncols` columns."""
-    if not len(images):
-        raise ValueError("make_grid needs at least one image.")
-    h, w = images[0].shape[:2]
-    rows = -(-len(images) // ncols)
-    cols = min(ncols, len(images))
-    grid = np.zeros((rows * h + pad * (rows - 1), cols * w + pad * (cols - 1), 3), np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, ncols)
-        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = im
-    return grid
 
 
 def save_png(u8: np.ndarray, path: str) -> str:

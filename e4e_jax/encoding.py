@@ -1,0 +1,203 @@
+"""The encode command's library: loading the model, streaming outputs, batched encoding.
+
+    files, inv, batch_size, align_faces = open_run(ckpt, "photos/", "out/", 8, False, False)
+    out = FolderOutputs("out/", (inv.n_latent, 512), save_images=False)
+    w, rec, seconds = encode_batch(inv, inputs, batch_size, save_images=False)
+    out.add(names, inputs, w, rec); out.close()
+
+`LatentWriter` keeps OUT/latents.npy a valid .npy file after every batch (an interrupted run
+keeps its rows). The loop over files is `e4e_jax.encode.encode_folder`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from e4e_jax import grids, image_io
+
+_NPY_HEADER_BYTES = 128
+
+
+class LatentWriter:
+    """Appends rows to an .npy file whose header is rewritten after each append, so the file
+    is always a valid array of the rows written so far."""
+
+    def __init__(self, path: str, row_shape: tuple[int, ...]):
+        self.path = path
+        self.row_shape = tuple(row_shape)
+        self.rows = 0
+        self._f = open(path, "wb")
+        self._write_header()
+
+    def _write_header(self) -> None:
+        header = repr({"descr": "<f4", "fortran_order": False,
+                       "shape": (self.rows,) + self.row_shape}).encode("latin1")
+        body_len = _NPY_HEADER_BYTES - 10
+        header = header + b" " * (body_len - len(header) - 1) + b"\n"
+        self._f.seek(0)
+        self._f.write(b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + header)
+        self._f.seek(0, os.SEEK_END)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        assert rows.shape[1:] == self.row_shape
+        self._f.write(rows.tobytes())
+        self._f.flush()
+        self.rows += rows.shape[0]
+        self._write_header()
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class Progress:
+    """A dependency-free progress line on stderr."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.start = time.perf_counter()
+        self._last_line = -1.0
+
+    def update(self, done: int, rows: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
+                f"{rows} latents, {rate:.2f} files/s, ETA {eta:.0f}s")
+        if self.tty:
+            self.stream.write("\r" + line)
+        elif elapsed - self._last_line >= 10 or done == self.total:
+            self.stream.write(line + "\n")
+            self._last_line = elapsed
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _import_align():
+    try:
+        from e4e_jax.align import align_faces
+    except ImportError as e:
+        raise SystemExit(f"error: --align needs the face-alignment extras ({e}). Install them "
+                         f"with `pip install .[align]` (from the e4e_jax source folder) or run "
+                         f"without --align on already aligned images.")
+    return align_faces
+
+
+def _image_name(row_name: str) -> str:
+    base, _ = os.path.splitext(row_name.split("#face")[0])
+    if "#face" in row_name:
+        base += "_face" + row_name.split("#face")[1]
+    return base + ".png"
+
+
+def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
+             align: bool, overwrite: bool):
+    """Checks the request and loads the model: (files, inv, batch_size, align_faces).
+
+    The batch size is rounded up to a multiple of the local device count. Raises SystemExit
+    with an "error: ..." message (no images, existing latents without --overwrite, --align
+    without its extras) and ModelDirError for a bad checkpoint.
+    """
+    import jax
+    from e4e_jax.inverter import load_encoder
+    files = image_io.list_images(input_dir)
+    if not files:
+        raise SystemExit(f"error: no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) "
+                         f"under {input_dir!r}.")
+    latents_path = os.path.join(output_dir, "latents.npy")
+    if os.path.exists(latents_path) and not overwrite:
+        raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
+    align_faces = _import_align() if align else None
+    inv = load_encoder(checkpoint)
+    n_dev = jax.local_device_count()
+    batch_size = max(1, int(batch_size))
+    batch_size = -(-batch_size // n_dev) * n_dev
+    return files, inv, batch_size, align_faces
+
+
+class FolderOutputs:
+    """The files of one run: OUT/latents.npy (streamed rows), files.txt, skipped.txt and, with
+    save_images, OUT/reconstructions/ and OUT/side_by_side/ PNGs. Close it in a `finally`."""
+
+    def __init__(self, output_dir: str, shape: tuple[int, int], save_images: bool):
+        os.makedirs(output_dir, exist_ok=True)
+        self.output_dir, self.save_images = output_dir, save_images
+        self.latents_path = os.path.join(output_dir, "latents.npy")
+        self.writer = LatentWriter(self.latents_path, shape)
+        self.names_f = open(os.path.join(output_dir, "files.txt"), "w")
+        self.skipped_f = open(os.path.join(output_dir, "skipped.txt"), "w")
+        self.skipped: list[tuple[str, str]] = []
+
+    def add(self, names: list[str], inputs: list[np.ndarray], w: np.ndarray, rec) -> None:
+        """Appends the codes w (n, n_latent, S) and names; writes the PNGs of `rec` (n, H, W, 3)
+        when saving images (rec None otherwise)."""
+        self.writer.append(w)
+        self.names_f.write("".join(name + "\n" for name in names))
+        self.names_f.flush()
+        if self.save_images:
+            for name, inp, r in zip(names, inputs, rec):
+                out_name = _image_name(name)
+                r8 = image_io.to_uint8(r)
+                image_io.save_png(r8, os.path.join(self.output_dir, "reconstructions", out_name))
+                image_io.save_png(grids.side_by_side([image_io.to_uint8(inp), r8], pad=4),
+                                  os.path.join(self.output_dir, "side_by_side", out_name))
+
+    def skip(self, rel: str, err: str) -> None:
+        """Records an unreadable file in skipped.txt."""
+        self.skipped.append((rel, err))
+        self.skipped_f.write(f"{rel}\t{err}\n")
+        self.skipped_f.flush()
+
+    def close(self) -> None:
+        """Closes latents.npy (its header then holds the row count) and the text files."""
+        self.writer.close()
+        self.names_f.close()
+        self.skipped_f.close()
+
+
+def encode_batch(inv, inputs: list[np.ndarray], batch_size: int, save_images: bool):
+    """(w (n, n_latent, S), rec (n, H, W, 3) or None, seconds) for n <= batch_size inputs,
+    zero-padded to one compiled batch shape."""
+    n = len(inputs)
+    x = np.zeros((batch_size,) + inputs[0].shape, np.float32)
+    x[:n] = np.stack(inputs)
+    tb = time.perf_counter()
+    rec = None
+    if save_images:
+        w, rec = inv.invert(x)
+        rec = np.asarray(rec[:n])
+    else:
+        w = inv.encode(x)
+    w = np.asarray(w[:n])
+    return w, rec, time.perf_counter() - tb
+
+
+def _summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, batch_size, n_dev,
+             interrupted, inv, save_images) -> dict:
+    rows = out.writer.rows
+    return {
+        "files": len(files), "files_processed": files_done, "latents": rows,
+        "skipped": len(out.skipped), "seconds": round(seconds, 3),
+        "images_per_s": round(rows / seconds, 3) if seconds > 0 else None,
+        "first_batch_seconds_incl_compile": None if first_batch_s is None
+        else round(first_batch_s, 3),
+        "images_per_s_after_first_batch": round((rows - min(rows, batch_size))
+                                                / (seconds - first_batch_s), 3)
+        if first_batch_s is not None and rows > batch_size else None,
+        "batch_size": batch_size, "devices": n_dev, "interrupted": interrupted,
+        "compilations": (inv._invert_jit if save_images else inv._encode_jit)._cache_size(),
+        "latents_shape": [rows, inv.n_latent, inv.generator.style_dim],
+    }

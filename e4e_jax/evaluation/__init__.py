@@ -1,0 +1,53 @@
+"""Evaluation (eval.py): every metric of the paper for one or more encoder checkpoints, and the report.
+
+    python eval.py --checkpoint runs/demo/export --data synthetic --out eval/
+    python eval.py --checkpoint e4e_ffhq --checkpoint psp_ffhq --data celeba_test/ --out eval/ \\
+        --lpips weights/lpips_alex --arcface weights/arcface --inception weights/fid_inception \\
+        --edits interfacegan:age.pt:3 --lec_edit interfacegan:age.pt:3
+
+Writes OUT/metrics.json ({checkpoint name: entry}), OUT/report.md, and per checkpoint
+OUT/<name>/inversions.png and OUT/<name>/edits.png (linked from the report).
+
+An entry maps every metric key of METRICS to a number, or to null with a `<key>_reason` string
+saying why it is unavailable (e.g. "no --lpips directory given"), plus the metadata keys of
+METADATA (checkpoint path, image_size, num_images, ...). Checkpoints are keyed by the basename of
+their directory; a repeated basename gets a suffix: export, export-2, export-3.
+
+Comparisons: inputs at the model's input size (image_io, like the official test transform) in
+[-1, 1]; reconstructions are the Inverter's (face_pool, cars crop) clipped to [-1, 1] (what a
+saved image holds) and not rounded to uint8. The comparison size is the model's own output size
+(256x256 for the official models, 32x32 for the demo; recorded as image_size); nothing is
+resampled. On the synthetic domain the encoder sees the generated images as in training and
+both sides are clipped for every image comparison.
+
+Everything runs in fixed-size batches (the last one padded and its padding dropped), so each
+jitted function compiles once; `recompilations` in an entry counts compilations after the second
+batch of each loop (0: every later batch, the padded last one included, reused the programs).
+
+Modules: `base` (metric table, options, context, entries), one evaluator per metric family
+(`distortion`, `distribution`, `editability`, `proximity`), `networks` (the optional metric
+networks), `monitoring` (compile counting, progress), `loop` (evaluate_checkpoint, run),
+`report` (report.md, metrics.json entries, grids), `cli` (eval.py's flags and exit codes).
+"""
+from __future__ import annotations
+
+from e4e_jax.data.images import Batch, SourceImages, SyntheticImages, pad_batch
+from e4e_jax.encoder_dirs import check_checkpoint, checkpoint_names, make_decoder
+from e4e_jax.evaluation.base import (LEC_GROUP_SIZE, METADATA, METRIC_KEYS, METRICS, SYNTHETIC,
+                                     Context, EvalError, EvalOptions)
+from e4e_jax.evaluation.cli import build_parser, main
+from e4e_jax.evaluation.distortion import DistortionEvaluator
+from e4e_jax.evaluation.distribution import DistributionEvaluator
+from e4e_jax.evaluation.editability import EditabilityEvaluator
+from e4e_jax.evaluation.loop import evaluate_checkpoint, open_data, run
+from e4e_jax.evaluation.monitoring import CompileCounter, ProgressPrinter
+from e4e_jax.evaluation.networks import Networks, load_networks
+from e4e_jax.evaluation.proximity import ProximityEvaluator
+from e4e_jax.evaluation.report import write_report
+
+__all__ = ["Batch", "CompileCounter", "Context", "DistortionEvaluator", "DistributionEvaluator",
+           "EditabilityEvaluator", "EvalError", "EvalOptions", "LEC_GROUP_SIZE", "METADATA",
+           "METRICS", "METRIC_KEYS", "Networks", "ProgressPrinter", "ProximityEvaluator",
+           "SYNTHETIC", "SourceImages", "SyntheticImages", "build_parser", "check_checkpoint",
+           "checkpoint_names", "evaluate_checkpoint", "load_networks", "main", "make_decoder",
+           "open_data", "pad_batch", "run", "write_report"]

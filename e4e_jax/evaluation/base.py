@@ -1,0 +1,165 @@
+"""What every evaluator shares: the metric table, options, the per-checkpoint context, entries.
+
+An entry (one checkpoint's part of metrics.json) maps every key of METRICS to a float, or to
+None with a `<key>_reason` string saying why it is unavailable, plus the METADATA keys.
+
+Evaluators (distortion, distribution, editability, proximity) follow one protocol:
+
+    ev = FamilyEvaluator(ctx)        # decides which of its metrics can run (the *_reason logic)
+    ev.update(out)                   # once per inverted batch (BatchOutputs)
+    ev.finish(entry, n)              # writes its entries; may run its own loops (LEC, deviation)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+METRICS = (
+    ("mse", "distortion", "lower", "L2: mean squared error, inputs vs inversions"),
+    ("lpips", "distortion", "lower", "LPIPS (alex) between inputs and inversions"),
+    ("identity", "distortion", "higher",
+     "cosine similarity of ArcFace (faces) or MoCo (other domains) features"),
+    ("swd", "perception", "lower", "SWD x1e3, real images vs inversions"),
+    ("fid", "perception", "lower", "FID, real images vs inversions"),
+    ("swd_edit", "editability", "lower", "SWD x1e3, real images vs edited inversions "
+                                         "(mean over --edits)"),
+    ("fid_edit", "editability", "lower", "FID, real images vs edited inversions "
+                                         "(mean over --edits)"),
+    ("lec", "editability", "lower", "Latent Editing Consistency (eq. 8) of --lec_edit"),
+    ("latent_variation", "proximity", "lower", "mean ||w - w_mu||_2 of the inversions"),
+    ("w_deviation", "proximity", "lower", "E ||E(G(w)) - w||_2 over sampled w"),
+)
+
+METRIC_KEYS = tuple(m[0] for m in METRICS)
+
+METADATA = ("checkpoint", "model", "data", "num_images", "image_size", "skipped_images",
+            "edits", "lec_edit", "deviation_samples", "lpips_net", "identity_net", "fid_method",
+            "recompilations", "grids", "seconds")
+
+LEC_GROUP_SIZE = 8
+
+SYNTHETIC = "synthetic"
+
+
+
+class EvalError(ValueError):
+    """A bad argument: missing files, not an inverter directory, unusable data."""
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """eval.py's options (see its --help): batch size, seed, --edits (None: the LEC edit; []:
+    none), --lec_edit (None: off), --deviation_samples (0: off), --fid_method, --num_grid."""
+    batch_size: int = 8
+    seed: int = 0
+    edits: Sequence[str] | None = None     # None: the LEC edit; []: none
+    lec_edit: str | None = "sefa:0"        # None: LEC off
+    deviation_samples: int = 5000          # 0: off
+    fid_method: str = "sqrtm"
+    num_grid: int = 4
+
+
+@dataclasses.dataclass
+class Context:
+    """One checkpoint's evaluation: the model, data, networks, options and derived sizes.
+
+    in_hw: the encoder's input size; out_hw: the reconstructions' size (face_pool / crop);
+    image comparisons need `same_size` and otherwise report `size_reason`. `edits` are the
+    PreparedEdits of --edits; `lec_edit` (and its spec) the LEC edit or None. `marks` collects
+    the recompilation counts per loop; `counter` is the active CompileCounter.
+    """
+    inv: Any
+    data: Any
+    nets: Any
+    options: Any
+    name: str
+    progress: Callable
+    bs: int
+    decode: Callable
+    gv: Any
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    edits: list
+    lec_edit: Any
+    lec_spec: Any
+    counter: Any = None
+    marks: dict = dataclasses.field(
+        default_factory=lambda: {k: None for k in ("inversion", "lec", "deviation")})
+
+    @property
+    def same_size(self) -> bool:
+        return self.out_hw == self.in_hw
+
+    @property
+    def size_reason(self) -> str:
+        (in_h, in_w), (out_h, out_w) = self.in_hw, self.out_hw
+        return (f"inputs are {in_h}x{in_w} (the encoder's input size) but reconstructions "
+                f"{out_h}x{out_w} (face_pool / crop); image comparisons need one size and "
+                f"nothing is resampled")
+
+    @property
+    def generation_reason(self) -> str | None:
+        """Why E(G(w)) cannot run (LEC, W deviation), or None."""
+        if self.same_size:
+            return None
+        (in_h, in_w), (out_h, out_w) = self.in_hw, self.out_hw
+        return (f"generated images are {out_h}x{out_w} but the encoder takes {in_h}x{in_w}; "
+                f"E(G(w)) needs them equal")
+
+
+@dataclasses.dataclass
+class BatchOutputs:
+    """One inverted batch, shared by the evaluators' `update`.
+
+    x: (B, H, W, 3) inputs (device); m: valid rows; w: (B, n_latent, S) codes; xc, rc: clipped
+    inputs / reconstructions (device); mse: (B,) per-image MSE or None (sizes differ);
+    w_np, xc_np, rc_np: host copies (the valid rows are cut from these: slicing device arrays
+    to the short last batch would compile new programs); edited: per --edits edit, the clipped
+    decoded edit (B, H, W, 3) on the host.
+    """
+    x: Any
+    m: int
+    w: Any
+    xc: Any
+    rc: Any
+    mse: Any
+    w_np: np.ndarray
+    xc_np: np.ndarray
+    rc_np: np.ndarray
+    edited: list
+
+
+def set_metric(entry: dict, key: str, value: Any, reason: str | None = None) -> None:
+    """entry[key] = float(value), or None with entry[key + "_reason"] (a non-finite value too)."""
+    if value is not None and not np.isfinite(value):
+        # JSON has no NaN / inf: a diverged model's metric becomes null with the value as reason
+        value, reason = None, f"the value is not finite ({value})"
+    if value is None:
+        entry[key] = None
+        entry[f"{key}_reason"] = reason or "unavailable"
+    else:
+        entry[key] = float(value)
+        entry.pop(f"{key}_reason", None)
+
+
+def _reason_for_all(entry: dict, keys: Sequence[str], reason: str) -> None:
+    for k in keys:
+        set_metric(entry, k, None, reason)
+
+
+def _edit_id(spec, strength: float) -> str:
+    return f"{spec.name}:{strength:+g}"
+
+
+def _runs_on(fn: Callable, *shapes) -> str | None:
+    """None when fn traces on arrays of these shapes, else the error text."""
+    import jax
+    import jax.numpy as jnp
+    try:
+        jax.eval_shape(fn, *[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes])
+        return None
+    except Exception as e:  # shape errors surface as TypeError / ValueError from flax / lax
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+

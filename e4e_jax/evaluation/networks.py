@@ -1,0 +1,59 @@
+"""The optional metric networks (LPIPS, ArcFace / MoCo, FID Inception), loaded once per run.
+
+Each absent network carries the reason its metric is unavailable ("no --lpips directory
+given"), which the evaluators copy into `<metric>_reason`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from e4e_jax.evaluation.base import EvalError
+
+
+@dataclasses.dataclass
+class Networks:
+    """The optional networks, loaded once for every checkpoint; reasons say why one is absent."""
+    lpips: Any = None
+    lpips_reason: str | None = "no --lpips directory given"
+    similarity: Any = None
+    similarity_kind: str | None = None
+    similarity_reason: str | None = "no --arcface (faces) or --moco (other domains) directory given"
+    inception: Any = None
+    inception_reason: str | None = None
+
+    def __post_init__(self):
+        if self.inception is None and self.inception_reason is None:
+            from e4e_jax import metrics
+            self.inception_reason = metrics.maybe_load_inception(None)[1]
+        self._sim_fn = None
+
+    def similarity_fn(self):
+        """jit (variables, a, b) -> per-image cosine similarity of the unit feature vectors."""
+        import jax
+        import jax.numpy as jnp
+        if self._sim_fn is None:
+            module = self.similarity.module
+            self._sim_fn = jax.jit(lambda v, a, b: jnp.sum(module.apply(v, a) * module.apply(v, b),
+                                                           axis=-1))
+        return self._sim_fn
+
+
+def load_networks(lpips: str | None = None, arcface: str | None = None, moco: str | None = None,
+                  inception: str | None = None) -> Networks:
+    """Loads the given directories (an explicitly given directory that fails is an error)."""
+    from e4e_jax import loss_nets, metrics
+    if arcface and moco:
+        raise EvalError("give --arcface (faces) or --moco (other domains), not both: they fill "
+                        "the same 'identity' metric.")
+    nets = Networks()
+    if lpips:
+        nets.lpips, nets.lpips_reason = loss_nets.load_lpips(lpips), None
+    if arcface or moco:
+        loader = loss_nets.load_arcface if arcface else loss_nets.load_moco
+        nets.similarity = loader(arcface or moco)
+        nets.similarity_kind = "arcface" if arcface else "moco"
+        nets.similarity_reason = None
+    if inception:
+        nets.inception, nets.inception_reason = metrics.load_inception(inception), None
+    return nets

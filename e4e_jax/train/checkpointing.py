@@ -1,0 +1,61 @@
+"""Training checkpoints (orbax) and the export of the trained encoder.
+
+- WORKDIR/checkpoints: periodic saves (keep N), WORKDIR/best: the best-by-validation state;
+  both hold the whole TrainState (parameters, optimizer states, discriminator, W pools, RNG and
+  the data position, which is the step) and the run metadata, so a killed run resumes exactly;
+- WORKDIR/export: an inverter directory (e4e_jax.checkpoints format) for inference.
+"""
+from __future__ import annotations
+
+import os
+
+from e4e_jax.inverter import save_inverter
+from e4e_jax.train.setup import Setup, to_host
+
+
+def _managers(workdir: str, keep: int):
+    """(periodic, best) orbax CheckpointManagers under WORKDIR/checkpoints (keep the last
+    `keep`) and WORKDIR/best (the lowest val_loss)."""
+    import orbax.checkpoint as ocp
+    periodic = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    best = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "best"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             best_fn=lambda m: m["val_loss"], best_mode="min"))
+    return periodic, best
+
+
+def _save(manager, step: int, state, meta: dict, metrics: dict | None = None) -> None:
+    """Saves the TrainState and the JSON run metadata (`meta`) at `step` (async)."""
+    import orbax.checkpoint as ocp
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)),
+                 metrics=metrics)
+
+
+def _restore(manager, abstract_state):
+    """(state, meta) of the latest step restored onto `abstract_state`'s shardings, or (None,
+    None) when the manager holds no checkpoint."""
+    import orbax.checkpoint as ocp
+    step = manager.latest_step()
+    if step is None:
+        return None, None
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+
+def export(setup: Setup, state, path: str, steps: int) -> str:
+    """Writes the inference directory (e4e_jax.load_encoder, encode, eval.py) of `state`'s
+    encoder with the frozen generator and latent_avg; returns `path`."""
+    variables = to_host({"params": state.params, "batch_stats": state.batch_stats})
+    cfg = setup.config
+    return save_inverter(path, setup.encoder_config, variables, setup.generator,
+                         latent_avg=setup.latent_avg,
+                         start_from_latent_avg=bool(cfg.start_from_latent_avg),
+                         crop_rows=setup.step_cfg.crop_rows, face_pool=setup.step_cfg.face_pool,
+                         extra_config={"dataset_type": cfg.dataset_type, "trained_steps": steps,
+                                       "variant": cfg.get("variant", None)},
+                         source="e4e_jax train.py")

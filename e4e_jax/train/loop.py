@@ -1,0 +1,283 @@
+"""The training loop around the pure step: build, restore, step, log, validate, save, export.
+
+    summary = train_and_evaluate(config, workdir)
+
+Side effects live here (train.py is a thin CLI over this module): clu metric writers
+(TensorBoard + console) and progress reports (steps/s, ETA), image grids (input |
+reconstruction), validation at intervals, orbax checkpoints (train/checkpointing.py) restored
+on start so that a killed run resumes exactly; a non-finite loss stops the run naming the step
+and the loss term, and checkpoints are only ever written from finite steps; at the end
+WORKDIR/export/ (an inference directory for e4e_jax.load_encoder, the encoding command and
+eval.py) and WORKDIR/summary.json.
+
+Each iteration is `train_one_step`, `log_step`, `write_images`, `validate_at`, `save_at` on a
+`Run` (the mutable state of one run). `Run.stop_requested` is the seam for a signal handler:
+when set, the loop leaves after the current step's save (`save_at(..., force=True)`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from e4e_jax import image_io
+from e4e_jax.data.train_sets import ImageData, SyntheticData
+from e4e_jax.grids import reconstruction_grid
+from e4e_jax.train.checkpointing import _managers, _restore, _save, export
+from e4e_jax.train.setup import (Compiled, Setup, TrainingError, build, compile_functions,
+                                 create_train_state, host_to_global,
+                                 maybe_initialize_distributed, to_global, to_host)
+from e4e_jax.train.validation import _pad_to, holdout_mse, validate
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+    """Raises TrainingError naming the non-finite loss terms of `step`."""
+    bad = sorted(k for k, v in metrics.items() if k != "all_finite"
+                 and not np.all(np.isfinite(np.asarray(v))))
+    raise TrainingError(f"non-finite loss at step {step}: {', '.join(bad) or 'unknown term'} "
+                        f"(values: {', '.join(f'{k}={float(np.asarray(metrics[k])):g}' for k in bad)}"
+                        f"). The last good checkpoint is kept; lower the learning rate or check "
+                        f"the inputs.")
+
+
+def _host_metrics(pending):
+    """(step, metrics) with the metrics copied to the host."""
+    step, metrics = pending
+    return step, to_host(metrics)
+
+
+def _flat_config(config, prefix: str = "") -> dict:
+    """{"a.b.c": value} of a nested config (the hparams written at step 0)."""
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if hasattr(v, "items"):
+            out.update(_flat_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+@dataclasses.dataclass
+class Run:
+    """The mutable state of one training run (what the loop's named steps read and update)."""
+    config: Any
+    workdir: str
+    setup: Setup
+    data: Any
+    compiled: Compiled
+    state: Any
+    periodic: Any                 # orbax CheckpointManager of WORKDIR/checkpoints
+    best: Any                     # orbax CheckpointManager of WORKDIR/best
+    meta: dict                    # saved with every checkpoint: mse_before, best_val_loss
+    holdout: np.ndarray
+    start: int
+    max_steps: int
+    writer: Any = None
+    hooks: list = dataclasses.field(default_factory=list)
+    train_iter: Iterator | None = None
+    pending: tuple | None = None  # (step, metrics) checked one step late (device stays busy)
+    last_log_time: float = 0.0
+    last_log_step: int = 0
+    last_train: dict = dataclasses.field(default_factory=dict)
+    stop_requested: bool = False  # seam for a SIGTERM/SIGINT handler (not installed here)
+
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
+
+
+def start_run(config, workdir: str) -> Run:
+    """Builds everything, restores the latest checkpoint (or measures mse_before)."""
+    maybe_initialize_distributed(config)
+    os.makedirs(workdir, exist_ok=True)
+    setup = build(config)
+    data = SyntheticData(config, setup) if setup.step_cfg.synthetic else ImageData(config)
+    compiled = compile_functions(setup)
+    state = create_train_state(setup)
+    periodic, best = _managers(workdir, int(config.keep_checkpoints))
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored, meta = _restore(periodic, abstract)
+    holdout = data.holdout_images()
+    if restored is not None:
+        state = restored
+        print(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}",
+              flush=True)
+    else:
+        meta = {"best_val_loss": None,
+                "mse_before": holdout_mse(compiled, state, setup.frozen, holdout,
+                                          config.test_batch_size)}
+    start = int(to_host(state.step))
+    return Run(config, workdir, setup, data, compiled, state, periodic, best, meta, holdout,
+               start, int(config.max_steps))
+
+
+def open_writers(run: Run) -> None:
+    """clu writers (TensorBoard + console, hparams at step 0) and the progress report."""
+    from clu import metric_writers, periodic_actions
+    config, setup = run.config, run.setup
+    run.writer = metric_writers.create_default_writer(
+        os.path.join(run.workdir, "tensorboard"), just_logging=not run.is_main)
+    if run.start == 0 and run.is_main:
+        run.writer.write_hparams({k: str(v) for k, v in _flat_config(config).items()})
+    run.hooks = [periodic_actions.ReportProgress(num_train_steps=run.max_steps,
+                                                 writer=run.writer, every_steps=config.log_every)]
+    print(f"training {setup.encoder_config['encoder_type']} over a "
+          f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
+          f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
+          f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}", flush=True)
+    run.train_iter = (None if setup.step_cfg.synthetic
+                      else run.data.train.iterate(start_step=run.start,
+                                                  num_steps=run.max_steps - run.start))
+    run.last_log_time, run.last_log_step = time.time(), run.start
+
+
+def train_one_step(run: Run, step: int):
+    """One jitted train step; checks the previous step's finiteness; returns its metrics."""
+    if run.train_iter is None:
+        batch = {}
+    else:
+        batch = {"image": to_global(next(run.train_iter), run.compiled.batch_sharding)}
+    run.state, metrics = run.compiled.train_step(run.state, run.setup.frozen, batch)
+    if run.pending is not None and not bool(to_host(run.pending[1]["all_finite"])):
+        _check_finite(*_host_metrics(run.pending))
+    run.pending = (step, metrics)
+    for h in run.hooks:
+        h(step + 1)
+    return metrics
+
+
+def log_step(run: Run, step: int, metrics) -> None:
+    """Writes train/* scalars (and step time, images/s) every log_every steps."""
+    config, done = run.config, step + 1
+    if not (done % config.log_every == 0 or done == run.max_steps or step == run.start):
+        return
+    m = to_host(metrics)
+    if not bool(m["all_finite"]):
+        _check_finite(step, m)
+    now = time.time()
+    dt = (now - run.last_log_time) / max(1, done - run.last_log_step)
+    run.last_log_time, run.last_log_step = now, done
+    scalars = {f"train/{k}": float(v) for k, v in m.items() if k != "all_finite"}
+    scalars["train/step_time_s"] = dt
+    scalars["train/images_per_s"] = config.batch_size / dt if dt > 0 else 0.0
+    run.writer.write_scalars(done, scalars)
+    run.last_train = {k[len("train/"):]: v for k, v in scalars.items()}
+
+
+def write_images(run: Run, done: int) -> None:
+    """Input | reconstruction grid of the held-out images every image_every steps."""
+    config = run.config
+    if not (done % config.image_every == 0 or done == run.max_steps):
+        return
+    grid_images = run.holdout[:config.num_grid_images]
+    _, rec = run.compiled.reconstruct(run.state, run.setup.frozen,
+                                      host_to_global(_pad_to(grid_images,
+                                                             config.test_batch_size),
+                                                     run.compiled.batch_sharding))
+    grid = reconstruction_grid(grid_images, to_host(rec), config.num_grid_images)
+    if run.is_main:
+        run.writer.write_images(done, {"images/input_reconstruction": grid[None]})
+        image_io.save_png(grid, os.path.join(run.workdir, "images", f"step_{done:07d}.png"))
+
+
+def validate_at(run: Run, done: int) -> float | None:
+    """The validation loss every val_every steps (and at the end), else None."""
+    if not (done % run.config.val_every == 0 or done == run.max_steps):
+        return None
+    val = validate(run.compiled, run.state, run.setup, run.data, run.config)
+    run.writer.write_scalars(done, {f"test/{k}": v for k, v in val.items()})
+    print(f"step {done}: validation loss {val['loss']:.5f}", flush=True)
+    return val["loss"]
+
+
+def save_at(run: Run, step: int, metrics, val_loss: float | None, force: bool = False) -> None:
+    """Periodic save every save_every steps (and at the end, or when `force`), and the best
+    state by validation loss; only from finite steps."""
+    config, done, meta = run.config, step + 1, run.meta
+    periodic_due = done % config.save_every == 0 or done == run.max_steps or force
+    if not (periodic_due or val_loss is not None):
+        return
+    m = to_host(metrics)
+    if not bool(m["all_finite"]):
+        _check_finite(step, m)
+    run.pending = None
+    # one manager's save at a time: concurrent async saves of two managers collide on orbax's
+    # multi-host barrier names
+    if periodic_due:
+        run.best.wait_until_finished()
+        _save(run.periodic, done, run.state, meta)
+    if val_loss is not None and (meta["best_val_loss"] is None
+                                 or val_loss < meta["best_val_loss"]):
+        meta["best_val_loss"] = val_loss
+        run.periodic.wait_until_finished()
+        _save(run.best, done, run.state, meta, metrics={"val_loss": val_loss})
+
+
+def check_last(run: Run) -> None:
+    """The last step's finiteness (it was not checked one step late)."""
+    if run.pending is not None:
+        m = to_host(run.pending[1])
+        if not bool(m["all_finite"]):
+            _check_finite(run.pending[0], m)
+
+
+def close_run(run: Run) -> None:
+    """Waits for pending async saves and flushes the writers."""
+    run.periodic.wait_until_finished()
+    run.best.wait_until_finished()
+    if run.writer is not None:
+        run.writer.flush()
+
+
+def finish_run(run: Run, t_start: float) -> dict:
+    """Held-out MSE after training, the export and WORKDIR/summary.json; returns the summary."""
+    config, meta, max_steps = run.config, run.meta, run.max_steps
+    mse_after = holdout_mse(run.compiled, run.state, run.setup.frozen, run.holdout,
+                            config.test_batch_size)
+    export_dir = os.path.join(run.workdir, "export")
+    if run.is_main:
+        export(run.setup, run.state, export_dir, steps=max_steps)
+    summary = {"mse_before": meta["mse_before"], "mse_after": mse_after, "steps": max_steps,
+               "trained_steps_this_run": max_steps - run.start,
+               "seconds": time.time() - t_start,
+               "best_val_loss": meta["best_val_loss"], "export": export_dir,
+               "devices": jax.device_count(), "processes": jax.process_count(),
+               "last_train_metrics": run.last_train}
+    if isinstance(run.data, ImageData):
+        summary["unreadable_images"] = run.data.train.bad_files
+    if run.is_main:
+        with open(os.path.join(run.workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    drop = 100 * (1 - mse_after / meta["mse_before"]) if meta["mse_before"] else 0.0
+    print(f"done: {max_steps} steps; held-out reconstruction MSE {meta['mse_before']:.5f} -> "
+          f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}", flush=True)
+    return summary
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains (resuming from WORKDIR/checkpoints), validates, saves and exports; returns the
+    summary also written to WORKDIR/summary.json. Raises TrainingError (non-finite loss, bad
+    configuration, missing files)."""
+    t_start = time.time()
+    run = start_run(config, workdir)
+    try:
+        open_writers(run)
+        for step in range(run.start, run.max_steps):
+            metrics = train_one_step(run, step)
+            log_step(run, step, metrics)
+            write_images(run, step + 1)
+            val_loss = validate_at(run, step + 1)
+            save_at(run, step, metrics, val_loss, force=run.stop_requested)
+            if run.stop_requested:      # a signal handler asked to stop: saved above
+                break
+        check_last(run)
+    finally:
+        close_run(run)
+    return finish_run(run, t_start)

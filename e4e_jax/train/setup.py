@@ -1,0 +1,282 @@
+"""Building a training run: models, frozen networks, the TrainState, the jitted functions.
+
+    setup = build(config)                 # Setup: mesh, models, step config, frozen pytree
+    state = create_train_state(setup)     # replicated TrainState (encoder, D, optimizers, RNG)
+    compiled = compile_functions(setup)   # jitted train / eval / reconstruct with shardings
+
+- models: the frozen generator (converted directory or a seeded random one), latent_avg, the
+  encoder (ArcFace-initialised backbone like the official, random, or a converted e4e/pSp
+  checkpoint to fine-tune), the latent discriminator, the frozen loss networks;
+- one `Mesh` over every device of every host with a "data" axis: the batch is split over it,
+  everything else is replicated; the step is jitted once with explicit shardings and the state
+  donated; `to_global` / `host_to_global` / `to_host` move batches and results across it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from e4e_jax import losses as L
+from e4e_jax import optim
+from e4e_jax import train_step as ts
+from e4e_jax.generator import LoadedGenerator, init_generator, load_generator
+from e4e_jax.inverter import Inverter, load_encoder
+from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
+from e4e_jax.models.encoders import encoder_config, init_encoder
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad configuration, missing files)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up
+# --------------------------------------------------------------------------------------------
+
+def maybe_initialize_distributed(config) -> None:
+    """jax.distributed.initialize when configured (explicit addresses, or auto-detection on
+    TPU pods / Slurm when only `initialize` is set)."""
+    d = config.distributed
+    if not d.initialize:
+        return
+    kwargs = {}
+    if d.coordinator_address:
+        kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                      process_id=d.process_id)
+    if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("JAX_PLATFORMS",
+                                                                        "cpu") == "cpu":
+        # multi-process CPU runs need a collectives implementation
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything `build` makes for a run: the mesh, the step's models and config, the frozen
+    pytree (generator, loss networks, latent_avg), the loaded generator and encoder config."""
+    config: Any
+    mesh: Mesh
+    models: ts.StepModels
+    step_cfg: ts.StepConfig
+    frozen: dict
+    generator: LoadedGenerator
+    encoder_config: dict
+    latent_avg: np.ndarray | None
+
+
+def _generator(config) -> LoadedGenerator:
+    gi = config.generator.init
+    if gi.resolution:
+        return init_generator(jax.random.key(config.seed + 101), int(gi.resolution),
+                              max_channels=int(gi.max_channels) or None, n_mlp=int(gi.n_mlp),
+                              with_latent_avg=False)
+    if not config.generator.path:
+        raise TrainingError("set config.generator.path (a converted generator directory) or "
+                            "config.generator.init.resolution (a seeded random generator).")
+    return load_generator(config.generator.path)
+
+
+def _latent_avg(config, gen: LoadedGenerator, n_latent: int) -> np.ndarray | None:
+    if not config.start_from_latent_avg:
+        return None
+    la = gen.latent_avg
+    if la is None:
+        la = np.asarray(gen.mean_latent(int(config.latent_avg_samples),
+                                        jax.random.key(config.seed + 7))[0])
+    return np.broadcast_to(np.asarray(la, np.float32), (n_latent, gen.style_dim)).copy()
+
+
+def _loss_nets(config) -> dict:
+    from e4e_jax.loss_nets import load_arcface, load_lpips, load_moco
+    nets = {}
+    if config.losses.get("lpips", 0):
+        nets["lpips"] = load_lpips(config.loss_nets.lpips).net
+    if config.losses.get("id", 0):
+        kind = config.loss_nets.id_kind
+        if kind not in ("arcface", "moco"):
+            raise TrainingError(f"config.loss_nets.id_kind must be 'arcface' or 'moco', got "
+                                f"{kind!r}.")
+        loader = load_arcface if kind == "arcface" else load_moco
+        nets["id"] = loader(config.loss_nets.id).net
+    return nets
+
+
+def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
+    init = config.encoder.init
+    if init not in ("arcface", "random", "checkpoint"):
+        raise TrainingError(f"config.encoder.init must be 'arcface', 'random' or 'checkpoint', "
+                            f"got {init!r}.")
+    variables = init_encoder(rng, enc_cfg)
+    if init == "arcface":
+        # the official pSp loads model_ir_se50.pth with strict=False: input layer and body
+        from e4e_jax.loss_nets import load_arcface
+        arc = load_arcface(config.encoder.arcface)
+        for col in ("params", "batch_stats"):
+            for part in ("input_layer", "body"):
+                src = arc.variables[col][part]
+                want = jax.tree_util.tree_map(np.shape, variables[col][part])
+                got = jax.tree_util.tree_map(np.shape, src)
+                if want != got:
+                    raise TrainingError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
+                                        f"not match the encoder (num_layers / mode / widths).")
+                variables[col][part] = src
+    return jax.tree_util.tree_map(np.asarray, variables)
+
+
+def build(config, nets: dict | None = None) -> Setup:
+    """Everything static plus the frozen weights, from the config.
+
+    `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
+    """
+    devices = np.asarray(jax.devices())
+    mesh = Mesh(devices, ("data",))
+    if config.batch_size % len(devices):
+        raise TrainingError(f"batch_size {config.batch_size} must be divisible by the number of "
+                            f"devices ({len(devices)}).")
+    if config.encoder.init == "checkpoint":
+        if not config.encoder.checkpoint:
+            raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
+        ckpt = load_encoder(config.encoder.checkpoint)
+        gen, enc_cfg = ckpt.generator, dict(ckpt.encoder_config)
+        latent_avg = ckpt.latent_avg if config.start_from_latent_avg else None
+        if config.start_from_latent_avg and latent_avg is None:
+            latent_avg = _latent_avg(config, gen, ckpt.n_latent)
+    else:
+        gen = _generator(config)
+        e = config.encoder
+        enc_cfg = encoder_config(e.type, gen.n_latent, tuple(config.data.input_size),
+                                 e.num_layers, e.mode,
+                                 **({"widths": tuple(e.widths)} if e.widths else {}),
+                                 units=tuple(e.units) if e.units else None,
+                                 style_dim=gen.style_dim, head_width=e.head_width)
+        latent_avg = _latent_avg(config, gen, gen.n_latent)
+    synthetic = config.data.kind == "synthetic"
+    if config.data.kind not in ("images", "synthetic"):
+        raise TrainingError(f"config.data.kind must be 'images' or 'synthetic', got "
+                            f"{config.data.kind!r}.")
+    weights = {k: float(v) for k, v in config.losses.items()}
+    unknown = [k for k in weights if k not in L.registered_losses()]
+    if unknown:
+        raise TrainingError(f"unknown loss term(s) {unknown} in config.losses; registered: "
+                            f"{', '.join(L.registered_losses())}.")
+    use_disc = weights.get("adv", 0) > 0
+    is_e4e = enc_cfg["encoder_type"] == "Encoder4Editing"
+    prog = config.progressive.start
+    if prog is not None and not is_e4e:
+        raise TrainingError("progressive training needs the Encoder4Editing encoder; set "
+                            "config.progressive.start=None for other encoders.")
+    step_cfg = ts.StepConfig(
+        weights=tuple(sorted(weights.items())),
+        options=tuple(sorted((k, tuple(sorted(dict(v).items())))
+                             for k, v in config.loss_options.items())),
+        n_latent=gen.n_latent,
+        progressive_steps=ts.progressive_steps(gen.n_latent, prog, config.progressive.every),
+        use_disc=use_disc, r1=float(config.discriminator.r1),
+        d_reg_every=int(config.discriminator.d_reg_every),
+        use_w_pool=bool(config.discriminator.use_w_pool and config.discriminator.w_pool_size > 0),
+        face_pool=int(config.output.face_pool) if config.output.face_pool else None,
+        crop_rows=tuple(config.output.crop_rows) if config.output.crop_rows else None,
+        batch_size=int(config.batch_size), synthetic=synthetic,
+        synthetic_noise=config.data.synthetic_noise,
+        input_size=tuple(int(s) for s in config.data.input_size), is_e4e=is_e4e)
+    inverter = Inverter(enc_cfg, {}, gen, latent_avg,
+                        start_from_latent_avg=config.start_from_latent_avg,
+                        crop_rows=step_cfg.crop_rows, face_pool_size=step_cfg.face_pool)
+    models = ts.StepModels(
+        inverter=inverter, discriminator=LatentCodesDiscriminator(gen.style_dim),
+        optimizer=optim.make_optimizer(config.optimizer.name, config.optimizer.lr),
+        disc_optimizer=optim.adam(config.discriminator.lr))
+    frozen = {"generator": gen.variables,
+              "latent_avg": None if latent_avg is None else jnp.asarray(latent_avg),
+              "nets": _loss_nets(config) if nets is None else dict(nets)}
+    return Setup(config, mesh, models, step_cfg, frozen, gen, enc_cfg, latent_avg)
+
+
+def create_train_state(setup: Setup) -> ts.TrainState:
+    config = setup.config
+    rng = jax.random.key(config.seed)
+    k_enc, k_disc = jax.random.split(rng)
+    if config.encoder.init == "checkpoint":
+        enc_vars = load_encoder(config.encoder.checkpoint).variables
+    else:
+        enc_vars = _encoder_variables(config, setup.encoder_config, k_enc)
+    params = enc_vars["params"]
+    batch_stats = enc_vars.get("batch_stats", {})
+    models = setup.models
+    if setup.step_cfg.use_disc:
+        disc_params = init_discriminator(k_disc, setup.generator.style_dim)["params"]
+    else:
+        disc_params = {}
+    pool_size = int(config.discriminator.w_pool_size)
+    state = ts.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+        opt_state=models.optimizer.init(params),
+        disc_params=disc_params, disc_opt_state=models.disc_optimizer.init(disc_params),
+        real_pool=ts.pool_init(pool_size, setup.generator.style_dim),
+        fake_pool=ts.pool_init(pool_size, setup.generator.style_dim),
+        rng=ts.initial_rng(config.seed + 1))
+    return jax.device_put(state, NamedSharding(setup.mesh, P()))
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled functions
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Compiled:
+    """The jitted train / eval / reconstruct functions and the batch / replicated shardings."""
+    train_step: Any
+    eval_step: Any
+    reconstruct: Any
+    batch_sharding: NamedSharding
+    replicated: NamedSharding
+
+
+def compile_functions(setup: Setup) -> Compiled:
+    mesh = setup.mesh
+    rep = NamedSharding(mesh, P())
+    batch_sh = NamedSharding(mesh, P("data"))
+    models, cfg = setup.models, setup.step_cfg
+
+    def step(state, frozen, batch):
+        if cfg.synthetic:
+            return ts.train_step(models, cfg, state, frozen, batch)
+        batch = {"image": jax.lax.with_sharding_constraint(batch["image"], batch_sh)}
+        return ts.train_step(models, cfg, state, frozen, batch)
+
+    train = jax.jit(step, in_shardings=(rep, rep, batch_sh), out_shardings=(rep, rep),
+                    donate_argnums=(0,))
+    evaluate = jax.jit(lambda s, f, x, r: ts.eval_step(models, cfg, s, f, x, r),
+                       in_shardings=(rep, rep, batch_sh, rep), out_shardings=rep)
+    recon = jax.jit(lambda s, f, x: ts.reconstruct(models, cfg, s, f, x),
+                    in_shardings=(rep, rep, batch_sh), out_shardings=(rep, rep))
+    return Compiled(train, evaluate, recon, batch_sh, rep)
+
+
+def to_global(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """This host's slice of a global batch -> a global array sharded over the data axis."""
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+
+
+def host_to_global(full: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global batch that every host holds in full (evaluation data) -> a sharded array."""
+    full = np.asarray(full)
+    return jax.make_array_from_callback(full.shape, sharding, lambda idx: full[idx])
+
+
+def to_host(tree):
+    """Replicated (possibly multi-host) arrays -> numpy, from this host's first replica."""
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+    return jax.tree_util.tree_map(get, tree)
