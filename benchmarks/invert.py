@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import shlex
@@ -103,11 +104,7 @@ def bench_projector(g, lp, steps: int, batch: int) -> dict:
 
 
 def bench_pti(g, lp, steps: int, batch: int) -> dict:
-    try:
-        from e4e_jax import pti
-    except ImportError:
-        raise SystemExit("--method pti needs e4e_jax.pti (PTI tuning), which this checkout does "
-                         "not have yet; run --method projector, or update e4e_jax.")
+    from e4e_jax import pti
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)), jnp.float32)
     w_pivot = jnp.asarray(rng.standard_normal((batch, g.n_latent, g.style_dim)), jnp.float32)
@@ -139,6 +136,10 @@ def main(argv=None) -> int:
     p.add_argument("--official-steps", type=int, default=None,
                    help="steps the official harness times (default --steps)")
     args = p.parse_args(argv)
+    if args.method == "pti" and importlib.util.find_spec("e4e_jax.pti") is None:
+        print("error: --method pti needs e4e_jax.pti (PTI tuning), which this checkout does not "
+              "have yet; run --method projector, or update e4e_jax.", file=sys.stderr)
+        return 2
     dev = jax.devices()[0]
     threads = os.cpu_count()
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, cpu threads visible: "
