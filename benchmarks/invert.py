@@ -1,7 +1,7 @@
 """Steps per second of the latent-optimisation inversions: the W projector (and PTI when
 `e4e_jax.pti` is installed), with the official PyTorch numbers beside ours.
 
-    python benchmarks/invert.py                                   # projector: fixture size, 256, 1024
+    python benchmarks/invert.py                       # projector: fixture size, 256, 1024
     python benchmarks/invert.py --resolutions 256 --steps 10 --batches 1 4
     python benchmarks/invert.py --method pti --resolutions 256
     python benchmarks/invert.py --official-cmd "python /tmp/official_bench/bench_official.py \\
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, cpu threads visible: "
           f"{threads}, jax {jax.__version__}, float32, load avg {os.getloadavg()[0]:.2f}, "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/invert.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    shown = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"command: python benchmarks/invert.py {shown}")
     print(f"{'method':>9} {'case':>7} {'batch':>5} {'first call s':>12} {'s/step':>8} "
           f"{'steps/s':>8} {'official steps/s':>16} {'speed-up':>8}")
     bench = bench_projector if args.method == "projector" else bench_pti

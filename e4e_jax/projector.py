@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -86,7 +85,8 @@ def projector_schedule(num_steps: int, initial_learning_rate: float, w_std: floa
     scale = np.zeros(num_steps)
     for step in range(num_steps):
         t = step / num_steps
-        scale[step] = float(w_std) * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        ramp_w = max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        scale[step] = float(w_std) * initial_noise_factor * ramp_w
         ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
         ramp = 0.5 - 0.5 * np.cos(ramp * np.pi)
         ramp = ramp * min(1.0, t / lr_rampup_length)

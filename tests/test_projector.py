@@ -55,7 +55,8 @@ def atol(key):
         # atol it suggests (1e-6, the floor); an independent float32 implementation lands between.
         case = key.split(".")[0]
         return max(fu.suggested_atol(FIX, key),
-                   fu.suggested_atol(FIX, f"{case}.dist") + 1e5 * fu.suggested_atol(FIX, f"{case}.reg_loss"))
+                   fu.suggested_atol(FIX, f"{case}.dist")
+                   + 1e5 * fu.suggested_atol(FIX, f"{case}.reg_loss"))
     return fu.suggested_atol(FIX, key)
 
 
