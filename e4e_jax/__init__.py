@@ -25,6 +25,8 @@ _PUBLIC = {
     "load_lpips": "e4e_jax.loss_nets",
     "load_arcface": "e4e_jax.loss_nets",
     "load_moco": "e4e_jax.loss_nets",
+    # latent optimisation (StyleGAN2-ADA W projector)
+    "project": "e4e_jax.projector",
     # optimisation
     "ranger": "e4e_jax.optim",
     "make_optimizer": "e4e_jax.optim",
