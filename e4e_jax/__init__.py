@@ -53,10 +53,18 @@ _PUBLIC = {
     "latent_deviation": "e4e_jax.metrics.latent_metrics",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+# submodules reachable as attributes without an explicit import (`e4e_jax.pti.tune(...)`)
+_SUBMODULES = ("pti",)
+
+
+__all__ = sorted(_PUBLIC) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"e4e_jax.{name}")
+        globals()[name] = value
+        return value
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'e4e_jax' has no attribute {name!r}")
