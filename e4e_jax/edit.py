@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     src.add_argument("--synthetic", type=int, metavar="N",
                      help="N images G(mapping(z)) of the checkpoint's own generator (the demo "
                           "domain; no files needed)")
+    parser.add_argument("--generator", metavar="DIR",
+                        help="decode with this generator directory instead of the checkpoint's "
+                             "(e.g. OUT/generators/<name> of `python -m e4e_jax.invert "
+                             "--method pti`; pair it with OUT/latents/<name>.npy)")
     parser.add_argument("--files", help="names for --latents rows (default: files.txt next to it)")
     parser.add_argument("--edit", action="append", required=True, metavar="SPEC",
                         help="an edit spec; repeat for several edits (one grid row each)")
@@ -76,7 +80,7 @@ def main(argv=None) -> int:
         run_edits(args.checkpoint, args.out, args.edit, images=args.images, latents=args.latents,
                   files=args.files, strengths=args.strengths, batch_size=args.batch_size,
                   num_images=args.num_images, min_cell=args.min_cell,
-                  synthetic=args.synthetic, seed=args.seed)
+                  synthetic=args.synthetic, seed=args.seed, generator=args.generator)
     except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

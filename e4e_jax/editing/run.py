@@ -210,15 +210,33 @@ def write_arrays(out: str, edited_all: np.ndarray, inverted: np.ndarray | None,
             f.write("".join(name + "\n" for name in names))
 
 
+def use_generator(inv, path: str) -> None:
+    """Replaces inv.generator by the generator directory `path` (a PTI-tuned generator, or any
+    save_generator output of the same architecture). Raises FileNotFoundError / ModelDirError /
+    EditError (a generator whose W+ shape or resolution differs from the checkpoint's)."""
+    from e4e_jax.generator import load_generator
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--generator {path!r} is not a directory.")
+    g, old = load_generator(path), inv.generator
+    if (g.resolution, g.n_latent, g.style_dim) != (old.resolution, old.n_latent, old.style_dim):
+        raise EditError(f"--generator {path!r} is a {g.resolution}px generator with W+ "
+                        f"({g.n_latent}, {g.style_dim}); the checkpoint's is {old.resolution}px "
+                        f"with ({old.n_latent}, {old.style_dim}).")
+    inv.generator = g
+
+
 def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | None = None,
               latents: str | None = None, files: str | None = None,
               strengths: Sequence[float] | None = None, batch_size: int = 8,
               num_images: int | None = None, min_cell: int = 128,
-              synthetic: int | None = None, seed: int = 0, log=None) -> dict:
+              synthetic: int | None = None, seed: int = 0, log=None,
+              generator: str | None = None) -> dict:
     """Runs the edit command; returns its summary (also OUT/edits.json).
 
     Input: `images` (a folder), `latents` (latents.npy) or `synthetic` (that many images
     G(mapping(z)) of the checkpoint's own generator, as eval.py's --data synthetic).
+    `generator`: a generator directory (e.g. a PTI-tuned one from `python -m e4e_jax.invert`)
+    that replaces the checkpoint's generator for decoding and edits (`use_generator`).
     Raises EditError / EditSpecError / FileNotFoundError / ModelDirError for bad arguments.
     """
     log = log or sys.stderr
@@ -231,6 +249,8 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     cols = _columns(specs, strengths)
     t0 = time.perf_counter()
     inv = load_encoder(checkpoint)
+    if generator is not None:
+        use_generator(inv, generator)
     prepared = prepare_edits(specs, inv.generator, inv.n_latent)
     skipped: list[str] = []
     batches, total = open_inputs(inv, images, latents, files, synthetic, batch_size,

@@ -1,0 +1,99 @@
+"""Invert command: e4e, the StyleGAN2-ADA W projector or PTI over a folder of images.
+
+    python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ \\
+        --output out/ --method pti --lpips weights/lpips_vgg [--pivot e4e|projector] [--steps N]
+    python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode \\
+        --generator out/generators/face --latents out/latents/face.npy --edit sefa:0 --out e/
+
+Writes (see docs: README, "Inversion beyond the encoder")
+    OUT/latents.npy, files.txt  (N, n_latent, 512) codes (PTI: the pivots) and their input files,
+                                as `python -m e4e_jax.encode`; names.txt: each row's output name
+    OUT/reconstructions/<name>.png, OUT/side_by_side/<name>.png (input | e4e | projector/PTI)
+    OUT/latents/<name>.npy      that image's code alone (1, n_latent, 512), for edit --latents
+    OUT/generators/<name>/      pti: the tuned generator (load_generator / edit --generator)
+    OUT/noises/<name>.npz       projector: the optimized noise maps
+    OUT/skipped.txt, summary.json
+
+Exit codes: 0 done, 1 nothing usable produced (every file unreadable or failed), 2 bad
+arguments or model directories, 130 interrupted (finished images are kept).
+The work is done by e4e_jax.invert_run.invert_folder (importable, no argv).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLE = """example:
+  python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ \\
+      --output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_vgg
+  python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode \\
+      --generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --out e/
+
+outputs: OUT/latents.npy + files.txt (+ names.txt), reconstructions/, side_by_side/,
+latents/<name>.npy, generators/<name>/ (pti), noises/<name>.npz (projector), summary.json.
+exit codes: 0 ok, 1 nothing usable produced, 2 bad arguments, 130 interrupted."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage errors exit 2 without a traceback already
+        self.print_usage(sys.stderr)
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (dash-style flags; underscore aliases are accepted too)."""
+    from e4e_jax.invert_run import METHODS, PIVOTS, PTI_PIVOT_STEPS
+    p = _Parser(prog="python -m e4e_jax.invert", epilog=EXAMPLE,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Invert a folder of images with e4e, the StyleGAN2-ADA W projector, "
+                            "or PTI (pivotal tuning of the generator per image).")
+    p.add_argument("--checkpoint", required=True, metavar="E4E_DIR",
+                   help="converted e4e directory (convert_weights/e4e.py or WORKDIR/export)")
+    p.add_argument("--input", required=True, metavar="FOLDER",
+                   help="folder of images (searched recursively)")
+    p.add_argument("--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--method", choices=METHODS, default="e4e",
+                   help="e4e: encoder only; projector: W projection (ADA defaults); pti: tune "
+                        "the generator around a pivot (default e4e)")
+    p.add_argument("--pivot", choices=PIVOTS, default="e4e",
+                   help="PTI's pivot: the e4e code (default) or a W projection")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="optimisation steps (projector default 1000, pti tuning default 350)")
+    p.add_argument("--pivot-steps", "--pivot_steps", dest="pivot_steps", type=int,
+                   default=PTI_PIVOT_STEPS, metavar="N",
+                   help=f"projector pivot steps for --pivot projector (PTI's {PTI_PIVOT_STEPS})")
+    p.add_argument("--lpips", metavar="DIR",
+                   help="converted LPIPS directory (convert_weights/lpips.py), required by "
+                        "projector and pti (official recipe: LPIPS-VGG)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the projector's noise draws (image k uses seed + k)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs in OUT")
+    return p
+
+
+def main(argv=None) -> int:
+    """Parses argv, runs `invert_folder`, maps errors to exit codes (no tracebacks)."""
+    args = build_parser().parse_args(argv)
+    from e4e_jax.checkpoints import ModelDirError
+    from e4e_jax.invert_run import InvertError, InvertRequest, invert_folder
+    req = InvertRequest(args.checkpoint, args.input, args.output, method=args.method,
+                        pivot=args.pivot, steps=args.steps, pivot_steps=args.pivot_steps,
+                        lpips=args.lpips, overwrite=args.overwrite, seed=args.seed)
+    try:
+        summary = invert_folder(req)
+    except (InvertError, ModelDirError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if summary["inverted"] == 0:
+        print(f"error: none of the {summary['files']} image files could be inverted (see "
+              f"{args.output}/skipped.txt).", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The invert command's library: e4e, the W projector or PTI over a folder, image by image.
+
+    req = InvertRequest("converted/e4e_ffhq_encode", "photos/", "out/", method="pti",
+                        lpips="weights/lpips_vgg", steps=350)
+    summary = invert_folder(req)             # also OUT/summary.json
+
+Per image (`Pipeline.run`): the e4e code and reconstruction (always: it is the middle column of
+the side-by-side PNG and PTI's default pivot), then
+    projector: `e4e_jax.project` (ADA defaults: lr 0.1, `steps` steps) from w_avg;
+    pti:       the pivot (the e4e code, or `project` with PTI's settings: lr 0.01,
+               `pivot_steps` steps) then `e4e_jax.pti.tune` (`steps` steps, lr 3e-4, stop at
+               LPIPS 0.06).
+Outputs (`RunOutputs`) are written as soon as an image is finished (latents.npy stays a valid
+array of the finished rows), so an interrupt or a crash keeps every finished image. The command
+wrapper (argv, exit codes) is e4e_jax/invert.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from e4e_jax import image_io
+from e4e_jax.invert_outputs import RunOutputs, Ticker, output_names
+
+METHODS = ("e4e", "projector", "pti")
+PIVOTS = ("e4e", "projector")
+DEFAULT_STEPS = {"e4e": 0, "projector": 1000, "pti": 350}   # ADA num_steps, PTI max_pti_steps
+PTI_PIVOT_STEPS = 450              # PTI configs/hyperparameters.py first_inv_steps
+PTI_PROJECTOR_LR = 0.01            # PTI's w_projector initial_learning_rate
+
+
+class InvertError(ValueError):
+    """A bad request (the message names the problem and the fix); the command exits 2."""
+
+
+@dataclasses.dataclass
+class InvertRequest:
+    """The command's arguments. steps None: the method's official default (projector 1000,
+    pti 350); pivot_steps: the projector pivot's steps (pti --pivot projector, PTI's 450)."""
+    checkpoint: str
+    input_dir: str
+    output_dir: str
+    method: str = "e4e"
+    pivot: str = "e4e"
+    steps: int | None = None
+    pivot_steps: int = PTI_PIVOT_STEPS
+    lpips: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+
+    @property
+    def num_steps(self) -> int:
+        return DEFAULT_STEPS[self.method] if self.steps is None else int(self.steps)
+
+
+def check_request(req: InvertRequest) -> list[str]:
+    """Checks the arguments before any model is loaded; returns the image files (relative).
+
+    Raises InvertError (unknown method/pivot, steps < 1, missing --lpips, existing outputs
+    without --overwrite, no images) or FileNotFoundError (missing folders).
+    """
+    if req.method not in METHODS:
+        raise InvertError(f"--method must be one of {', '.join(METHODS)}, got {req.method!r}.")
+    if req.pivot not in PIVOTS:
+        raise InvertError(f"--pivot must be one of {', '.join(PIVOTS)}, got {req.pivot!r}.")
+    if req.method != "e4e" and req.num_steps < 1:
+        raise InvertError(f"--steps must be >= 1, got {req.steps}.")
+    if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:
+        raise InvertError(f"--pivot-steps must be >= 1, got {req.pivot_steps}.")
+    if req.method != "e4e" and not req.lpips:
+        recipe = "LPIPS-VGG (the official projector)" if req.method == "projector" else \
+            "LPIPS-alex (PTI's default)"
+        raise InvertError(f"--method {req.method} needs a loss network: pass --lpips DIR, a "
+                          f"converted LPIPS directory (convert_weights/lpips.py; official "
+                          f"recipe {recipe}).")
+    if req.lpips and not os.path.isdir(req.lpips):
+        raise FileNotFoundError(f"--lpips {req.lpips!r} is not a directory (convert one with "
+                                f"convert_weights/lpips.py).")
+    if not os.path.isdir(req.input_dir):
+        raise FileNotFoundError(f"--input {req.input_dir!r} is not a directory.")
+    files = image_io.list_images(req.input_dir)
+    if not files:
+        raise InvertError(f"no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) under "
+                          f"{req.input_dir!r}.")
+    for name in ("latents.npy", "generators"):
+        path = os.path.join(req.output_dir, name)
+        if os.path.exists(path) and not req.overwrite:
+            raise InvertError(f"{path!r} exists; pass --overwrite to replace the outputs in "
+                              f"{req.output_dir!r}, or choose another --output.")
+    return files
+
+
+def load_models(req: InvertRequest):
+    """(inverter, lpips or None). Raises ModelDirError for bad directories and InvertError for
+    a model the method cannot use (cars crop, conditional generator)."""
+    from e4e_jax.encoder_dirs import check_checkpoint
+    from e4e_jax.inverter import load_encoder
+    from e4e_jax.loss_nets import load_lpips
+    check_checkpoint(req.checkpoint)
+    inv = load_encoder(req.checkpoint)
+    if req.method != "e4e":
+        if inv.crop_rows is not None:
+            raise InvertError(f"--method {req.method} fits the generator's full square image; "
+                              f"this checkpoint crops rows {inv.crop_rows} (cars), which is not "
+                              f"supported: use --method e4e.")
+        if inv.generator.c_dim:
+            raise InvertError(f"--method {req.method} needs an unconditional generator.")
+    lpips = load_lpips(req.lpips) if req.lpips and req.method != "e4e" else None
+    return inv, lpips
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """One finished image. w: (n_latent, S) float32 (the pivot for pti); input8 / e4e8 /
+    final8: uint8 display cells; recon8: uint8 reconstruction PNG (generator resolution for
+    projector/pti); generator: the tuned LoadedGenerator (pti); noises: optimized maps
+    (projector); info: numbers for summary.json (seconds per stage, final losses)."""
+    w: np.ndarray
+    input8: np.ndarray
+    e4e8: np.ndarray
+    final8: np.ndarray | None
+    recon8: np.ndarray
+    generator: object = None
+    noises: list | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+class Pipeline:
+    """The per-image work, importable without argv: `Pipeline(inv, lpips, req).run(path)`.
+
+    Every model call is jit-compiled once (weights are arguments; every image has the same
+    shapes), so the first image pays the compilation.
+    """
+
+    def __init__(self, inv, lpips, req: InvertRequest):
+        self.inv, self.lpips, self.req = inv, lpips, req
+        self.g = inv.generator
+
+    def _e4e(self, img):
+        x = image_io.load_image(img, self.inv.input_size)
+        w, rec = self.inv.invert(x[None])
+        return x, np.asarray(w)[0], image_io.to_uint8(np.asarray(rec)[0])
+
+    def _project(self, target_pixels, num_steps: int, lr: float, k: int):
+        import jax
+        from e4e_jax.projector import project
+        return project(self.g, target_pixels, lpips=self.lpips, num_steps=num_steps,
+                       initial_learning_rate=lr, rng=jax.random.key(self.req.seed + k))
+
+    def _display(self, full):
+        """Generator output -> the e4e column's display size (the inverter's face_pool)."""
+        from e4e_jax.inverter import face_pool
+        return image_io.to_uint8(np.asarray(face_pool(full, self.inv.face_pool_size))[0])
+
+    def run(self, path: str, k: int = 0) -> ImageResult:
+        """Inverts the image file `path` (the k-th image: its random draws use seed + k)."""
+        from e4e_jax.inverter import face_pool
+        info: dict = {}
+        t = time.perf_counter()
+        img = image_io.read_rgb(path)
+        x, w_e4e, e4e8 = self._e4e(img)
+        info["e4e_seconds"] = round(time.perf_counter() - t, 3)
+        in8 = image_io.to_uint8(x)
+        if self.req.method == "e4e":
+            return ImageResult(w_e4e, in8, e4e8, None, e4e8, info=info)
+        r = self.g.resolution
+        target = image_io.load_image(img, (r, r))
+        in8 = image_io.to_uint8(np.asarray(face_pool(target[None], self.inv.face_pool_size))[0])
+        pixels = np.clip((target + 1.0) * 127.5, 0.0, 255.0)
+        if self.req.method == "projector":
+            t = time.perf_counter()
+            res = self._project(pixels, self.req.num_steps, 0.1, k)
+            info.update(projector_seconds=round(time.perf_counter() - t, 3),
+                        final_dist=float(res.history["dist"][-1]))
+            full = self.g.synthesis(res.w_plus[None],
+                                    noise=[n[None, :, :, None] for n in res.noises])
+            return ImageResult(res.w_plus, in8, e4e8, self._display(full),
+                               image_io.to_uint8(np.asarray(full)[0]), noises=res.noises,
+                               info=info)
+        return self._pti(target, pixels, w_e4e, in8, e4e8, info, k)
+
+    def _pti(self, target, pixels, w_e4e, in8, e4e8, info, k) -> ImageResult:
+        from e4e_jax import pti
+        pivot = w_e4e
+        if self.req.pivot == "projector":
+            t = time.perf_counter()
+            pivot = self._project(pixels, self.req.pivot_steps, PTI_PROJECTOR_LR, k).w_plus
+            info["pivot_seconds"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        res = pti.tune(self.g, pivot[None], target[None], lpips=self.lpips,
+                       steps=self.req.num_steps)
+        h = res.history
+        info.update(tuning_seconds=round(time.perf_counter() - t, 3),
+                    num_updates=res.num_updates,
+                    lpips_first=float(h["lpips"][0]), lpips_final=float(h["lpips"][-1]))
+        full = res.generator.synthesis(pivot[None])
+        return ImageResult(np.asarray(pivot), in8, e4e8, self._display(full),
+                           image_io.to_uint8(np.asarray(full)[0]), generator=res.generator,
+                           info=info)
+
+
+def _describe(req: InvertRequest) -> str:
+    if req.method == "e4e":
+        return "e4e"
+    if req.method == "projector":
+        return f"W projector, {req.num_steps} steps"
+    pivot = "e4e pivot" if req.pivot == "e4e" else \
+        f"projector pivot ({req.pivot_steps} steps, lr {PTI_PROJECTOR_LR})"
+    return f"PTI, {pivot}, {req.num_steps} tuning steps"
+
+
+def invert_folder(req: InvertRequest, log=None, pipeline_factory=Pipeline) -> dict:
+    """Runs the command; returns its summary (also OUT/summary.json).
+
+    Unreadable files and images whose inversion fails are recorded in OUT/skipped.txt and the
+    run goes on. Ctrl-C keeps every finished image (summary "interrupted": true) and re-raises
+    KeyboardInterrupt. Raises InvertError / FileNotFoundError / ModelDirError for bad requests
+    (before anything is written).
+    """
+    log = log or sys.stderr
+    files = check_request(req)
+    inv, lpips = load_models(req)
+    pipe = pipeline_factory(inv, lpips, req)
+    names = output_names(files)
+    out = RunOutputs(req.output_dir, (inv.n_latent, inv.generator.style_dim), req.method)
+    print(f"inverting {len(files)} images from {req.input_dir} with {inv}: {_describe(req)}",
+          file=log)
+    ticker = Ticker(len(files), log)
+    records, interrupted, t0 = [], False, time.perf_counter()
+    try:
+        for k, (rel, name) in enumerate(zip(files, names)):
+            ticker.start(k, rel)
+            try:
+                result = pipe.run(os.path.join(req.input_dir, rel), k)
+            except image_io.ImageReadError as e:
+                ticker.skip(rel, str(e).replace(repr(os.path.join(req.input_dir, rel)), "file"))
+                out.skip(rel, ticker.last_reason)
+                continue
+            except Exception as e:  # noqa: BLE001 (keep going; the error is reported per file)
+                ticker.skip(rel, f"inversion failed: {type(e).__name__}: {e}")
+                out.skip(rel, ticker.last_reason)
+                continue
+            finally:
+                ticker.stop()
+            out.add(rel, name, result)
+            records.append(dict(file=rel, name=name, **result.info))
+            ticker.done(k, rel, result.info)
+    except KeyboardInterrupt:
+        interrupted = True
+        ticker.stop()
+    finally:
+        out.close()
+    seconds = time.perf_counter() - t0
+    summary = dict(method=req.method, pivot=req.pivot if req.method == "pti" else None,
+                   steps=req.num_steps if req.method != "e4e" else None,
+                   checkpoint=os.path.abspath(req.checkpoint), lpips=req.lpips,
+                   files=len(files), inverted=len(records), skipped=len(out.skipped),
+                   interrupted=interrupted, seconds=round(seconds, 3), images=records,
+                   latents_shape=[len(records), inv.n_latent, inv.generator.style_dim])
+    with open(os.path.join(req.output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"{'interrupted: ' if interrupted else ''}inverted {len(records)} of {len(files)} "
+          f"images in {seconds:.1f} s; skipped {len(out.skipped)}"
+          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {req.output_dir}/latents.npy "
+          f"{tuple(summary['latents_shape'])}, files.txt, names.txt", file=log)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
