@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Parses argv, runs `invert_folder`, maps errors to exit codes (no tracebacks)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
     from e4e_jax.checkpoints import ModelDirError
     from e4e_jax.invert_run import InvertError, InvertRequest, invert_folder
     req = InvertRequest(args.checkpoint, args.input, args.output, method=args.method,

@@ -214,18 +214,19 @@ def _describe(req: InvertRequest) -> str:
     return f"PTI, {pivot}, {req.num_steps} tuning steps"
 
 
-def invert_folder(req: InvertRequest, log=None, pipeline_factory=Pipeline) -> dict:
+def invert_folder(req: InvertRequest, log=None, pipeline_factory=None) -> dict:
     """Runs the command; returns its summary (also OUT/summary.json).
 
     Unreadable files and images whose inversion fails are recorded in OUT/skipped.txt and the
     run goes on. Ctrl-C keeps every finished image (summary "interrupted": true) and re-raises
     KeyboardInterrupt. Raises InvertError / FileNotFoundError / ModelDirError for bad requests
-    (before anything is written).
+    (before anything is written). `pipeline_factory(inv, lpips, req)` replaces `Pipeline`
+    (tests inject failures through it).
     """
     log = log or sys.stderr
     files = check_request(req)
     inv, lpips = load_models(req)
-    pipe = pipeline_factory(inv, lpips, req)
+    pipe = (pipeline_factory or Pipeline)(inv, lpips, req)
     names = output_names(files)
     out = RunOutputs(req.output_dir, (inv.n_latent, inv.generator.style_dim), req.method)
     print(f"inverting {len(files)} images from {req.input_dir} with {inv}: {_describe(req)}",
