@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips", metavar="DIR",
                    help="converted LPIPS directory (convert_weights/lpips.py), required by "
                         "projector and pti (official recipe: LPIPS-VGG)")
+    p.add_argument("--lpips-threshold", "--lpips_threshold", dest="lpips_threshold", type=float,
+                   default=0.06, metavar="T",
+                   help="pti: stop tuning once LPIPS <= T (PTI's LPIPS_value_threshold, 0.06); "
+                        "a negative T runs every step")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the projector's noise draws (image k uses seed + k)")
     p.add_argument("--overwrite", action="store_true",
@@ -83,7 +87,8 @@ def main(argv=None) -> int:
     from e4e_jax.invert_run import InvertError, InvertRequest, invert_folder
     req = InvertRequest(args.checkpoint, args.input, args.output, method=args.method,
                         pivot=args.pivot, steps=args.steps, pivot_steps=args.pivot_steps,
-                        lpips=args.lpips, overwrite=args.overwrite, seed=args.seed)
+                        lpips=args.lpips, lpips_threshold=args.lpips_threshold,
+                        overwrite=args.overwrite, seed=args.seed)
     try:
         summary = invert_folder(req)
     except (InvertError, ModelDirError, FileNotFoundError) as e:

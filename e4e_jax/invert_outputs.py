@@ -64,6 +64,7 @@ class RunOutputs:
 
     @property
     def skipped(self) -> list:
+        """(file, reason) of every file recorded in skipped.txt."""
         return self.folder.skipped
 
     def _path(self, sub: str, name: str) -> str:
@@ -98,6 +99,7 @@ class RunOutputs:
         self.folder.skip(rel, reason)
 
     def close(self) -> None:
+        """Closes latents.npy (valid with the rows written), files.txt, names.txt."""
         self.folder.close()
         self.names_f.close()
 
@@ -132,7 +134,8 @@ class Ticker:
         if est is None:
             return "ETA after the first image (it includes compilation)"
         here = max(0.0, est - elapsed)
-        return f"~{here:.0f} s left for this image, overall ETA {here + est * remaining_after:.0f} s"
+        total = here + est * remaining_after
+        return f"~{here:.0f} s left for this image, overall ETA {total:.0f} s"
 
     def _print(self, line: str) -> None:
         print(line, file=self.log, flush=True)

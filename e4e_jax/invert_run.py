@@ -50,11 +50,13 @@ class InvertRequest:
     steps: int | None = None
     pivot_steps: int = PTI_PIVOT_STEPS
     lpips: str | None = None
+    lpips_threshold: float = 0.06
     overwrite: bool = False
     seed: int = 0
 
     @property
     def num_steps(self) -> int:
+        """--steps, or the method's official default."""
         return DEFAULT_STEPS[self.method] if self.steps is None else int(self.steps)
 
 
@@ -193,7 +195,7 @@ class Pipeline:
             info["pivot_seconds"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         res = pti.tune(self.g, pivot[None], target[None], lpips=self.lpips,
-                       steps=self.req.num_steps)
+                       steps=self.req.num_steps, lpips_threshold=self.req.lpips_threshold)
         h = res.history
         info.update(tuning_seconds=round(time.perf_counter() - t, 3),
                     num_updates=res.num_updates,
