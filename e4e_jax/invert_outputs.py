@@ -135,7 +135,8 @@ class Ticker:
             return "ETA after the first image (it includes compilation)"
         here = max(0.0, est - elapsed)
         total = here + est * remaining_after
-        return f"~{here:.0f} s left for this image, overall ETA {total:.0f} s"
+        bound = "<=" if len(self.durations) == 1 else "~"   # the first image's time has compile
+        return f"{bound}{here:.0f} s left for this image, overall ETA {bound}{total:.0f} s"
 
     def _print(self, line: str) -> None:
         print(line, file=self.log, flush=True)
@@ -144,7 +145,7 @@ class Ticker:
         """Announces image k (0-based) and starts the heartbeat."""
         self._label, self._left = f"[{k + 1}/{self.total}] {rel}", self.total - k - 1
         est = self.estimate()
-        expect = "" if est is None else f" (expected ~{est:.0f} s; {self._eta(self._left, 0)})"
+        expect = "" if est is None else f" ({self._eta(self._left, 0)})"
         self._print(f"{self._label}: started{expect}")
         self._t = time.perf_counter()
         self._stop.clear()
