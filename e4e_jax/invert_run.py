@@ -70,6 +70,9 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"--method must be one of {', '.join(METHODS)}, got {req.method!r}.")
     if req.pivot not in PIVOTS:
         raise InvertError(f"--pivot must be one of {', '.join(PIVOTS)}, got {req.pivot!r}.")
+    if req.pivot == "projector" and req.method != "pti":
+        raise InvertError(f"--pivot chooses PTI's pivot; it needs --method pti, not "
+                          f"--method {req.method}.")
     if req.method != "e4e" and req.num_steps < 1:
         raise InvertError(f"--steps must be >= 1, got {req.steps}.")
     if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:

@@ -98,6 +98,7 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
           tmp_path / "o5"], "not a directory"),
         (["--checkpoint", tmp_path, "--input", images, "--output", tmp_path / "o6"], "error:"),
         (base + ["--output", tmp_path / "o7", "--method", "magic"], "invalid choice"),
+        (base + ["--output", tmp_path / "o10", "--pivot", "projector"], "needs --method pti"),
         (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
          "error:"),
     ]
