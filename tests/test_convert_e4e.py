@@ -98,6 +98,7 @@ def _with(container, state=None, **top):
     return out
 
 
+@pytest.mark.slow
 def test_wrong_files(e4e_fx, tmp_path, capsys):
     c = e4e_fx.container()
     st = c["state_dict"]
@@ -143,6 +144,7 @@ def test_wrong_files(e4e_fx, tmp_path, capsys):
     ("e4e_cars_encode.json", 512, 16, (192, 256), [32, 224]),
     ("e4e_256.json", 256, 14, (256, 256), None),
 ])
+@pytest.mark.slow
 def test_full_size_conversion(manifest, size, heads, input_size, crop):
     man, state, extra = fu.load_real_size(manifest)
     container = fu.build_container(man, state, extra)
