@@ -66,6 +66,7 @@ def test_directory_layout_and_values(e4e_fx, converted_dir):
     assert inv.input_size == (256, 256) and inv.n_latent == 10
 
 
+@pytest.mark.slow
 def test_official_key_names_round_trip():
     """Every official key of an IR-SE-50 e4e encoder maps to one Flax leaf and back."""
     fx_keys = fu.load_fixture("e4e_encoder").manifest["tensors"]

@@ -87,6 +87,7 @@ def test_encode_folder(model_dir, images, tmp_path):
         encode.main(["--checkpoint", model_dir, "--input", images, "--output", str(out)])
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeypatch):
     real = encode._load_rows
 

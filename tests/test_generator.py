@@ -168,6 +168,7 @@ def test_official_channel_table():
         official_channels(100)
 
 
+@pytest.mark.slow
 def test_init_save_load_roundtrip(tmp_path):
     small = e4e_jax.init_generator(jax.random.key(0), 32, max_channels=16, n_mlp=2)
     assert small.latent_avg.shape == (512,)
