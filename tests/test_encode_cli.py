@@ -87,6 +87,7 @@ def test_encode_folder(model_dir, images, tmp_path):
         encode.main(["--checkpoint", model_dir, "--input", images, "--output", str(out)])
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeypatch):
     real = encode._load_rows
 
@@ -106,6 +107,7 @@ def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeyp
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
 
 
+@pytest.mark.slow
 def test_align_faces_rows(model_dir, images, tmp_path, monkeypatch):
     calls = []
 
@@ -154,6 +156,7 @@ def test_bad_arguments(model_dir, images, tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_data_parallel_two_devices(model_dir, images, tmp_path):
     """`python -m e4e_jax.encode` on 2 (forced) host devices: batch 3 is rounded up to 4, the
     batch is split over the devices and the latents equal the single-device ones."""
