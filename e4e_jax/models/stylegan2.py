@@ -403,6 +403,10 @@ class Generator(nn.Module):
     img_channels: int = 3
     dtype: Any = None      # compute dtype of the synthesis activations (None: float32)
     remat: bool = False    # recompute each synthesis layer in the backward pass
+    # with remat: layers at this resolution and above run one image at a time (a scan over the
+    # batch), so the backward pass of a 1024x1024 layer holds one image's intermediates, not
+    # the batch's (0: never)
+    per_image_from: int = 512
 
     @property
     def log_size(self) -> int:
@@ -505,8 +509,33 @@ class Generator(nn.Module):
         skip = self.to_rgb1(out, w_plus[:, 1])
         i = 1
         for j, to_rgb in enumerate(self.to_rgbs):
-            out = self.convs[2 * j](out, w_plus[:, i], noise[2 * j + 1])
-            out = self.convs[2 * j + 1](out, w_plus[:, i + 1], noise[2 * j + 2])
-            skip = to_rgb(out, w_plus[:, i + 2], skip)
+            res = 2 ** (j + 3)
+            if self.remat and self.per_image_from and res >= self.per_image_from and batch > 1:
+                out = _per_image(self.convs[2 * j], out, w_plus[:, i], noise[2 * j + 1])
+                out = _per_image(self.convs[2 * j + 1], out, w_plus[:, i + 1],
+                                 noise[2 * j + 2])
+                skip = _per_image(to_rgb, out, w_plus[:, i + 2], skip)
+            else:
+                out = self.convs[2 * j](out, w_plus[:, i], noise[2 * j + 1])
+                out = self.convs[2 * j + 1](out, w_plus[:, i + 1], noise[2 * j + 2])
+                skip = to_rgb(out, w_plus[:, i + 2], skip)
             i += 2
         return skip
+
+
+def _layer_one_image(layer, carry, xs):
+    x, w, extra = xs
+    y = layer(x[None], w[None], None if extra is None else extra[None])
+    return carry, y[0]
+
+
+def _per_image(layer, x, w, extra):
+    """layer(x, w, extra) as a scan over the batch (shared parameters), for memory: with the
+    layer rematerialised, the backward pass recomputes and differentiates one image at a time.
+    `extra` (noise or the skip image) may have batch 1; it is broadcast first."""
+    if extra is not None and extra.shape[0] != x.shape[0]:
+        extra = jnp.broadcast_to(extra, (x.shape[0],) + extra.shape[1:])
+    scan = nn.scan(_layer_one_image, variable_broadcast="params",
+                   split_rngs={"params": False})
+    _, y = scan(layer, None, (x, w, extra))
+    return y
