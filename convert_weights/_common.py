@@ -30,8 +30,8 @@ def require_torch():
         import torch  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConversionError(
-            "Reading PyTorch checkpoints needs torch: `pip install -e .[convert]` "
-            "(on machines with a local CPU wheel: `pip install torch==2.13.0`).") from e
+            "Reading PyTorch checkpoints needs torch (the CPU build is enough): `pip install torch "
+            "--index-url https://download.pytorch.org/whl/cpu`, or `pip install -e .[convert]`.") from e
     return torch
 
 
