@@ -63,12 +63,12 @@ def make_parser(prog: str, description: str, examples: Sequence[str] = (),
                 epilog: str | None = None) -> CliParser:
     """A CliParser whose usage line is `prog` (the command to type) and whose epilog lists
     the examples, then `epilog`, then the alias note."""
+    import textwrap
     parts = []
     if examples:
         parts.append("examples:\n" + "\n".join("  " + e for e in examples))
-    if epilog:
-        parts.append(epilog)
-    parts.append(_ALIAS_NOTE)
+    for text in ([epilog] if epilog else []) + [_ALIAS_NOTE]:
+        parts.append("\n".join(textwrap.fill(line, 88) for line in text.split("\n")))
     return CliParser(prog=prog, description=description, epilog="\n\n".join(parts),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
