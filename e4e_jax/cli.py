@@ -36,6 +36,12 @@ class CliParser(argparse.ArgumentParser):
     An abbreviation that matches both spellings of one flag is not ambiguous.
     """
 
+    def add_argument(self, *args, **kwargs):
+        """Declares `--a_b` as `--a-b` (the dashed spelling is the one --help shows)."""
+        args = tuple("--" + a[2:].replace("_", "-") if isinstance(a, str) and a.startswith("--")
+                     else a for a in args)
+        return super().add_argument(*args, **kwargs)
+
     def _install_aliases(self) -> None:
         for action in list(self._actions):
             for opt in list(action.option_strings):

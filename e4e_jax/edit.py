@@ -47,7 +47,8 @@ from e4e_jax.editing.prepared import PreparedEdit, prepare_edits  # noqa: F401
 from e4e_jax.grids import display_scale, grid_layout, labelled_grid  # noqa: F401
 
 
-def main(argv=None) -> int:
+def build_parser():
+    """The argument parser of `python -m e4e_jax.edit`."""
     parser = cli.make_parser(
         "python -m e4e_jax.edit",
         "Invert images (or take saved latents), apply latent edits and write one labelled PNG "
@@ -81,7 +82,11 @@ def main(argv=None) -> int:
                         help="smaller cells are magnified (nearest) to this size for display")
     cli.add_dtype_precision(parser)
     cli.add_verbose(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.checkpoints import ModelDirError
     try:

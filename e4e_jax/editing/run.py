@@ -111,8 +111,8 @@ def _image_batches(folder: str, size, batch_size: int, num: int | None, skipped:
     if rows:
         yield names, np.stack(rows)
     if count == 0:
-        raise FileNotFoundError(f"none of the {len(files)} image files under {folder!r} could "
-                                f"be read.")
+        raise NothingEditedError(f"none of the {len(files)} image files under {folder!r} could "
+                                 f"be read; nothing was written.")
 
 
 def _columns(specs: Sequence[EditSpec], strengths: Sequence[float] | None) -> tuple[float, ...]:
