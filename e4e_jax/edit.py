@@ -87,6 +87,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from e4e_jax.data.pipeline import DataError
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.checkpoints import ModelDirError
     try:
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
                   files=args.files, strengths=args.strengths, batch_size=args.batch_size,
                   num_images=args.num_images, min_cell=args.min_cell,
                   synthetic=args.synthetic, seed=args.seed, loader_kwargs=cli.loader_kwargs(args))
-    except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError) as e:
+    except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError,
+            DataError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except NothingEditedError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)

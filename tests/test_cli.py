@@ -178,7 +178,7 @@ def tiny_models(tmp_path_factory):
     la = np.zeros((g.n_latent, g.style_dim), np.float32)
     e4e = save_inverter(str(root / "e4e"), cfg, v, g, la)
     gen = save_generator(g, str(root / "gen"))
-    kw = writer.tiny_init_kwargs(resolution=8, w_dim=16, z_dim=12, c_dim=5, num_layers=2,
+    kw = writer.tiny_init_kwargs(resolution=16, w_dim=16, z_dim=12, c_dim=5, num_layers=2,
                                  channel_base=64, channel_max=8)
     pkl = writer.write_snapshot(str(root / "cond.pkl"),
                                 writer.synthetic_generator_state(kw, 3), kw)
@@ -378,3 +378,27 @@ def test_progress_note_ends_the_line():
     lines = s.getvalue().split("\n")
     assert lines[1] == "ETA ~3 s" and lines[0].endswith("2/4 (" + lines[0].split("(")[-1])
     assert s.getvalue().endswith("\n")
+
+
+def test_conditional_generator_refusals_in_edit_and_eval(tiny_models, tmp_path, capsys):
+    """Where a command maps z (edit --synthetic, eval --data synthetic, eval's w_deviation),
+    an e4e model over a class-conditional generator is refused with the option named."""
+    import jax
+    import e4e_jax
+    from e4e_jax import edit
+    from e4e_jax.evaluation import cli as eval_cli
+    from e4e_jax.inverter import save_inverter
+    from e4e_jax.models import encoders as E
+    from test_encoders import tiny_config
+    g = e4e_jax.load_generator(tiny_models["cond"])
+    cfg = tiny_config(n_styles=g.n_latent, input_size=(16, 16))
+    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
+    path = save_inverter(str(tmp_path / "cond_e4e"), cfg, v, g,
+                         np.zeros((g.n_latent, g.style_dim), np.float32))
+    assert edit.main(["--checkpoint", path, "--synthetic", "2", "--edit", "sefa:0",
+                      "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "class-conditional (c_dim=5)" in err and "--images" in err and "--class K" in err
+    assert eval_cli.main(["--checkpoint", path, "--data", "synthetic", "--num-images", "2",
+                          "--batch-size", "2", "--out", str(tmp_path / "ev")]) == 2
+    assert "--data synthetic needs an unconditional generator" in capsys.readouterr().err
