@@ -17,8 +17,9 @@ whose name is already taken in this run (a.jpg then a.png; A.png vs a.png, compa
 case; two_face1.jpg beside a two-face two.jpg) keeps its extension: `a_png.png`,
 `two_face1_jpg.png` (e4e_jax/output_names.py). Speeds (progress line and summary) are latents
 written per wall-clock second, compile time included; summary.json also gives the rate after
-the first batch. Exit codes: 0 latents written; 1 no file could be read (no latents);
-2 bad arguments, a bad model directory or input folder; 130 interrupted.
+the first batch. Exit codes: 0 latents written; 1 no file could be read (no latents) or
+--align without its extras; 2 bad arguments, a bad model directory or input folder;
+130 interrupted.
 
 Images of any size and mode (JPEG/PNG/...; grey, palette, alpha, CMYK) are converted to RGB and
 resized like the official test transform. The model is compiled once: every batch has the same
@@ -42,8 +43,9 @@ from typing import Iterator
 import numpy as np
 
 from e4e_jax import cli, image_io
-from e4e_jax.encoding import (FolderOutputs, LatentWriter, Progress, _image_name,  # noqa: F401
-                              _import_align, _summary, encode_batch, open_run)
+from e4e_jax.encoding import (FolderOutputs, LatentWriter, MissingExtrasError,  # noqa: F401
+                              Progress, _image_name, _import_align, _summary, encode_batch,
+                              open_run)
 
 
 def _load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[tuple[str, np.ndarray]]:
@@ -54,7 +56,7 @@ def _load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[
     try:
         faces = align_faces(img, max(size))
     except ImportError as e:
-        raise SystemExit(f"error: --align needs the face-alignment extras ({e}); "
+        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}); "
                          f"`pip install .[align]`.")
     if not faces:
         raise image_io.ImageReadError("no face found")
@@ -163,7 +165,8 @@ def build_parser():
                   "--output out/ --save-images",
                   "python -m e4e_jax.encode --checkpoint converted/e4e_ffhq_encode --input "
                   "photos/ --output out/ --align --batch-size 4"],
-        epilog="Exit codes: 0 latents written, 1 no input readable, 2 bad arguments or "
+        epilog="Exit codes: 0 latents written, 1 no input readable (or --align extras "
+               "missing), 2 bad arguments or "
                "files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
                         help="converted model directory (convert_weights/e4e.py output or a "
@@ -200,7 +203,7 @@ def main(argv=None) -> int:
         if not isinstance(e.code, str):
             raise
         print(e.code, file=sys.stderr)
-        return cli.EXIT_USAGE
+        return cli.EXIT_NOTHING if isinstance(e, MissingExtrasError) else cli.EXIT_USAGE
     except KeyboardInterrupt:
         return cli.EXIT_INTERRUPTED
     if summary["latents"] == 0:

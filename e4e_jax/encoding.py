@@ -90,11 +90,15 @@ class Progress:
             self.stream.flush()
 
 
+class MissingExtrasError(SystemExit):
+    """--align without the face-alignment extras (exit code 1, as `python -m e4e_jax.align`)."""
+
+
 def _import_align():
     try:
         from e4e_jax.align import align_faces
     except ImportError as e:
-        raise SystemExit(f"error: --align needs the face-alignment extras ({e}). Install them "
+        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}). Install them "
                          f"with `pip install .[align]` (from the e4e_jax source folder) or run "
                          f"without --align on already aligned images.")
     return align_faces
