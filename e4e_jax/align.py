@@ -29,7 +29,8 @@ import PIL.Image
 import PIL.ImageOps
 
 from e4e_jax import cli
-from e4e_jax.output_names import OutputNames
+from e4e_jax.output_names import (NAMING_HELP, OutputNames, face_filename,  # noqa: F401
+                                  output_names, write_manifest)
 from e4e_jax.face_crop import (_pad_with_blur, eye_mouth_points, ffhq_align,  # noqa: F401
                                ffhq_quad, ffhq_template, to_rgb)
 
@@ -304,21 +305,7 @@ def list_images(folder: str) -> list[str]:
         if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)))
 
 
-def output_names(paths: Sequence[str]) -> dict[str, str]:
-    """File stem for each input's largest face, by the shared rule of e4e_jax/output_names.py:
-    the plain stem unless an earlier input took it (a.jpg then a.png -> 'a', 'a_png'; compared
-    ignoring case). Later faces' names are assigned in `main` with the same rule."""
-    taken = OutputNames()
-    return {p: taken.name(os.path.basename(p))[: -len(".png")] for p in paths}
-
-
-def face_filename(stem: str, index: int) -> str:
-    """`stem.png` for the largest face, then `stem_face1.png`, `stem_face2.png`, ... (the names
-    `python -m e4e_jax.encode --align --save-images` gives the same faces)."""
-    return f"{stem}.png" if index == 0 else f"{stem}_face{index}.png"
-
-
-MANIFEST = "manifest.tsv"
+MANIFEST = "manifest.tsv"  # output, source, face per line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,11 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the e4e face encoders. Needs: " + INSTALL_HINT,
         examples=["python -m e4e_jax.align --input photos/ --output aligned/",
                   "python -m e4e_jax.align --input group.jpg --output aligned/ --max-faces 3"],
-        epilog="Output names: <stem>.png, <stem>_face<k>.png for further faces; an input whose "
-               "name is taken in this run (a.jpg then a.png, A.png vs a.png, two_face1.jpg "
-               "beside a two-face two.jpg) keeps its extension (a_png.png). OUT/manifest.tsv "
-               "maps every PNG to its source and face.\nExit codes: 0 faces written, 1 no "
-               "face written (or the align extras missing), 2 bad arguments, 130 interrupted.")
+        epilog=NAMING_HELP + " OUT/manifest.tsv maps every PNG to its source and face.\n"
+               "Exit codes: 0 faces written, 1 no face written (or the align extras "
+               "missing), 2 bad arguments, 130 interrupted.")
     parser.add_argument("--input", required=True, help="folder of images (or one image file)")
     parser.add_argument("--output", required=True, help="folder for the aligned PNGs")
     parser.add_argument("--size", type=int, default=256,
@@ -400,21 +385,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{label}: {faces} -> {', '.join(files)}", flush=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        _write_manifest(args.output, manifest)
         return cli.EXIT_INTERRUPTED
-    _write_manifest(args.output, manifest)
+    finally:
+        write_manifest(os.path.join(args.output, MANIFEST), manifest)
     print(f"Done: {total} image(s), {written} aligned face(s) written to {args.output}, "
           f"{len(skipped)} image(s) skipped.")
     for path, reason in skipped:
         print(f"  skipped {path}: {reason}")
     return cli.EXIT_OK if written else cli.EXIT_NOTHING
-
-
-def _write_manifest(folder: str, rows) -> None:
-    """OUT/manifest.tsv: output PNG, source file, face index (0: largest) per line."""
-    with open(os.path.join(folder, MANIFEST), "w") as f:
-        f.write("output\tsource\tface\n")
-        f.writelines(f"{o}\t{src}\t{k}\n" for o, src, k in rows)
 
 
 if __name__ == "__main__":

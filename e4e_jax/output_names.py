@@ -19,6 +19,19 @@ mapping down (files.txt rows with the output names, or a manifest) so nothing is
 from __future__ import annotations
 
 import os
+from typing import Sequence
+
+NAMING_HELP = ("Output names: <stem>.png (<stem>_face<k>.png for further faces); an input whose "
+               "name is taken in this run (a.jpg then a.png; A.png vs a.png; two_face1.jpg "
+               "beside a two-face two.jpg) keeps its extension: a_png.png.")
+
+
+def write_manifest(path: str, rows) -> None:
+    """A tab-separated manifest: header `output source face`, then one (output, source,
+    face index) row per file written."""
+    with open(path, "w") as f:
+        f.write("output\tsource\tface\n")
+        f.writelines(f"{o}\t{src}\t{k}\n" for o, src, k in rows)
 
 
 class OutputNames:
@@ -60,3 +73,17 @@ class OutputNames:
     def _take(self, name: str) -> str:
         self._taken.add(name.lower())
         return name
+
+
+def output_names(paths: Sequence[str]) -> dict[str, str]:
+    """File stem for each input's largest face, by the shared rule of e4e_jax/output_names.py:
+    the plain stem unless an earlier input took it (a.jpg then a.png -> 'a', 'a_png'; compared
+    ignoring case). Later faces' names are assigned in `main` with the same rule."""
+    taken = OutputNames()
+    return {p: taken.name(os.path.basename(p))[: -len(".png")] for p in paths}
+
+
+def face_filename(stem: str, index: int) -> str:
+    """`stem.png` for the largest face, then `stem_face1.png`, `stem_face2.png`, ... (the names
+    `python -m e4e_jax.encode --align --save-images` gives the same faces)."""
+    return f"{stem}.png" if index == 0 else f"{stem}_face{index}.png"

@@ -213,6 +213,15 @@ def write_arrays(out: str, edited_all: np.ndarray, inverted: np.ndarray | None,
             f.write("".join(name + "\n" for name in names))
 
 
+def _check_synthetic(inv, synthetic: int | None) -> None:
+    """--synthetic maps z: refuse a class-conditional generator (EditError naming the way)."""
+    if synthetic is not None and inv.generator.c_dim:
+        raise EditError(f"--synthetic maps z through the generator, but this one is "
+                        f"class-conditional (c_dim={inv.generator.c_dim}) and the edit command "
+                        f"has no class option: give --images FOLDER (e.g. the samples of "
+                        f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
+
+
 def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | None = None,
               latents: str | None = None, files: str | None = None,
               strengths: Sequence[float] | None = None, batch_size: int = 8,
@@ -238,11 +247,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     cols = _columns(specs, strengths)
     t0 = time.perf_counter()
     inv = load_encoder(checkpoint, **(loader_kwargs or {}))
-    if synthetic is not None and inv.generator.c_dim:
-        raise EditError(f"--synthetic maps z through the generator, but this one is "
-                        f"class-conditional (c_dim={inv.generator.c_dim}) and the edit command "
-                        f"has no class option: give --images FOLDER (e.g. the samples of "
-                        f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
+    _check_synthetic(inv, synthetic)
     prepared = prepare_edits(specs, inv.generator, inv.n_latent)
     skipped: list[str] = []
     batches, total = open_inputs(inv, images, latents, files, synthetic, batch_size,
