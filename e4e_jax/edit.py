@@ -40,7 +40,8 @@ from __future__ import annotations
 import sys
 
 from e4e_jax import cli, image_io
-from e4e_jax.editing.run import NothingEditedError, _columns, edit_grid, read_latents, run_edits  # noqa: F401
+from e4e_jax.editing.run import (NothingEditedError, _columns, edit_grid,  # noqa: F401
+                                 read_latents, run_edits)
 from e4e_jax.editing.spec import (SPEC_HELP, EditError, EditSpec, EditSpecError,  # noqa: F401
                                   parse_edit_spec)
 from e4e_jax.editing.prepared import PreparedEdit, prepare_edits  # noqa: F401

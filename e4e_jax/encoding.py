@@ -98,9 +98,10 @@ def _import_align():
     try:
         from e4e_jax.align import align_faces
     except ImportError as e:
-        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}). Install them "
-                         f"with `pip install .[align]` (from the e4e_jax source folder) or run "
-                         f"without --align on already aligned images.")
+        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}). "
+                                 f"Install them with `pip install .[align]` (from the e4e_jax "
+                                 f"source folder) or run without --align on already aligned "
+                                 f"images.")
     return align_faces
 
 

@@ -73,7 +73,8 @@ class EtaTracker:
     first includes compilation), or after its first when there is only one."""
 
     def __init__(self, plan: list[Stage], n_checkpoints: int, printer, clock=time.perf_counter):
-        self.plan, self.n_checkpoints, self.printer, self.clock = plan, n_checkpoints, printer, clock
+        self.plan, self.n_checkpoints = plan, n_checkpoints
+        self.printer, self.clock = printer, clock
         self._t: dict[str, list] = {}
         self.eta_s: float | None = None
 
