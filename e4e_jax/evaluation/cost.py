@@ -63,7 +63,8 @@ def describe(plan: list[Stage], n_checkpoints: int = 1) -> str:
     for s in plan:
         lines.append(f"  {s.name:<18} {s.passes:>8}  ({s.what})")
     lines.append(f"  {'total':<18} {total_passes(plan) * n_checkpoints:>8}  for all "
-                 f"checkpoints; an ETA follows once the first batch is timed")
+                 f"checkpoints (an upper bound: a stage a model cannot run is skipped with a "
+                 f"reason); an ETA follows once the first batch is timed")
     return "\n".join(lines)
 
 
