@@ -233,6 +233,7 @@ def _record_kwargs(monkeypatch, module, name):
     return seen
 
 
+@pytest.mark.slow
 def test_dtype_precision_reach_the_loaders(tiny_models, tmp_path, monkeypatch):
     import e4e_jax
     import e4e_jax.inverter as inverter
