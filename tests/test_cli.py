@@ -403,3 +403,18 @@ def test_conditional_generator_refusals_in_edit_and_eval(tiny_models, tmp_path, 
     assert eval_cli.main(["--checkpoint", path, "--data", "synthetic", "--num-images", "2",
                           "--batch-size", "2", "--out", str(tmp_path / "ev")]) == 2
     assert "--data synthetic needs an unconditional generator" in capsys.readouterr().err
+
+
+def test_third_party_logs_quiet_unless_verbose(monkeypatch):
+    import logging
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("GLOG_minloglevel", raising=False)
+    monkeypatch.setattr(logging.getLogger("absl"), "level", logging.NOTSET)
+    cli.quiet_third_party_logs(verbose=True)
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert logging.getLogger("absl").level == logging.NOTSET
+    for name in ("tensorflow", "orbax", "jax._src.xla_bridge"):   # restored after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    cli.quiet_third_party_logs(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert logging.getLogger("absl").level == logging.ERROR
