@@ -17,6 +17,7 @@ Command line: `python -m e4e_jax.align --input FOLDER --output FOLDER [--size 25
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import threading
