@@ -30,7 +30,8 @@ setup(
     extras_require={
         # Only the converters import torch, and only to read checkpoint files.
         "convert": ["torch>=2.6"],
-        "test": ["pytest>=7"],
+        # pytest, and nbclient / nbformat / ipykernel to run notebooks/ headless in the tests
+        "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
         # Face alignment (e4e_jax.align). mediapipe 0.10.14 is the last release with its face
         # models inside the wheel; it needs protobuf<5, so pip settles on an older TensorFlow
         # beside it. tensorflow-metadata 1.21 declares protobuf>=4.25.2 but its generated code

@@ -2,6 +2,7 @@
 
     python benchmarks/encode.py                          # encode and invert, batch 1 and 8
     python benchmarks/encode.py --batches 4 --cases invert --repeats 2
+    python benchmarks/encode.py --dtype bfloat16 --precision highest --json enc.json
 
 Full official sizes: e4e IR-SE-50 encoder on 256x256 inputs (18 style heads), 1024x1024 StyleGAN2
 generator (channel multiplier 2), random weights, float32, the generator's stored noise.
@@ -10,6 +11,10 @@ official full inversion). Per case: compile time (lower + compile), median step 
 `--repeats` runs after one warm-up, seconds per image, images/s, and XLA's buffer estimate
 (arguments + outputs + temporaries). Prints the device, thread count and load average; compare
 with the official PyTorch numbers of the README measured on the same machine class.
+--dtype / --precision: the inverter's numeric policy (e4e_jax.precision); --json PATH writes
+{"device", "dtype", "precision", "cases": [{case, batch, compile_s, step_s, images_per_s,
+"xla_bytes": {arguments, outputs, temporaries, total}, ...}]}; --resolution / --max-channels /
+--encoder-widths shrink the networks (smoke runs of device_check.sh).
 """
 from __future__ import annotations
 
@@ -31,11 +36,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def random_generator(resolution: int = 1024, seed: int = 0):
+def random_generator(resolution: int = 1024, seed: int = 0, max_channels: int | None = None):
     """Official-size generator with random raw weights drawn by numpy (fast to build)."""
     from e4e_jax.generator import LoadedGenerator, expected_variables, module_from_config
     from e4e_jax.models.stylegan2 import official_channels
-    config = dict(resolution=resolution, channels=list(official_channels(resolution, 2)),
+    config = dict(resolution=resolution,
+                  channels=list(official_channels(resolution, 2, max_channels)),
                   style_dim=512, n_mlp=8, lr_mlp=0.01, blur_kernel=[1, 3, 3, 1])
     module = module_from_config(config)
     gen = np.random.default_rng(seed)
@@ -57,14 +63,18 @@ def random_generator(resolution: int = 1024, seed: int = 0):
     return LoadedGenerator(module, variables, config, np.zeros(512, np.float32))
 
 
-def build_inverter():
+def build_inverter(dtype: str = "float32", precision: str | None = None,
+                   resolution: int = 1024, max_channels: int | None = None,
+                   encoder_widths=None):
     from e4e_jax.inverter import Inverter
     from e4e_jax.models.encoders import encoder_config, init_encoder
-    g = random_generator(1024)
-    cfg = encoder_config("Encoder4Editing", g.n_latent, (256, 256))
+    g = random_generator(resolution, max_channels=max_channels)
+    small = ({"widths": tuple(encoder_widths), "units": (1, 1, 1, 1),
+              "head_width": encoder_widths[-1]} if encoder_widths else {})
+    cfg = encoder_config("Encoder4Editing", g.n_latent, (256, 256), **small)
     v = init_encoder(jax.random.PRNGKey(0), cfg)
     la = np.random.default_rng(1).standard_normal((g.n_latent, 512)).astype(np.float32) * 0.1
-    return Inverter(cfg, v, g, la)
+    return Inverter(cfg, v, g, la, dtype=dtype, precision=precision)
 
 
 def bench(inv, case: str, batch: int, repeats: int) -> dict:
@@ -79,10 +89,15 @@ def bench(inv, case: str, batch: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    mem = None
+    mem, xla = None, None
     try:
         ma = compiled.memory_analysis()
         mem = (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes) / 2**20
+        xla = {"arguments": int(ma.argument_size_in_bytes),
+               "outputs": int(ma.output_size_in_bytes),
+               "temporaries": int(ma.temp_size_in_bytes),
+               "total": int(ma.argument_size_in_bytes + ma.output_size_in_bytes
+                            + ma.temp_size_in_bytes)}
     except Exception:  # not every backend reports it
         pass
     jax.block_until_ready(compiled(*args))  # warm-up
@@ -94,7 +109,7 @@ def bench(inv, case: str, batch: int, repeats: int) -> dict:
         cpu.append(time.process_time() - c0)
     step = statistics.median(times)
     return dict(case=case, batch=batch, compile_s=compile_s, step_s=step, s_per_image=step / batch,
-                images_per_s=batch / step, xla_mib=mem, cpu_s_per_image=statistics.median(cpu)
+                images_per_s=batch / step, xla_mib=mem, xla_bytes=xla, cpu_s_per_image=statistics.median(cpu)
                 / batch, best_step_s=min(times))
 
 
@@ -200,21 +215,33 @@ def main(argv=None):
                    help="also time the official PyTorch code (an encoder4editing checkout) on "
                         "the same cases, interleaved in this process (torch threads = "
                         "os.cpu_count())")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--precision", default=None, choices=["default", "high", "highest"])
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--resolution", type=int, default=1024)
+    p.add_argument("--max-channels", type=int, default=None)
+    p.add_argument("--encoder-widths", type=int, nargs=4, default=None)
     args = p.parse_args(argv)
+    if args.json and os.path.exists(args.json):
+        p.error(f"{args.json} exists; choose another --json path (results never overwrite)")
     dev = jax.devices()[0]
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
           f"cpu threads visible: {os.cpu_count()}, jax {jax.__version__}, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load avg "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
-    inv = build_inverter()
-    print(f"built {inv} with random weights in {time.perf_counter() - t0:.1f} s", flush=True)
+    inv = build_inverter(args.dtype, args.precision, args.resolution, args.max_channels,
+                         args.encoder_widths)
+    print(f"built {inv} with random weights in {time.perf_counter() - t0:.1f} s, dtype "
+          f"{args.dtype}, precision {args.precision}", flush=True)
+    results = []
     print(f"{'case':>7} {'batch':>5} {'compile s':>10} {'step s':>8} {'best s':>7} "
           f"{'s/image':>8} {'images/s':>9} {'CPU s/img':>9} {'XLA MiB':>8}", flush=True)
     for case in args.cases:
         for b in args.batches:
             reps = args.repeats_large if (case == "invert" and b >= 4) else args.repeats
             m = bench(inv, case, b, reps)
+            results.append(m)
             mem = f"{m['xla_mib']:>8.0f}" if m["xla_mib"] is not None else f"{'n/a':>8}"
             print(f"{case:>7} {b:>5} {m['compile_s']:>10.2f} {m['step_s']:>8.3f} "
                   f"{m['best_step_s']:>7.3f} {m['s_per_image']:>8.3f} {m['images_per_s']:>9.2f} "
@@ -230,6 +257,17 @@ def main(argv=None):
                       f"median ratio {o['step_s'] / m['step_s']:.2f}x, best ratio "
                       f"{o['best_step_s'] / m['best_step_s']:.2f}x)", flush=True)
     print_peak_memory(f"; load avg at the end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        import json
+        stats = dev.memory_stats() or {}
+        out = {"device": f"{dev.platform} {dev.device_kind} x{jax.device_count()}",
+               "dtype": args.dtype, "precision": args.precision, "resolution": args.resolution,
+               "cases": results, "peak_device_bytes": stats.get("peak_bytes_in_use")}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

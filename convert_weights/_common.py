@@ -30,8 +30,8 @@ def require_torch():
         import torch  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConversionError(
-            "Reading PyTorch checkpoints needs torch: `pip install -e .[convert]` "
-            "(on machines with a local CPU wheel: `pip install torch==2.13.0`).") from e
+            "Reading PyTorch checkpoints needs torch (the CPU build is enough): `pip install torch "
+            "--index-url https://download.pytorch.org/whl/cpu`, or `pip install -e .[convert]`.") from e
     return torch
 
 
@@ -269,16 +269,30 @@ def f32(x: Any) -> np.ndarray:
     return np.asarray(x, np.float32)
 
 
-def cli_main(description: str, add_args, run, argv=None) -> int:
-    """Runs a converter CLI: parses arguments, runs, prints errors without a traceback."""
-    parser = argparse.ArgumentParser(description=description)
+def cli_main(description: str, add_args, run, argv=None, module: str | None = None,
+             examples=()) -> int:
+    """Runs a converter CLI: parses arguments, runs, prints errors without a traceback.
+
+    module: e.g. "convert_weights.stylegan2", shown as `python -m convert_weights.stylegan2`
+    in the usage line and before every example's arguments. Exit codes: 0 written, 2 bad
+    arguments or an unreadable / unexpected file, 130 interrupted (nothing half-written).
+    """
+    from e4e_jax import cli
+    prog = f"python -m {module}" if module else None
+    parser = cli.make_parser(prog, description,
+                             examples=[f"{prog} {e}" for e in examples] if prog else (),
+                             epilog="Exit codes: 0 model directory written, 2 bad arguments "
+                                    "or an unreadable / unexpected file, 130 interrupted.")
     add_args(parser)
+    cli.add_verbose(parser)
     args = parser.parse_args(argv)
+    cli.quiet_third_party_logs(args.verbose)
     try:
         out = run(args)
     except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.error(str(e), cli.EXIT_USAGE)
+    except KeyboardInterrupt:
+        return cli.EXIT_INTERRUPTED
     if out:
         print(out)
-    return 0
+    return cli.EXIT_OK

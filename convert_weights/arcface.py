@@ -174,7 +174,8 @@ def main(argv=None) -> int:
         path = write_arcface(obj, args.dst, source=os.path.basename(args.src))
         return f"wrote {path}"
 
-    return cli_main("Convert the ArcFace IR-SE-50 of the identity loss.", add_args, run, argv)
+    return cli_main("Convert the ArcFace IR-SE-50 of the identity loss.", add_args, run, argv,
+                    module="convert_weights.arcface", examples=['model_ir_se50.pth weights/arcface'])
 
 
 if __name__ == "__main__":

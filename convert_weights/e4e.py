@@ -340,7 +340,8 @@ def add_args(parser):
 
 
 def main(argv=None) -> int:
-    return cli_main(__doc__.splitlines()[0], add_args, run, argv)
+    return cli_main(__doc__.splitlines()[0], add_args, run, argv,
+                    module="convert_weights.e4e", examples=['e4e_ffhq_encode.pt converted/e4e_ffhq_encode'])
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
         path = write_fid_inception(state, args.dst, source=os.path.basename(args.src))
         return f"wrote {path}"
 
-    return cli_main("Convert pytorch-fid's FID Inception-v3 weights.", add_args, run, argv)
+    return cli_main("Convert pytorch-fid's FID Inception-v3 weights.", add_args, run, argv,
+                    module="convert_weights.fid_inception", examples=['pt_inception-2015-12-05-6726825d.pth weights/fid_inception'])
 
 
 if __name__ == "__main__":

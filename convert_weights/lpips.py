@@ -135,7 +135,8 @@ def main(argv=None) -> int:
                            source=f"{os.path.basename(args.backbone)} + {lin_path}")
         return f"wrote {path}"
 
-    return cli_main("Convert LPIPS v0.1 (AlexNet / VGG16) weights.", add_args, run, argv)
+    return cli_main("Convert LPIPS v0.1 (AlexNet / VGG16) weights.", add_args, run, argv,
+                    module="convert_weights.lpips", examples=['--net alex --backbone alexnet-owt-7be5be79.pth weights/lpips_alex'])
 
 
 if __name__ == "__main__":

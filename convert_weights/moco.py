@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         path = write_moco(obj, args.dst, source=os.path.basename(args.src))
         return f"wrote {path}"
 
-    return cli_main("Convert the MoCo v2 ResNet-50 of the similarity loss.", add_args, run, argv)
+    return cli_main("Convert the MoCo v2 ResNet-50 of the similarity loss.", add_args, run, argv,
+                    module="convert_weights.moco", examples=['moco_v2_800ep_pretrain.pth.tar weights/moco'])
 
 
 if __name__ == "__main__":

@@ -219,7 +219,8 @@ def add_args(parser):
 
 
 def main(argv=None) -> int:
-    return cli_main(__doc__.splitlines()[0], add_args, run, argv)
+    return cli_main(__doc__.splitlines()[0], add_args, run, argv,
+                    module="convert_weights.stylegan2", examples=['stylegan2-ffhq-config-f.pt converted/ffhq'])
 
 
 if __name__ == "__main__":

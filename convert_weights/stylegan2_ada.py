@@ -356,7 +356,8 @@ def add_args(parser):
 
 
 def main(argv=None) -> int:
-    return cli_main(__doc__.splitlines()[0], add_args, run, argv)
+    return cli_main(__doc__.splitlines()[0], add_args, run, argv,
+                    module="convert_weights.stylegan2_ada", examples=['network-snapshot-000000.pkl converted/ada'])
 
 
 if __name__ == "__main__":

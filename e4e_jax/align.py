@@ -29,6 +29,9 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from e4e_jax import cli
+from e4e_jax.output_names import (NAMING_HELP, OutputNames, face_filename,  # noqa: F401
+                                  output_names, write_manifest)
 from e4e_jax.face_crop import (_pad_with_blur, eye_mouth_points, ffhq_align,  # noqa: F401
                                ffhq_quad, ffhq_template, to_rgb)
 
@@ -303,26 +306,19 @@ def list_images(folder: str) -> list[str]:
         if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)))
 
 
-def output_names(paths: Sequence[str]) -> dict[str, str]:
-    """File stem for each input's crops; inputs sharing a stem (a.jpg, a.png) keep their suffix."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return {
-        p: (stem if stems.count(stem) == 1 else os.path.basename(p).replace(".", "_"))
-        for p, stem in zip(paths, stems)
-    }
-
-
-def face_filename(stem: str, index: int) -> str:
-    """`stem.png` for the largest face, then `stem_face1.png`, `stem_face2.png`, ... (the names
-    `python -m e4e_jax.encode --align --save-images` gives the same faces)."""
-    return f"{stem}.png" if index == 0 else f"{stem}_face{index}.png"
+MANIFEST = "manifest.tsv"  # output, source, face per line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m e4e_jax.align",
-        description="FFHQ-align every face in a folder of photos (one PNG per face, largest "
-                    "first) for the e4e face encoders. Needs: " + INSTALL_HINT)
+    parser = cli.make_parser(
+        "python -m e4e_jax.align",
+        "FFHQ-align every face in a folder of photos (one PNG per face, largest first) for "
+        "the e4e face encoders. Needs: " + INSTALL_HINT,
+        examples=["python -m e4e_jax.align --input photos/ --output aligned/",
+                  "python -m e4e_jax.align --input group.jpg --output aligned/ --max-faces 3"],
+        epilog=NAMING_HELP + " OUT/manifest.tsv maps every PNG to its source and face.\n"
+               "Exit codes: 0 faces written, 1 no face written (or the align extras "
+               "missing), 2 bad arguments, 130 interrupted.")
     parser.add_argument("--input", required=True, help="folder of images (or one image file)")
     parser.add_argument("--output", required=True, help="folder for the aligned PNGs")
     parser.add_argument("--size", type=int, default=256,
@@ -334,13 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep at most this many faces per image, largest first (default all)")
     parser.add_argument("--min-confidence", type=float, default=0.5,
                         help="face detector confidence threshold (default 0.5)")
+    cli.add_verbose(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # MediaPipe imports TensorFlow (for optional docs helpers); keep its start-up banner quiet
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli.quiet_third_party_logs(args.verbose)
     if args.size < 8:
         print(f"error: --size must be at least 8, got {args.size}", file=sys.stderr)
         return 2
@@ -362,34 +359,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     os.makedirs(args.output, exist_ok=True)
-    names = output_names(paths)
-    written, skipped = 0, []
+    taken = OutputNames()
+    written, skipped, manifest = 0, [], []
     total = len(paths)
-    with aligner:
-        for i, path in enumerate(paths, 1):
-            label = f"[{i}/{total}] {os.path.basename(path)}"
-            try:
-                image = open_image(path)
-                crops = aligner.align(image, args.size, args.transform_size)
-            except ValueError as err:
-                skipped.append((path, str(err)))
-                print(f"{label}: skipped ({err})", flush=True)
-                continue
-            if not crops:
-                skipped.append((path, "no face found"))
-                print(f"{label}: skipped (no face found)", flush=True)
-                continue
-            files = [face_filename(names[path], k) for k in range(len(crops))]
-            for crop, name in zip(crops, files):
-                crop.save(os.path.join(args.output, name))
-            written += len(crops)
-            faces = "1 face" if len(crops) == 1 else f"{len(crops)} faces"
-            print(f"{label}: {faces} -> {', '.join(files)}", flush=True)
+    try:
+        with aligner:
+            for i, path in enumerate(paths, 1):
+                label = f"[{i}/{total}] {os.path.basename(path)}"
+                try:
+                    image = open_image(path)
+                    crops = aligner.align(image, args.size, args.transform_size)
+                except ValueError as err:
+                    skipped.append((path, str(err)))
+                    print(f"{label}: skipped ({err})", flush=True)
+                    continue
+                if not crops:
+                    skipped.append((path, "no face found"))
+                    print(f"{label}: skipped (no face found)", flush=True)
+                    continue
+                files = [taken.name(os.path.basename(path), k) for k in range(len(crops))]
+                manifest += [(f, os.path.basename(path), k) for k, f in enumerate(files)]
+                for crop, name in zip(crops, files):
+                    crop.save(os.path.join(args.output, name))
+                written += len(crops)
+                faces = "1 face" if len(crops) == 1 else f"{len(crops)} faces"
+                print(f"{label}: {faces} -> {', '.join(files)}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    finally:
+        write_manifest(os.path.join(args.output, MANIFEST), manifest)
     print(f"Done: {total} image(s), {written} aligned face(s) written to {args.output}, "
           f"{len(skipped)} image(s) skipped.")
     for path, reason in skipped:
         print(f"  skipped {path}: {reason}")
-    return 0 if written else 1
+    return cli.EXIT_OK if written else cli.EXIT_NOTHING
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def save_model_dir(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
     try:
+        # mkdtemp makes the directory 0700; the renamed result must follow the umask like
+        # any other output (0755 under the usual 022).
+        os.chmod(tmp, 0o777 & ~_current_umask())
         meta = {
             "kind": kind,
             "format_version": FORMAT_VERSION,
@@ -99,11 +102,31 @@ def save_model_dir(
     return path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def workdir_hint(path: str) -> str:
+    """" It holds an export/ folder: pass 'PATH/export' ..." when `path` looks like a training
+    workdir, else "". Every command that takes a model directory gives this same hint."""
+    export = os.path.join(path, "export")
+    if os.path.isfile(os.path.join(export, CONFIG_FILE)) or os.path.isdir(export):
+        return (f" It is a training workdir holding an export/ folder: pass {export!r} "
+                f"(WORKDIR/export, the run's inference directory).")
+    return ""
+
+
 def read_meta(path: str) -> dict:
+    """config.json of the model directory `path` (ModelDirError with a hint when it is none)."""
     cfg = os.path.join(path, CONFIG_FILE)
     if not os.path.isdir(path):
         raise ModelDirError(f"{path!r} is not a directory; expected a converted model directory "
                             f"(the output of a convert_weights/ script or of train.py's export).")
+    if not os.path.isfile(cfg) and workdir_hint(path):
+        raise ModelDirError(f"{path!r} has no {CONFIG_FILE}; it is not a model directory."
+                            + workdir_hint(path))
     if not os.path.isfile(cfg):
         raise ModelDirError(f"{path!r} has no {CONFIG_FILE}; it is not a converted model directory. "
                             f"Convert the official file first (see the README's converter commands).")

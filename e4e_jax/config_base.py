@@ -36,6 +36,8 @@ Field reference (defaults are the paper's / the official code's):
     discriminator.*              Adam lr 2e-5, r1 gamma 10 every d_reg_every=16 steps, W pool
     batch_size, max_steps        global batch (split over all devices and hosts), last step
     log_every, image_every, val_every, save_every, keep_checkpoints, max_val_batches, holdout
+    dtype / precision / remat    compute dtype "float32" | "bfloat16", matmul precision None |
+                                 "default" | "high" | "highest", "none" | "blocks" (e4e_jax.precision)
 """
 from __future__ import annotations
 
@@ -113,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.batch_size = 8
     c.test_batch_size = 8
+    c.dtype = "float32"
+    c.precision = ml_collections.FieldReference(None, field_type=str)
+    c.remat = "none"
     c.max_steps = 500000
     c.log_every = 50                 # official board_interval
     c.image_every = 100              # official image_interval

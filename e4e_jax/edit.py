@@ -28,28 +28,39 @@ edit; without --strengths the columns are the union over the specs of their own 
 Edited images are decoded like the inversion (stored noise, face_pool, cars crop); cells smaller
 than --min_cell pixels (the 16-32 px demo) are magnified by nearest neighbour for display only.
 
+Grid names follow e4e_jax/output_names.py (`a.jpg` -> `a.png`; a second `a.png` -> `a_png.png`;
+edits.json lists `names` and `grids` row by row).
+
 The work is done by e4e_jax.editing.run.run_edits (importable, no argv); this module parses
-the arguments, calls it and maps errors to exit codes (2: bad arguments, 130: interrupted).
+the arguments, calls it and maps errors to exit codes (0 done; 1 nothing readable, nothing
+written; 2 bad arguments or files; 130 interrupted).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from e4e_jax import image_io
-from e4e_jax.editing.run import _columns, edit_grid, read_latents, run_edits  # noqa: F401
+from e4e_jax import cli, image_io
+from e4e_jax.editing.run import (NothingEditedError, _columns, edit_grid,  # noqa: F401
+                                 read_latents, run_edits)
 from e4e_jax.editing.spec import (SPEC_HELP, EditError, EditSpec, EditSpecError,  # noqa: F401
                                   parse_edit_spec)
 from e4e_jax.editing.prepared import PreparedEdit, prepare_edits  # noqa: F401
 from e4e_jax.grids import display_scale, grid_layout, labelled_grid  # noqa: F401
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m e4e_jax.edit",
-        description="Invert images (or take saved latents), apply latent edits and write one "
-                    "labelled PNG grid per image.",
-        epilog=f"Edit specs: {SPEC_HELP}.")
+def build_parser():
+    """The argument parser of `python -m e4e_jax.edit`."""
+    parser = cli.make_parser(
+        "python -m e4e_jax.edit",
+        "Invert images (or take saved latents), apply latent edits and write one labelled PNG "
+        "grid per image.",
+        examples=["python -m e4e_jax.edit --checkpoint runs/demo/export --synthetic 4 "
+                  "--edit sefa:0 --out edits/",
+                  "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode --images "
+                  "photos/ --edit interfacegan:tests/data/editings/interfacegan_directions/age.pt "
+                  "--strengths -3 0 3 --out e/"],
+        epilog=f"Edit specs: {SPEC_HELP}.\nExit codes: 0 done, 1 no input readable, 2 bad "
+               f"arguments or files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
                         help="inverter directory (convert_weights/e4e.py output or WORKDIR/export)")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -69,24 +80,35 @@ def main(argv=None) -> int:
                         help="strengths of every edit (default: the union of the specs' own "
                              "strengths, -3 0 3 for a spec without one)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=8)
-    parser.add_argument("--num_images", type=int, default=None, help="edit at most this many")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-images", type=int, default=None, help="edit at most this many")
     parser.add_argument("--seed", type=int, default=0, help="seed of --synthetic images")
-    parser.add_argument("--min_cell", type=int, default=128,
+    parser.add_argument("--min-cell", type=int, default=128,
                         help="smaller cells are magnified (nearest) to this size for display")
-    args = parser.parse_args(argv)
+    cli.add_dtype_precision(parser)
+    cli.add_verbose(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from e4e_jax.data.pipeline import DataError
+    cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.checkpoints import ModelDirError
     try:
         run_edits(args.checkpoint, args.out, args.edit, images=args.images, latents=args.latents,
                   files=args.files, strengths=args.strengths, batch_size=args.batch_size,
                   num_images=args.num_images, min_cell=args.min_cell,
-                  synthetic=args.synthetic, seed=args.seed, generator=args.generator)
-    except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+                  synthetic=args.synthetic, seed=args.seed, loader_kwargs=cli.loader_kwargs(args),
+                  generator=args.generator)
+    except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError,
+            DataError) as e:
+        return cli.error(str(e), cli.EXIT_USAGE)
+    except NothingEditedError as e:
+        return cli.error(str(e), cli.EXIT_NOTHING)
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return cli.EXIT_INTERRUPTED
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,16 @@ Writes
     OUT/skipped.txt          files that could not be read (or had no face), with the reason
     OUT/reconstructions/     with --save-images: the reconstruction of every row (PNG)
     OUT/side_by_side/        with --save-images: input | reconstruction (PNG)
+    OUT/images.txt           with --save-images: the PNG name of every row (line k <-> row k)
+
+PNG names: `<relative path without extension>.png` (`_face<k>` for the k-th face); an input
+whose name is already taken in this run (a.jpg then a.png; A.png vs a.png, compared ignoring
+case; two_face1.jpg beside a two-face two.jpg) keeps its extension: `a_png.png`,
+`two_face1_jpg.png` (e4e_jax/output_names.py). Speeds (progress line and summary) are latents
+written per wall-clock second, compile time included; summary.json also gives the rate after
+the first batch. Exit codes: 0 latents written; 1 no file could be read (no latents) or
+--align without its extras; 2 bad arguments, a bad model directory or input folder;
+130 interrupted.
 
 Images of any size and mode (JPEG/PNG/...; grey, palette, alpha, CMYK) are converted to RGB and
 resized like the official test transform. The model is compiled once: every batch has the same
@@ -22,7 +32,6 @@ holds the command and its loop over files (`encode_folder`, callable without arg
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures as cf
 import json
@@ -33,9 +42,10 @@ from typing import Iterator
 
 import numpy as np
 
-from e4e_jax import image_io
-from e4e_jax.encoding import (FolderOutputs, LatentWriter, Progress, _image_name,  # noqa: F401
-                              _import_align, _summary, encode_batch, open_run)
+from e4e_jax import cli, image_io
+from e4e_jax.encoding import (FolderOutputs, LatentWriter, MissingExtrasError,  # noqa: F401
+                              Progress, _image_name, _import_align, _summary, encode_batch,
+                              open_run)
 
 
 def _load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[tuple[str, np.ndarray]]:
@@ -46,7 +56,7 @@ def _load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[
     try:
         faces = align_faces(img, max(size))
     except ImportError as e:
-        raise SystemExit(f"error: --align needs the face-alignment extras ({e}); "
+        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}); "
                          f"`pip install .[align]`.")
     if not faces:
         raise image_io.ImageReadError("no face found")
@@ -78,7 +88,8 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
 
 def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: int = 8,
                   save_images: bool = False, align: bool = False, overwrite: bool = False,
-                  workers: int | None = None, log=sys.stderr) -> dict:
+                  workers: int | None = None, log=sys.stderr,
+                  loader_kwargs: dict | None = None) -> dict:
     """Runs the command; returns the summary (also written to OUT/summary.json).
 
     `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> batches of
@@ -87,7 +98,8 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     """
     import jax
     files, inv, batch_size, align_faces = open_run(checkpoint, input_dir, output_dir,
-                                                   batch_size, align, overwrite)
+                                                   batch_size, align, overwrite,
+                                                   loader_kwargs)
     n_dev = jax.local_device_count()
     print(f"encoding {len(files)} files from {input_dir} with {inv} on {n_dev} "
           f"{jax.devices()[0].platform} device(s), batch {batch_size}", file=log)
@@ -135,7 +147,7 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
         json.dump(summary, f, indent=2)
     print(f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
           f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
-          f"({summary['images_per_s']} images/s; first batch incl. compile "
+          f"({summary['images_per_s']} images/s incl. compile; first batch "
           f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
           f"{' (see skipped.txt)' if out.skipped else ''}; wrote {out.latents_path} "
           f"{tuple(summary['latents_shape'])} and files.txt", file=log)
@@ -144,12 +156,21 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     return summary
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m e4e_jax.encode",
-        description="Encode a folder of images into W+ latents with a converted e4e/pSp model.")
+def build_parser():
+    """The argument parser of `python -m e4e_jax.encode`."""
+    parser = cli.make_parser(
+        "python -m e4e_jax.encode",
+        "Encode a folder of images into W+ latents with a converted e4e/pSp model.",
+        examples=["python -m e4e_jax.encode --checkpoint runs/demo/export --input photos/ "
+                  "--output out/ --save-images",
+                  "python -m e4e_jax.encode --checkpoint converted/e4e_ffhq_encode --input "
+                  "photos/ --output out/ --align --batch-size 4"],
+        epilog="Exit codes: 0 latents written, 1 no input readable (or --align extras "
+               "missing), 2 bad arguments or "
+               "files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
-                        help="converted model directory (convert_weights/e4e.py output)")
+                        help="converted model directory (convert_weights/e4e.py output or a "
+                             "training run's WORKDIR/export)")
     parser.add_argument("--input", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -163,20 +184,33 @@ def main(argv=None) -> int:
                         help="replace an existing OUT/latents.npy")
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding threads (default min(4, CPUs))")
-    args = parser.parse_args(argv)
+    cli.add_dtype_precision(parser)
+    cli.add_verbose(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.checkpoints import ModelDirError
     try:
-        encode_folder(args.checkpoint, args.input, args.output, args.batch_size,
-                      args.save_images, args.align, args.overwrite, args.workers)
-    except ModelDirError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        summary = encode_folder(args.checkpoint, args.input, args.output, args.batch_size,
+                                args.save_images, args.align, args.overwrite, args.workers,
+                                loader_kwargs=cli.loader_kwargs(args))
+    except (ModelDirError, FileNotFoundError) as e:
+        return cli.error(str(e), cli.EXIT_USAGE)
+    except SystemExit as e:        # open_run's "error: ..." checks: bad arguments
+        if not isinstance(e.code, str):
+            raise
+        print(e.code, file=sys.stderr)
+        return cli.EXIT_NOTHING if isinstance(e, MissingExtrasError) else cli.EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return cli.EXIT_INTERRUPTED
+    if summary["latents"] == 0:
+        return cli.error(f"none of the {summary['files']} files could be read (see "
+                         f"{os.path.join(args.output, 'skipped.txt')}); no latents written.",
+                         cli.EXIT_NOTHING)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

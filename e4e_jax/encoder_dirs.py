@@ -18,15 +18,7 @@ def check_checkpoint(path: str) -> None:
     from e4e_jax import checkpoints
     from e4e_jax.inverter import KIND
     path = os.fspath(path)
-    try:
-        meta = checkpoints.read_meta(path)
-    except checkpoints.ModelDirError as e:
-        export = os.path.join(path, "export")
-        if os.path.isdir(export):
-            raise checkpoints.ModelDirError(f"{e} It holds an export/ folder: pass "
-                                            f"{export!r} (a training workdir's inference "
-                                            f"directory).") from None
-        raise
+    meta = checkpoints.read_meta(path)          # the workdir hint comes from read_meta
     if meta.get("kind") != KIND:
         raise checkpoints.ModelDirError(
             f"{path!r} holds a {meta.get('kind')!r} model, not an encoder checkpoint "

@@ -56,7 +56,10 @@ class LatentWriter:
 
 
 class Progress:
-    """A dependency-free progress line on stderr."""
+    """A dependency-free progress line on stderr.
+
+    Its rate is the summary's `images_per_s`: latents written / wall seconds since the loop
+    started, compile time of the first batch included (one definition in both places)."""
 
     def __init__(self, total: int, stream=sys.stderr):
         self.total = total
@@ -67,12 +70,13 @@ class Progress:
 
     def update(self, done: int, rows: int) -> None:
         elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        file_rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / file_rate if rows and file_rate > 0 else float("nan")
         width = 30
         filled = int(width * done / max(self.total, 1))
         line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-                f"{rows} latents, {rate:.2f} files/s, ETA {eta:.0f}s")
+                f"{rows} latents, {rate:.2f} images/s incl. compile, ETA {eta:.0f}s")
         if self.tty:
             self.stream.write("\r" + line)
         elif elapsed - self._last_line >= 10 or done == self.total:
@@ -86,33 +90,40 @@ class Progress:
             self.stream.flush()
 
 
+class MissingExtrasError(SystemExit):
+    """--align without the face-alignment extras (exit code 1, as `python -m e4e_jax.align`)."""
+
+
 def _import_align():
     try:
         from e4e_jax.align import align_faces
     except ImportError as e:
-        raise SystemExit(f"error: --align needs the face-alignment extras ({e}). Install them "
-                         f"with `pip install .[align]` (from the e4e_jax source folder) or run "
-                         f"without --align on already aligned images.")
+        raise MissingExtrasError(f"error: --align needs the face-alignment extras ({e}). "
+                                 f"Install them with `pip install .[align]` (from the e4e_jax "
+                                 f"source folder) or run without --align on already aligned "
+                                 f"images.")
     return align_faces
 
 
 def _image_name(row_name: str) -> str:
-    base, _ = os.path.splitext(row_name.split("#face")[0])
-    if "#face" in row_name:
-        base += "_face" + row_name.split("#face")[1]
-    return base + ".png"
+    """The image name of a files.txt row when it clashes with no other (see output_names)."""
+    from e4e_jax.output_names import OutputNames
+    return OutputNames().row(row_name)
 
 
 def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
-             align: bool, overwrite: bool):
+             align: bool, overwrite: bool, loader_kwargs: dict | None = None):
     """Checks the request and loads the model: (files, inv, batch_size, align_faces).
 
     The batch size is rounded up to a multiple of the local device count. Raises SystemExit
     with an "error: ..." message (no images, existing latents without --overwrite, --align
-    without its extras) and ModelDirError for a bad checkpoint.
+    without its extras) and ModelDirError for a bad checkpoint (a training workdir gets the
+    shared "pass WORKDIR/export" hint). `loader_kwargs` (dtype / precision) go to load_encoder.
     """
     import jax
+    from e4e_jax.encoder_dirs import check_checkpoint
     from e4e_jax.inverter import load_encoder
+    check_checkpoint(checkpoint)
     files = image_io.list_images(input_dir)
     if not files:
         raise SystemExit(f"error: no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) "
@@ -121,7 +132,7 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
     if os.path.exists(latents_path) and not overwrite:
         raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
     align_faces = _import_align() if align else None
-    inv = load_encoder(checkpoint)
+    inv = load_encoder(checkpoint, **(loader_kwargs or {}))
     n_dev = jax.local_device_count()
     batch_size = max(1, int(batch_size))
     batch_size = -(-batch_size // n_dev) * n_dev
@@ -130,7 +141,9 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
 
 class FolderOutputs:
     """The files of one run: OUT/latents.npy (streamed rows), files.txt, skipped.txt and, with
-    save_images, OUT/reconstructions/ and OUT/side_by_side/ PNGs. Close it in a `finally`."""
+    save_images, OUT/reconstructions/ and OUT/side_by_side/ PNGs named by e4e_jax.output_names
+    (unique, case-insensitively) with OUT/images.txt giving each row's PNG name (row k of
+    files.txt <-> line k of images.txt). Close it in a `finally`."""
 
     def __init__(self, output_dir: str, shape: tuple[int, int], save_images: bool):
         os.makedirs(output_dir, exist_ok=True)
@@ -140,6 +153,10 @@ class FolderOutputs:
         self.names_f = open(os.path.join(output_dir, "files.txt"), "w")
         self.skipped_f = open(os.path.join(output_dir, "skipped.txt"), "w")
         self.skipped: list[tuple[str, str]] = []
+        from e4e_jax.output_names import OutputNames
+        self.image_names = OutputNames()
+        self.images_f = (open(os.path.join(output_dir, "images.txt"), "w") if save_images
+                         else None)
 
     def add(self, names: list[str], inputs: list[np.ndarray], w: np.ndarray, rec) -> None:
         """Appends the codes w (n, n_latent, S) and names; writes the PNGs of `rec` (n, H, W, 3)
@@ -149,7 +166,9 @@ class FolderOutputs:
         self.names_f.flush()
         if self.save_images:
             for name, inp, r in zip(names, inputs, rec):
-                out_name = _image_name(name)
+                out_name = self.image_names.row(name)
+                self.images_f.write(out_name + "\n")
+                self.images_f.flush()
                 r8 = image_io.to_uint8(r)
                 image_io.save_png(r8, os.path.join(self.output_dir, "reconstructions", out_name))
                 image_io.save_png(grids.side_by_side([image_io.to_uint8(inp), r8], pad=4),
@@ -166,6 +185,8 @@ class FolderOutputs:
         self.writer.close()
         self.names_f.close()
         self.skipped_f.close()
+        if self.images_f is not None:
+            self.images_f.close()
 
 
 def encode_batch(inv, inputs: list[np.ndarray], batch_size: int, save_images: bool):

@@ -24,6 +24,7 @@ import numpy as np
 
 from e4e_jax import checkpoints
 from e4e_jax.models.stylegan2 import Generator, official_channels
+from e4e_jax.precision import module_kwargs
 
 KIND = "stylegan2_generator"
 NoiseSpec = Any  # "const" | "random" | "none" | list of (1 or N, r, r, 1) arrays
@@ -34,12 +35,13 @@ _MODULE_FIELDS = ("resolution", "channels", "style_dim", "n_mlp", "lr_mlp", "blu
                   "img_channels")
 
 
-def module_from_config(config: dict, precision=None) -> Generator:
+def module_from_config(config: dict, precision=None, dtype=None) -> Generator:
+    """The Generator module of a generator config; `dtype` / `precision` as in load_generator."""
     kwargs = {k: config[k] for k in _MODULE_FIELDS if k in config}
     kwargs["channels"] = tuple(kwargs["channels"])
     if "blur_kernel" in kwargs:
         kwargs["blur_kernel"] = tuple(kwargs["blur_kernel"])
-    return Generator(precision=precision, **kwargs)
+    return Generator(**module_kwargs(dtype, precision), **kwargs)
 
 
 def _init_all(module: Generator, w_plus):
@@ -123,6 +125,14 @@ class LoadedGenerator:
         extra = "" if self.variant == "rosinality" else f", variant={self.variant!r}"
         return (f"LoadedGenerator(resolution={self.resolution}, n_latent={self.n_latent}, "
                 f"channels={tuple(self.module.channels)}, n_mlp={self.module.n_mlp}{extra})")
+
+    def with_policy(self, dtype: Any = None, precision: Any = None,
+                    remat: bool = False) -> "LoadedGenerator":
+        """The same generator (shared variables) computing with another compute dtype
+        ("float32" / "bfloat16"), precision (None / "default" / "high" / "highest") or with its
+        synthesis layers rematerialised in the backward pass. ValueError on unknown values."""
+        module = self.module.clone(**module_kwargs(dtype, precision), remat=bool(remat))
+        return LoadedGenerator(module, self.variables, self.config, self.latent_avg)
 
     # Pure functions for use inside a caller's jit (variables passed in).
     def synthesize(self, variables, w_plus, noise: NoiseSpec = "random", rng=None):
@@ -321,14 +331,23 @@ def generator_from_model_dir(md: checkpoints.ModelDir) -> LoadedGenerator:
     return LoadedGenerator(module, variables, md.config, md.arrays.get("latent_avg"))
 
 
-def load_generator(path: str) -> LoadedGenerator:
+def load_generator(path: str, dtype: Any = None, precision: Any = None) -> LoadedGenerator:
     """Loads a generator directory written by convert_weights/stylegan2.py (or save_generator).
 
     An e4e/pSp directory (convert_weights/e4e.py) holds its generator in `generator/`; passing
     the e4e directory itself works too.
+
+    dtype: compute dtype of the synthesis network, None / "float32" (default) or "bfloat16"
+    (variables, W codes and the output images stay float32; see e4e_jax.precision).
+    precision: None (JAX's default), "default", "high" or "highest", passed to every
+    convolution and matmul. ValueError for other values.
     """
+    module_kwargs(dtype, precision)  # validate before reading the files
     path = os.fspath(path)
     meta = checkpoints.read_meta(path)
     if meta["kind"] != KIND and "generator" in meta.get("subdirs", []):
         path = os.path.join(path, "generator")
-    return generator_from_model_dir(checkpoints.load_model_dir(path, KIND))
+    gen = generator_from_model_dir(checkpoints.load_model_dir(path, KIND))
+    if dtype is None and precision is None:
+        return gen
+    return gen.with_policy(dtype, precision)

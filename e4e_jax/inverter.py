@@ -38,6 +38,7 @@ from e4e_jax import checkpoints
 from e4e_jax.generator import LoadedGenerator, load_generator, save_generator
 from e4e_jax.models.encoders import INFERENCE_STAGE, build_encoder, encoder_shapes
 from e4e_jax.ops import adaptive_avg_pool2d
+from e4e_jax.precision import module_kwargs
 
 KIND = "e4e_inverter"
 GENERATOR_SUBDIR = "generator"
@@ -51,10 +52,10 @@ def add_latent_avg(codes: jax.Array, latent_avg: jax.Array | None) -> jax.Array:
 
 
 def face_pool(images: jax.Array, size: int | None = 256,
-              crop_rows: Sequence[int] | None = None) -> jax.Array:
+              crop_rows: Sequence[int] | None = None, precision: Any = None) -> jax.Array:
     """pSp's face_pool (AdaptiveAvgPool2d((size, size))) then the cars row crop, NHWC."""
     if size:
-        images = adaptive_avg_pool2d(images, (size, size))
+        images = adaptive_avg_pool2d(images, (size, size), precision)
     if crop_rows is not None:
         images = images[:, int(crop_rows[0]):int(crop_rows[1])]
     return images
@@ -71,11 +72,17 @@ class Inverter:
                  generator: LoadedGenerator, latent_avg: Any = None,
                  start_from_latent_avg: bool = True, crop_rows: Sequence[int] | None = None,
                  face_pool_size: int | None = 256, config: Mapping[str, Any] | None = None,
-                 precision: Any = None, scan_batch: bool | None = None):
+                 precision: Any = None, scan_batch: bool | None = None, dtype: Any = None,
+                 remat: bool = False):
+        self.policy = module_kwargs(dtype, precision)
+        self.precision = self.policy["precision"]
         self.encoder_config = dict(encoder_config)
-        self.encoder = build_encoder(self.encoder_config, precision=precision)
+        self.encoder = build_encoder(self.encoder_config, dtype=dtype, precision=precision,
+                                     remat=remat)
         self.variables = dict(encoder_variables)
-        self.generator = generator
+        # decode / invert / the train step run the generator with the encoder's dtype and
+        # precision: one policy for the whole inversion
+        self.generator = generator.with_policy(dtype, precision, remat)
         self.n_latent = int(self.encoder_config["n_styles"])
         if generator.n_latent != self.n_latent:
             raise ValueError(f"the encoder predicts {self.n_latent} W+ rows but the generator "
@@ -142,7 +149,7 @@ class Inverter:
         """Generator images of W+ codes; resize=True applies face_pool and the crop."""
         images = self.generator.synthesize(generator_variables, w_plus, noise=noise, rng=rng)
         if resize:
-            images = face_pool(images, self.face_pool_size, self.crop_rows)
+            images = face_pool(images, self.face_pool_size, self.crop_rows, self.precision)
         return images
 
     # ---- jitted entry points ----
@@ -224,7 +231,7 @@ class Inverter:
                              f"{self.generator.style_dim}), got {tuple(w_plus.shape)}.")
         images = self.generator.synthesis(w_plus)
         if resize:
-            images = face_pool(images, self.face_pool_size, self.crop_rows)
+            images = face_pool(images, self.face_pool_size, self.crop_rows, self.precision)
         return images
 
 
@@ -264,12 +271,17 @@ def save_inverter(path: str, encoder_config: Mapping[str, Any],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_encoder(path: str, precision: Any = None, scan_batch: bool | None = None) -> Inverter:
+def load_encoder(path: str, precision: Any = None, scan_batch: bool | None = None,
+                 dtype: Any = None) -> Inverter:
     """Loads a directory written by convert_weights/e4e.py or save_inverter.
 
-    precision: passed to every convolution / dense layer (None = JAX default; use
-    jax.lax.Precision.HIGHEST on GPUs for float32-exact results). scan_batch: see Inverter.
+    precision: None (JAX's default), "default", "high", "highest" (or a jax.lax.Precision),
+    passed to every convolution / matmul of the encoder AND of the generator used by decode /
+    invert ("highest" on GPUs / TPUs for float32-exact results). dtype: compute dtype, None /
+    "float32" or "bfloat16" (codes and images stay float32; e4e_jax.precision). ValueError for
+    other values. scan_batch: see Inverter.
     """
+    module_kwargs(dtype, precision)  # validate before reading the files
     md = checkpoints.load_model_dir(os.fspath(path), KIND)
     cfg = md.config
     enc_cfg = cfg["encoder"]
@@ -283,4 +295,4 @@ def load_encoder(path: str, precision: Any = None, scan_batch: bool | None = Non
     return Inverter(enc_cfg, md.variables, generator, md.arrays.get("latent_avg"),
                     start_from_latent_avg=cfg.get("start_from_latent_avg", True),
                     crop_rows=cfg.get("crop_rows"), face_pool_size=cfg.get("face_pool", 256),
-                    config=cfg, precision=precision, scan_batch=scan_batch)
+                    config=cfg, precision=precision, scan_batch=scan_batch, dtype=dtype)

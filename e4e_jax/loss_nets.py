@@ -24,6 +24,7 @@ from e4e_jax.losses import LossNet, similarity_loss
 from e4e_jax.models.arcface import IMAGE_SIZE, ArcFace
 from e4e_jax.models.lpips import LPIPS, NETS
 from e4e_jax.models.resnet import MocoFeatures
+from e4e_jax.precision import module_kwargs
 
 LPIPS_KIND = "lpips"
 ARCFACE_KIND = "arcface_ir_se50"
@@ -126,19 +127,24 @@ class LoadedSimilarityNet:
         return f"LoadedSimilarityNet(kind={self.kind!r})"
 
 
-def load_lpips(path: str) -> LoadedLPIPS:
-    """Reads a directory written by convert_weights/lpips.py."""
+def load_lpips(path: str, dtype: Any = None, precision: Any = None) -> LoadedLPIPS:
+    """Reads a directory written by convert_weights/lpips.py.
+
+    dtype (None / "float32" / "bfloat16") and precision (None / "default" / "high" / "highest"):
+    the numeric policy of every convolution (e4e_jax.precision); ValueError otherwise."""
+    policy = module_kwargs(dtype, precision)
     md = load_model_dir(path, LPIPS_KIND)
     net = md.config.get("net")
     if net not in NETS:
         raise ModelDirError(f"{path!r}: config net must be one of {NETS}, found {net!r}.")
-    module = LPIPS(net)
+    module = LPIPS(net, **policy)
     probe = jnp.zeros((1, 64, 64, 3), jnp.float32)
     _check_variables(module, md.variables, (probe, probe), path, f"LPIPS ({net})")
     return LoadedLPIPS(module, md.variables, md.config)
 
 
-def arcface_module(config: Mapping[str, Any], path: str = "<config>") -> ArcFace:
+def arcface_module(config: Mapping[str, Any], path: str = "<config>", dtype: Any = None,
+                   precision: Any = None) -> ArcFace:
     try:
         units = config.get("units")
         return ArcFace(num_layers=int(config.get("num_layers", 50)),
@@ -146,25 +152,30 @@ def arcface_module(config: Mapping[str, Any], path: str = "<config>") -> ArcFace
                        widths=tuple(int(w) for w in config.get("widths", (64, 128, 256, 512))),
                        units=None if units is None else tuple(int(u) for u in units),
                        embedding_dim=int(config.get("embedding_dim", 512)),
-                       affine=bool(config.get("affine", True)))
+                       affine=bool(config.get("affine", True)),
+                       **module_kwargs(dtype, precision))
     except (TypeError, ValueError) as e:
         raise ModelDirError(f"{path!r}: invalid ArcFace config {dict(config)}: {e}") from e
 
 
-def moco_module(config: Mapping[str, Any], path: str = "<config>") -> MocoFeatures:
+def moco_module(config: Mapping[str, Any], path: str = "<config>", dtype: Any = None,
+                precision: Any = None) -> MocoFeatures:
     try:
         return MocoFeatures(blocks=tuple(int(b) for b in config.get("blocks", (3, 4, 6, 3))),
                             widths=tuple(int(w) for w in config.get("widths", (64, 128, 256, 512))),
                             stem_width=int(config.get("stem_width", 64)),
-                            input_size=int(config.get("input_size", 224)))
+                            input_size=int(config.get("input_size", 224)),
+                            **module_kwargs(dtype, precision))
     except (TypeError, ValueError) as e:
         raise ModelDirError(f"{path!r}: invalid MoCo config {dict(config)}: {e}") from e
 
 
-def load_arcface(path: str) -> LoadedSimilarityNet:
-    """Reads a directory written by convert_weights/arcface.py."""
+def load_arcface(path: str, dtype: Any = None, precision: Any = None) -> LoadedSimilarityNet:
+    """Reads a directory written by convert_weights/arcface.py (dtype / precision: as
+    load_lpips)."""
+    module_kwargs(dtype, precision)
     md = load_model_dir(path, ARCFACE_KIND)
-    module = arcface_module(md.config, path)
+    module = arcface_module(md.config, path, dtype, precision)
     if module.mode not in ("ir", "ir_se"):
         raise ModelDirError(f"{path!r}: ArcFace mode must be 'ir' or 'ir_se', found "
                             f"{module.mode!r}.")
@@ -173,10 +184,12 @@ def load_arcface(path: str) -> LoadedSimilarityNet:
     return LoadedSimilarityNet(module, md.variables, ARCFACE_KIND, md.config)
 
 
-def load_moco(path: str) -> LoadedSimilarityNet:
-    """Reads a directory written by convert_weights/moco.py."""
+def load_moco(path: str, dtype: Any = None, precision: Any = None) -> LoadedSimilarityNet:
+    """Reads a directory written by convert_weights/moco.py (dtype / precision: as
+    load_lpips)."""
+    module_kwargs(dtype, precision)
     md = load_model_dir(path, MOCO_KIND)
-    module = moco_module(md.config, path)
+    module = moco_module(md.config, path, dtype, precision)
     _check_variables(module, md.variables,
                      (jnp.zeros((1, module.input_size, module.input_size, 3), jnp.float32),),
                      path, "MoCo ResNet-50")

@@ -31,7 +31,15 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def _pool_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+def _matrix_precision(precision):
+    """The fixed resize matrices use "highest" unless a policy asks for another precision
+    (None keeps them float32-exact, as the official float32 code is)."""
+    from e4e_jax.precision import lax_precision
+    p = lax_precision(precision)
+    return jax.lax.Precision.HIGHEST if p is None else p
+
+
+def _pool_axis(x: jax.Array, axis: int, out_size: int, precision=None) -> jax.Array:
     in_size = x.shape[axis]
     if in_size == out_size:
         return x
@@ -42,20 +50,21 @@ def _pool_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
     if out_size % in_size == 0:
         # every window is one source pixel: plain replication
         return jnp.repeat(x, out_size // in_size, axis=axis)
-    m = jnp.asarray(adaptive_pool_matrix(in_size, out_size))
-    y = jnp.tensordot(x, m, axes=((axis,), (1,)), precision=jax.lax.Precision.HIGHEST)
+    m = jnp.asarray(adaptive_pool_matrix(in_size, out_size), x.dtype)
+    y = jnp.tensordot(x, m, axes=((axis,), (1,)), precision=_matrix_precision(precision))
     return jnp.moveaxis(y, -1, axis)
 
 
-def adaptive_avg_pool2d(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
-    """torch AdaptiveAvgPool2d on an NHWC array (any leading batch shape, H and W at -3, -2)."""
+def adaptive_avg_pool2d(x: jax.Array, out_hw: int | Sequence[int], precision=None) -> jax.Array:
+    """torch AdaptiveAvgPool2d on an NHWC array (any leading batch shape, H and W at -3, -2);
+    computed in x's dtype; precision: see _matrix_precision."""
     if isinstance(out_hw, int):
         out_hw = (out_hw, out_hw)
     oh, ow = (int(v) for v in out_hw)
     if oh < 1 or ow < 1:
         raise ValueError(f"adaptive_avg_pool2d output size must be positive, got {out_hw}.")
-    x = _pool_axis(x, x.ndim - 3, oh)
-    return _pool_axis(x, x.ndim - 2, ow)
+    x = _pool_axis(x, x.ndim - 3, oh, precision)
+    return _pool_axis(x, x.ndim - 2, ow, precision)
 
 
 def bilinear_matrix(in_size: int, out_size: int, align_corners: bool = True) -> np.ndarray:
@@ -80,11 +89,13 @@ def bilinear_matrix(in_size: int, out_size: int, align_corners: bool = True) -> 
     return m
 
 
-def upsample_bilinear(x: jax.Array, out_hw: Sequence[int], align_corners: bool = True) -> jax.Array:
-    """F.interpolate(mode='bilinear') on an NHWC array."""
+def upsample_bilinear(x: jax.Array, out_hw: Sequence[int], align_corners: bool = True,
+                      precision=None) -> jax.Array:
+    """F.interpolate(mode='bilinear') on an NHWC array, in x's dtype (precision: see
+    _matrix_precision)."""
     oh, ow = (int(v) for v in out_hw)
-    mh = jnp.asarray(bilinear_matrix(x.shape[-3], oh, align_corners))
-    mw = jnp.asarray(bilinear_matrix(x.shape[-2], ow, align_corners))
-    hi = jax.lax.Precision.HIGHEST
+    mh = jnp.asarray(bilinear_matrix(x.shape[-3], oh, align_corners), x.dtype)
+    mw = jnp.asarray(bilinear_matrix(x.shape[-2], ow, align_corners), x.dtype)
+    hi = _matrix_precision(precision)
     y = jnp.einsum("...hwc,Hh->...Hwc", x, mh, precision=hi)
     return jnp.einsum("...Hwc,Ww->...HWc", y, mw, precision=hi)

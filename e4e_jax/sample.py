@@ -2,65 +2,130 @@
 
     python -m e4e_jax.sample --out samples.png                       # seeded tiny generator
     python -m e4e_jax.sample --generator converted/ffhq --n 8 --truncation 0.7 --out ffhq.png
+    python -m e4e_jax.sample --generator converted/cifar10_ada --class 3 --out cls3.png
+
+A class-conditional StyleGAN2-ADA generator (c_dim > 0) needs `--class K` (0 <= K < c_dim; the
+label is the one-hot vector of K, as the official generate.py); an unconditional one refuses
+--class. Exit codes: 0 grid written, 2 bad arguments or generator directory, 130 interrupted.
+The grid is one PNG written exactly where --out says (replacing a file of that name, as before).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-import jax
 import numpy as np
 
+from e4e_jax import cli
 from e4e_jax.grids import make_grid
 from e4e_jax.image_io import save_png, to_uint8
 
 
+class SampleError(ValueError):
+    """A request the generator cannot serve (a missing or out-of-range --class)."""
+
+
+def class_labels(g, class_index: int | None):
+    """The label vector (c_dim,) float32 of `class_index` for a conditional generator, None
+    for an unconditional one. Raises SampleError naming --class when it is missing, out of
+    range, or given to an unconditional generator."""
+    if not g.c_dim:
+        if class_index is not None:
+            raise SampleError(f"--class {class_index} given, but this generator is "
+                              f"unconditional (c_dim=0): drop --class.")
+        return None
+    if class_index is None:
+        raise SampleError(f"this generator is class-conditional (c_dim={g.c_dim}): pass "
+                          f"--class K with 0 <= K < {g.c_dim}.")
+    if not 0 <= class_index < g.c_dim:
+        raise SampleError(f"--class {class_index} is out of range: this generator has "
+                          f"{g.c_dim} classes (0 <= K < {g.c_dim}).")
+    c = np.zeros((g.c_dim,), np.float32)
+    c[class_index] = 1.0
+    return c
+
+
 def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
-                truncation: float = 1.0, noise: str = "const", resolution: int = 64):
-    """(uint8 grid (rows * H, min(n, 8) * W, 3), generator) of `n` samples G(mapping(z)).
+                truncation: float = 1.0, noise: str = "const", resolution: int = 64,
+                class_index: int | None = None, loader_kwargs: dict | None = None):
+    """(uint8 grid (rows * H, min(n, 8) * W, 3), generator) of `n` samples G(mapping(z[, c])).
 
     generator: a converted generator directory, or None for a seeded tiny random generator
     (max_channels 64, n_mlp 4, `resolution` px; its images are normalised per sample for
     display). truncation < 1 moves w toward latent_avg (estimated from 10000 samples when the
-    generator has none). noise: "const" | "random" | "none".
+    generator has none; under the class label for a conditional one). noise: "const" |
+    "random" | "none". class_index: the class of a conditional generator (see class_labels).
+    loader_kwargs (dtype / precision) go to load_generator. Raises SampleError, ModelDirError.
     """
+    import jax
     import e4e_jax
     if generator:
-        g = e4e_jax.load_generator(generator)
+        g = e4e_jax.load_generator(generator, **(loader_kwargs or {}))
     else:
         g = e4e_jax.init_generator(jax.random.key(seed), resolution, max_channels=64, n_mlp=4)
-    if truncation < 1 and g.latent_avg is None:
-        g.latent_avg = np.asarray(g.mean_latent(10000)[0])
+    c = class_labels(g, class_index)
+    if truncation < 1 and (g.latent_avg is None or c is not None):
+        g.latent_avg = np.asarray(g.mean_latent(10000, c=c)[0])
     images = np.asarray(g.sample(jax.random.key(seed + 1), n, truncation=truncation,
-                                 noise=noise))
+                                 noise=noise, c=c))
+    if images.shape[-1] == 1:                       # grayscale generators: show as grey RGB
+        images = np.repeat(images, 3, axis=-1)
     # Generator outputs live in about [-1, 1]; a random generator is normalised for display.
     if not generator:
         images = images / (np.abs(images).max(axis=(1, 2, 3), keepdims=True) + 1e-8)
     return make_grid(list(to_uint8(images)), ncols=min(n, 8)), g
 
 
-def main(argv=None) -> int:
-    """`python -m e4e_jax.sample`: parses `argv`, writes the grid, returns 0."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    """The argument parser of `python -m e4e_jax.sample`."""
+    p = cli.make_parser(
+        "python -m e4e_jax.sample", "Write a PNG grid of generator samples.",
+        examples=["python -m e4e_jax.sample --out samples.png",
+                  "python -m e4e_jax.sample --generator converted/ffhq --n 8 --truncation 0.7 "
+                  "--out ffhq.png",
+                  "python -m e4e_jax.sample --generator converted/cifar10_ada --class 3 "
+                  "--out cls3.png"],
+        epilog="Exit codes: 0 grid written, 2 bad arguments or generator directory, "
+               "130 interrupted.")
     p.add_argument("--generator", help="converted generator directory (default: a seeded tiny "
                                        "random generator, no download needed)")
     p.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
-    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    p.add_argument("--n", "--num-images", dest="n", type=int, default=16,
+                   help="number of samples (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0, help="psi toward latent_avg")
     p.add_argument("--noise", default="const", choices=["const", "random", "none"])
     p.add_argument("--resolution", type=int, default=64, help="tiny generator only")
+    p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                   help="class of a class-conditional (c_dim > 0) StyleGAN2-ADA generator "
+                        "(required for those, refused for unconditional ones)")
+    cli.add_dtype_precision(p)
+    cli.add_verbose(p)
+    return p
+
+
+def main(argv=None) -> int:
+    """`python -m e4e_jax.sample`: parses `argv`, writes the grid, returns the exit code."""
+    p = build_parser()
     args = p.parse_args(argv)
+    cli.quiet_third_party_logs(args.verbose)
     if args.n < 1:
         p.error("--n must be at least 1")
-
+    from e4e_jax.checkpoints import ModelDirError
     t0 = time.time()
-    grid, g = sample_grid(args.generator, args.n, args.seed, args.truncation, args.noise,
-                          args.resolution)
-    save_png(grid, args.out)
-    print(f"wrote {args.out}: {args.n} samples of {g!r} in {time.time() - t0:.1f}s")
-    return 0
+    try:
+        grid, g = sample_grid(args.generator, args.n, args.seed, args.truncation, args.noise,
+                              args.resolution, args.class_index, cli.loader_kwargs(args))
+    except (SampleError, ModelDirError) as e:
+        return cli.error(str(e), cli.EXIT_USAGE)
+    except KeyboardInterrupt:
+        return cli.EXIT_INTERRUPTED
+    out = args.out
+    save_png(grid, out)
+    print(f"wrote {out}: {args.n} samples of {g!r}"
+          f"{'' if args.class_index is None else f', class {args.class_index}'} in "
+          f"{time.time() - t0:.1f}s")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -159,11 +159,11 @@ def _encode(models: StepModels, params, batch_stats, x, stage, latent_avg, cfg: 
                             latent_avg=latent_avg)
 
 
-def _inputs_for(cfg: StepConfig, x):
+def _inputs_for(cfg: StepConfig, x, precision=None):
     want = tuple(cfg.input_size)
     if tuple(x.shape[1:3]) != want:
         # the synthetic domain renders at the generator's resolution
-        x = adaptive_avg_pool2d(x, want)
+        x = adaptive_avg_pool2d(x, want, precision)
     return x
 
 
@@ -181,8 +181,12 @@ def train_step(models: StepModels, cfg: StepConfig, state: TrainState, frozen: M
 
     extras = {}
     if cfg.synthetic:
-        x, w_true = synthetic_batch(gen, gen_vars, k_data, cfg.batch_size, cfg.synthetic_noise)
-        x = _inputs_for(cfg, x)
+        # the synthetic domain is defined in float32 whatever the compute dtype: the data must
+        # not change with the policy
+        data_gen = gen.with_policy(None, models.inverter.precision)
+        x, w_true = synthetic_batch(data_gen, gen_vars, k_data, cfg.batch_size,
+                                    cfg.synthetic_noise)
+        x = _inputs_for(cfg, x, models.inverter.precision)
         extras["w_true"] = w_true
     else:
         x = batch["image"]

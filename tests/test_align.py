@@ -227,7 +227,7 @@ def test_open_image_applies_exif_orientation_and_reports_bad_files(tmp_path):
 
 def test_output_names_and_face_filenames():
     names = align.output_names(["in/a.jpg", "in/b.png", "in/c.jpg", "in/c.png"])
-    assert names == {"in/a.jpg": "a", "in/b.png": "b", "in/c.jpg": "c_jpg", "in/c.png": "c_png"}
+    assert names == {"in/a.jpg": "a", "in/b.png": "b", "in/c.jpg": "c", "in/c.png": "c_png"}
     assert [align.face_filename("a", k) for k in range(3)] == ["a.png", "a_face1.png", "a_face2.png"]
 
 
@@ -412,8 +412,11 @@ def test_cli_writes_one_png_per_face_and_reports_skips(aligner, face, tmp_path, 
     out = capsys.readouterr().out
     print(out)
     assert code == 0
-    assert sorted(os.listdir(dst)) == ["gray.png", "pair.png", "pair_face1.png", "person.png", "rgba.png"]
+    assert sorted(os.listdir(dst)) == ["gray.png", "manifest.tsv", "pair.png", "pair_face1.png",
+                                       "person.png", "rgba.png"]
     for name in os.listdir(dst):
+        if name == "manifest.tsv":
+            continue
         with PIL.Image.open(dst / name) as img:
             assert img.size == (128, 128) and img.mode == "RGB"
     assert "[6/6]" in out and "pair.jpg: 2 faces -> pair.png, pair_face1.png" in out
@@ -426,3 +429,45 @@ def test_cli_writes_one_png_per_face_and_reports_skips(aligner, face, tmp_path, 
     PIL.Image.open(NO_FACE).save(only / "church.jpg")
     assert align.main(["--input", str(only), "--output", str(tmp_path / "none")]) == 1
     assert "no face found" in capsys.readouterr().out
+
+
+def test_cli_output_names_never_collide(tmp_path, monkeypatch, capsys):
+    """Same stem, different extensions; a face-suffix clash (two.jpg with two faces beside
+    two_face1.jpg); names differing only in case: one PNG per face, manifest.tsv maps them
+    (issue 13 item 1). The detector is faked (no MediaPipe needed): a 40 px image has 2 faces."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, side in (("a.jpg", 30), ("a.png", 31), ("A.bmp", 32), ("two.jpg", 40),
+                       ("two_face1.jpg", 33)):
+        PIL.Image.new("RGB", (side, side), (6 * side, 0, 0)).save(src / name)
+
+    class FakeAligner:
+        def __init__(self, **kw):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def align(self, image, size, transform_size=None):
+            n = 2 if image.size[0] == 40 else 1
+            return [image.resize((size, size)) for _ in range(n)]
+
+    monkeypatch.setattr(align, "FaceAligner", FakeAligner)
+    dst = tmp_path / "out"
+    assert align.main(["--input", str(src), "--output", str(dst), "--size", "16"]) == 0
+    rows = [line.split("\t") for line in (dst / "manifest.tsv").read_text().splitlines()[1:]]
+    pngs = [r[0] for r in rows]
+    assert len(pngs) == 6 and len({p.lower() for p in pngs}) == 6
+    assert sorted(os.listdir(dst)) == sorted(pngs + ["manifest.tsv"])
+    assert {(r[1], r[2]): r[0] for r in rows} == {
+        ("A.bmp", "0"): "A.png", ("a.jpg", "0"): "a_jpg.png", ("a.png", "0"): "a_png.png",
+        ("two.jpg", "0"): "two.png", ("two.jpg", "1"): "two_face1.png",
+        ("two_face1.jpg", "0"): "two_face1_jpg.png"}
+    # each PNG holds its own source (the colour encodes the source's side)
+    for out_name, source, _ in rows:
+        side = PIL.Image.open(src / source).size[0]
+        assert abs(int(np.asarray(PIL.Image.open(dst / out_name))[0, 0, 0]) - 6 * side) <= 2
+    assert "6 aligned face(s) written" in capsys.readouterr().out

@@ -74,6 +74,7 @@ def test_features_see_only_the_face_crop(arcface):
     assert np.abs(f[0] - f[2]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_gradient_reaches_images(arcface):
     _, net, images = arcface
     y_hat, y, x = (jnp.asarray(images[k][:2]) for k in ("y_hat", "y", "x"))

@@ -66,6 +66,7 @@ def test_directory_layout_and_values(e4e_fx, converted_dir):
     assert inv.input_size == (256, 256) and inv.n_latent == 10
 
 
+@pytest.mark.slow
 def test_official_key_names_round_trip():
     """Every official key of an IR-SE-50 e4e encoder maps to one Flax leaf and back."""
     fx_keys = fu.load_fixture("e4e_encoder").manifest["tensors"]
@@ -98,6 +99,7 @@ def _with(container, state=None, **top):
     return out
 
 
+@pytest.mark.slow
 def test_wrong_files(e4e_fx, tmp_path, capsys):
     c = e4e_fx.container()
     st = c["state_dict"]
@@ -143,6 +145,7 @@ def test_wrong_files(e4e_fx, tmp_path, capsys):
     ("e4e_cars_encode.json", 512, 16, (192, 256), [32, 224]),
     ("e4e_256.json", 256, 14, (256, 256), None),
 ])
+@pytest.mark.slow
 def test_full_size_conversion(manifest, size, heads, input_size, crop):
     man, state, extra = fu.load_real_size(manifest)
     container = fu.build_container(man, state, extra)

@@ -38,6 +38,7 @@ def test_fixture_roundtrip_preserves_every_tensor(fixture, tmp_path):
     assert n_ours == n_official  # every value converted, nothing invented (FIR buffers are code)
 
 
+@pytest.mark.slow
 def test_full_size_ffhq_config_f(tmp_path):
     """The 1024x1024, channel-multiplier-2 FFHQ generator: shapes of every converted tensor."""
     manifest, state, extra = fu.load_real_size("stylegan2_ffhq_config_f.json")

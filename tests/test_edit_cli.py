@@ -112,6 +112,7 @@ def cell(grid, layout, r, c):
     return grid[top:top + h, left:left + w]
 
 
+@pytest.mark.slow
 def test_edit_images(model_dir, inv, images, edit_files, tmp_path, capsys):
     direction_path, pca_path, _ = edit_files
     out = tmp_path / "out"
@@ -178,6 +179,7 @@ def test_edit_images(model_dir, inv, images, edit_files, tmp_path, capsys):
     assert np.abs(cell(grid, layout, 0, 0).astype(int) - magnified(inversion, 4)).max() <= 1
 
 
+@pytest.mark.slow
 def test_edit_synthetic_images(model_dir, inv, tmp_path):
     """--synthetic N: the checkpoint generator's own images (eval.py's synthetic domain) as the
     source column, no files needed."""

@@ -78,6 +78,7 @@ def test_sefa_matches_official_factorization(fixture, generator, factorization):
     assert len(e["sefa_layers"]) == generator.num_layers - 1
 
 
+@pytest.mark.slow
 def test_sefa_layer_subset_by_hand(fixture, generator):
     # factorize_weight(g, [0, 2, 5]) by hand from the official state dict: conv1 first, then
     # convs[1], convs[4] (weight.T), normalised columns, eig.

@@ -83,10 +83,11 @@ def test_encode_folder(model_dir, images, tmp_path):
     sbs = np.asarray(Image.open(out / "side_by_side" / "sub" / "b.png"))
     assert sbs.shape == (256, 32 + 4 + 256, 3)
     # an existing output is not overwritten silently
-    with pytest.raises(SystemExit, match="--overwrite"):
-        encode.main(["--checkpoint", model_dir, "--input", images, "--output", str(out)])
+    assert encode.main(["--checkpoint", model_dir, "--input", images, "--output",
+                        str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeypatch):
     real = encode._load_rows
 
@@ -106,6 +107,7 @@ def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeyp
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
 
 
+@pytest.mark.slow
 def test_align_faces_rows(model_dir, images, tmp_path, monkeypatch):
     calls = []
 
@@ -133,19 +135,19 @@ def test_align_faces_rows(model_dir, images, tmp_path, monkeypatch):
     assert "c.png\tno face found" in skipped and "bad.jpg" in skipped
 
 
-def test_align_without_extras(model_dir, images, tmp_path, monkeypatch):
+def test_align_without_extras(model_dir, images, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "e4e_jax.align", None)     # import fails
-    with pytest.raises(SystemExit, match=r"pip install \.\[align\]"):
-        encode.main(["--checkpoint", model_dir, "--input", images, "--output",
-                     str(tmp_path / "out"), "--align"])
+    assert encode.main(["--checkpoint", model_dir, "--input", images, "--output",
+                        str(tmp_path / "out"), "--align"]) == 1     # as align's exit code
+    assert "pip install .[align]" in capsys.readouterr().err
 
 
 def test_bad_arguments(model_dir, images, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SystemExit, match="no image files"):
-        encode.main(["--checkpoint", model_dir, "--input", str(empty), "--output",
-                     str(tmp_path / "o")])
+    assert encode.main(["--checkpoint", model_dir, "--input", str(empty), "--output",
+                        str(tmp_path / "o")]) == 2
+    assert "no image files" in capsys.readouterr().err
     assert encode.main(["--checkpoint", str(empty), "--input", images, "--output",
                         str(tmp_path / "o")]) == 2
     assert "not a converted model directory" in capsys.readouterr().err
@@ -154,6 +156,7 @@ def test_bad_arguments(model_dir, images, tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_data_parallel_two_devices(model_dir, images, tmp_path):
     """`python -m e4e_jax.encode` on 2 (forced) host devices: batch 3 is rounded up to 4, the
     batch is split over the devices and the latents equal the single-device ones."""
@@ -172,3 +175,107 @@ def test_cli_data_parallel_two_devices(model_dir, images, tmp_path):
     x = image_io.load_images([os.path.join(images, f) for f in files], (32, 32))
     np.testing.assert_allclose(np.load(out / "latents.npy"), np.asarray(inv.encode(x)),
                                atol=1e-5)
+
+
+def test_output_names_never_collide(model_dir, tmp_path):
+    """Same stem with different extensions, names differing only in case, and a face-suffix
+    clash: every row gets its own PNG, images.txt maps row -> PNG (issue 13 item 1)."""
+    d = tmp_path / "clash"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    names = ["a.jpg", "a.png", "A.bmp", "two.jpg", "two_face1.jpg"]
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / n)
+
+    out = tmp_path / "out"
+    assert encode.main(["--checkpoint", model_dir, "--input", str(d), "--output", str(out),
+                        "--save-images", "--batch-size", "2"]) == 0
+    rows = (out / "files.txt").read_text().splitlines()
+    pngs = (out / "images.txt").read_text().splitlines()
+    assert len(rows) == len(pngs) == 5
+    assert len({p.lower() for p in pngs}) == 5             # unique even ignoring case
+    mapping = dict(zip(rows, pngs))
+    assert mapping["A.bmp"] == "A.png"                      # first in sorted order keeps it
+    assert mapping["a.jpg"] == "a_jpg.png" and mapping["a.png"] == "a_png.png"
+    assert mapping["two.jpg"] == "two.png" and mapping["two_face1.jpg"] == "two_face1.png"
+    for p in pngs:
+        assert (out / "reconstructions" / p).is_file() and (out / "side_by_side" / p).is_file()
+    # the reconstruction file of each row is that row's own image
+    lat = np.load(out / "latents.npy")
+    inv = e4e_jax.load_encoder(model_dir)
+    for k in (rows.index("a.jpg"), rows.index("a.png")):
+        _, rec = inv.invert(image_io.load_images([str(d / rows[k])], (32, 32)))
+        got = np.asarray(Image.open(out / "reconstructions" / pngs[k])).astype(int)
+        assert np.abs(got - image_io.to_uint8(np.asarray(rec)[0]).astype(int)).max() <= 1
+    assert lat.shape[0] == 5
+
+
+def test_align_face_suffix_clash(model_dir, tmp_path, monkeypatch):
+    """two.jpg with two faces plus a file two_face1.jpg: three distinct PNGs."""
+    d = tmp_path / "faces"
+    d.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(d / "two.jpg")
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(d / "two_face1.jpg")
+
+    def align_faces(image, size):
+        faces = [image.resize((size, size))]
+        if image.size == (40, 40):
+            faces.append(image.resize((size, size)))
+        return faces
+
+    fake = types.ModuleType("e4e_jax.align")
+    fake.align_faces = align_faces
+    monkeypatch.setitem(sys.modules, "e4e_jax.align", fake)
+    out = tmp_path / "out"
+    assert encode.main(["--checkpoint", model_dir, "--input", str(d), "--output", str(out),
+                        "--align", "--save-images"]) == 0
+    rows = (out / "files.txt").read_text().splitlines()
+    pngs = (out / "images.txt").read_text().splitlines()
+    assert rows == ["two.jpg", "two.jpg#face1", "two_face1.jpg"]
+    assert pngs == ["two.png", "two_face1.png", "two_face1_jpg.png"]
+    assert sorted(os.listdir(out / "reconstructions")) == sorted(pngs)
+
+
+def test_exit_1_when_nothing_readable(model_dir, tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "x.jpg").write_bytes(b"not a jpeg")
+    (d / "y.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert encode.main(["--checkpoint", model_dir, "--input", str(d), "--output",
+                        str(out)]) == 1
+    assert "none of the 2 files could be read" in capsys.readouterr().err
+    assert np.load(out / "latents.npy").shape == (0, 8, 32)
+
+
+def test_workdir_hint(model_dir, images, tmp_path, capsys):
+    import shutil
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    shutil.copytree(model_dir, workdir / "export")
+    assert encode.main(["--checkpoint", str(workdir), "--input", images, "--output",
+                        str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "pass " + repr(str(workdir / "export")) in err and "WORKDIR/export" in err
+
+
+def test_dtype_precision_reach_loader(model_dir, images, tmp_path, monkeypatch):
+    import e4e_jax.inverter as inverter
+    seen = []
+    real = inverter.load_encoder
+
+    def fake(path, **kw):
+        seen.append(kw)
+        return real(path)
+
+    monkeypatch.setattr(inverter, "load_encoder", fake)
+    assert encode.main(["--checkpoint", model_dir, "--input", images, "--output",
+                        str(tmp_path / "o1")]) == 0
+    assert encode.main(["--checkpoint", model_dir, "--input", images, "--output",
+                        str(tmp_path / "o2"), "--dtype", "bfloat16",
+                        "--precision", "highest"]) == 0
+    assert seen == [{}, {"dtype": "bfloat16", "precision": "highest"}]
+    with pytest.raises(SystemExit) as e:
+        encode.main(["--checkpoint", model_dir, "--input", images, "--output",
+                     str(tmp_path / "o3"), "--dtype", "float16"])
+    assert e.value.code == 2

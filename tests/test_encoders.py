@@ -22,7 +22,13 @@ PARITY = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(PARITY))
+# the e4e and pSp gradual encoders cost most; the fast subset keeps the single-code parity case
+SLOW_PARITY = {"e4e_encoder", "psp_gradual_style_encoder"}
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_PARITY else name
+    for name in sorted(PARITY)])
 def official(request, tmp_path_factory):
     """(fixture, inverter): the official checkpoint written with torch.save, converted by the
     converter CLI, loaded with e4e_jax.load_encoder."""
@@ -157,6 +163,7 @@ def test_official_head_depths_and_cars_input():
     assert len(shapes["params"]["body"]) == 24
 
 
+@pytest.mark.slow
 def test_non_square_cars_inputs_and_crop():
     """A 512-style cars setup in miniature: non-square encoder input, face_pool then the
     official row crop 32:224 of the 256x256 pooled output."""

@@ -173,6 +173,7 @@ def test_every_metric_matches_the_library_and_compiles_once(inv, nets, tmp_path)
     assert 4 * 128 < edit_grid.shape[1] < 5 * 128
 
 
+@pytest.mark.slow
 def test_folder_cli_two_names_and_reasons(model_dir, net_dirs, inv, tmp_path, capsys):
     """`eval.py` on a folder (one corrupt file), the same checkpoint twice, metric families
     switched off: nulls with reasons in metrics.json and footnotes in report.md."""
@@ -221,6 +222,7 @@ def test_folder_cli_two_names_and_reasons(model_dir, net_dirs, inv, tmp_path, ca
     assert "tiny/inversions.png" in report and "edits.png" not in report
 
 
+@pytest.mark.slow
 def test_reasons_for_sizes_the_metrics_cannot_take(tmp_path):
     """A model whose reconstructions (face_pool 64) differ from its 32 px input: image
     comparisons, LEC and E(G(w)) are unavailable (nothing is resampled); ArcFace wants 256 px."""
@@ -240,6 +242,7 @@ def test_reasons_for_sizes_the_metrics_cannot_take(tmp_path):
     assert np.isfinite(entry["latent_variation"])
 
 
+@pytest.mark.slow
 def test_arcface_needs_256px(inv):
     nets = ev.Networks(similarity=object(), similarity_kind="arcface", similarity_reason=None)
     entry = ev.evaluate_checkpoint(inv, ev.open_data("synthetic", num_images=4), nets,

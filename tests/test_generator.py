@@ -91,6 +91,7 @@ def test_truncation_latent_from_4096_samples(g, fixture):
     fu.assert_close("truncation_latent", mean, fixture.inputs["truncation_latent"], 2e-5)
 
 
+@pytest.mark.slow
 def test_noise_modes(g):
     w_plus = g.broadcast(g.mapping(np.random.RandomState(0).randn(2, 512)))
     a = np.asarray(g.synthesis(w_plus, noise="random", rng=jax.random.key(1)))
@@ -108,6 +109,7 @@ def test_noise_modes(g):
     assert np.abs(d[0] - d[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_random_noise_differs_per_layer():
     """Each layer draws its own map: the draws of two layers at the same resolution differ."""
     from e4e_jax.models.stylegan2 import Generator
@@ -166,6 +168,7 @@ def test_official_channel_table():
         official_channels(100)
 
 
+@pytest.mark.slow
 def test_init_save_load_roundtrip(tmp_path):
     small = e4e_jax.init_generator(jax.random.key(0), 32, max_channels=16, n_mlp=2)
     assert small.latent_avg.shape == (512,)
@@ -178,6 +181,7 @@ def test_init_save_load_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.latent_avg, small.latent_avg)
 
 
+@pytest.mark.slow
 def test_gradient_through_synthesis_is_finite():
     small = e4e_jax.init_generator(jax.random.key(0), 16, max_channels=8, n_mlp=1,
                                    with_latent_avg=False)

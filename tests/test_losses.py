@@ -248,6 +248,7 @@ def test_combine_is_the_weighted_sum(tiny_inputs):
     assert float(metrics["delta4_loss"]) == 0.0 and float(metrics["delta3_loss"]) > 0
 
 
+@pytest.mark.slow
 def test_combine_gradients_reach_images_and_latents(tiny_inputs):
     def total(y_hat, w, inputs):
         return losses.combine(WEIGHTS, inputs.replace(y_hat=y_hat, w_plus=w))[0]

@@ -18,7 +18,8 @@ from fixture_utils import (assert_close, load_fixture, nchw_to_nhwc, save_torch,
                            suggested_atol)
 
 
-@pytest.fixture(scope="module", params=["alex", "vgg"])
+# VGG16 costs most (full-size features, several times AlexNet's); the fast subset keeps AlexNet
+@pytest.fixture(scope="module", params=["alex", pytest.param("vgg", marks=pytest.mark.slow)])
 def converted(request, tmp_path_factory):
     net = request.param
     fx = load_fixture(f"lpips_{net}")

@@ -59,6 +59,7 @@ def test_registry_id_term_with_moco(moco):
     assert float(total) == float(metrics["loss"]) == float(metrics["loss_id"])
 
 
+@pytest.mark.slow
 def test_gradient_reaches_images(moco):
     _, net, images = moco
     y_hat, y, x = (jnp.asarray(images[k][:2]) for k in ("y_hat", "y", "x"))

@@ -531,6 +531,7 @@ def test_ada_epsilon_placement_is_the_variant_difference():
     assert np.abs(want_ada - want_ros).max() > 0.05
 
 
+@pytest.mark.slow
 def test_random_noise_is_per_sample(g):
     w_plus = np.repeat(np.asarray(g.broadcast(g.mapping(np.ones((1, 512))))), 2, 0)
     a = np.asarray(g.synthesis(w_plus, noise="random", rng=jax.random.key(0)))
@@ -541,6 +542,7 @@ def test_random_noise_is_per_sample(g):
     assert np.abs(a[0] - none[0]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_extrapolation_and_sampling(g):
     """ADA truncates for any psi != 1 (psi > 1 extrapolates); rosinality only for psi < 1."""
     z = np.random.RandomState(3).randn(2, 512).astype(np.float32)

@@ -109,6 +109,7 @@ def test_progressive_stages_switch_at_scheduled_steps():
     assert n_traces[-1] == n_traces[0]                                        # no recompiles
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     full = str(tmp_path / "full")
     trainer.train_and_evaluate(tiny_config(max_steps=8), full)
@@ -121,6 +122,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path):
     @L.register_loss("explodes")
     def explodes(inputs):
@@ -137,6 +139,7 @@ def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path):
         L.unregister_loss("explodes")
 
 
+@pytest.mark.slow
 def test_new_regularizer_from_a_test_file():
     """A latent-space regularizer written here, named in the config: no edit to the step."""
     @L.register_loss("pull_to_avg")
@@ -188,6 +191,7 @@ def write_images(folder, n, size=20, corrupt=()):
             Image.fromarray(rng.randint(0, 255, (size, size + 4, 3), np.uint8)).save(path)
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_skipped_and_counted(tmp_path, capsys):
     folder = str(tmp_path / "imgs")
     write_images(folder, 12, corrupt=(3,))
@@ -200,6 +204,7 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, capsys):
     assert "skipping unreadable image" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_tfds_dataset_by_name(tmp_path):
     """A TFDS dataset prepared under a local data_dir (ArrayRecord), read by name."""
     import tensorflow as tf

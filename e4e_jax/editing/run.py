@@ -45,12 +45,15 @@ def edit_grid(name: str, source: np.ndarray | None, inversion: np.ndarray,
     return labelled_grid(rows, title=title, min_cell=min_cell)
 
 
-def _grid_name(name: str) -> str:
-    """'sub/a.jpg' -> 'sub/a.png'; 'a.jpg#face1' -> 'a_face1.png' (encode's naming)."""
-    base, _ = os.path.splitext(name.split("#face")[0])
-    if "#face" in name:
-        base += "_face" + name.split("#face")[1]
-    return base + ".png"
+class NothingEditedError(RuntimeError):
+    """The edit command ran but no input could be read (exit code 1)."""
+
+
+def _grid_name(name: str, taken=None) -> str:
+    """'sub/a.jpg' -> 'sub/a.png'; 'a.jpg#face1' -> 'a_face1.png' (encode's naming); with
+    `taken` (an OutputNames of the run) clashing names get the unique form (output_names)."""
+    from e4e_jax.output_names import OutputNames
+    return (taken if taken is not None else OutputNames()).row(name)
 
 
 def read_latents(path: str, files: str | None = None, num: int | None = None
@@ -108,8 +111,8 @@ def _image_batches(folder: str, size, batch_size: int, num: int | None, skipped:
     if rows:
         yield names, np.stack(rows)
     if count == 0:
-        raise FileNotFoundError(f"none of the {len(files)} image files under {folder!r} could "
-                                f"be read.")
+        raise NothingEditedError(f"none of the {len(files)} image files under {folder!r} could "
+                                 f"be read; nothing was written.")
 
 
 def _columns(specs: Sequence[EditSpec], strengths: Sequence[float] | None) -> tuple[float, ...]:
@@ -225,20 +228,32 @@ def use_generator(inv, path: str) -> None:
     inv.generator = g
 
 
+def _check_synthetic(inv, synthetic: int | None) -> None:
+    """--synthetic maps z: refuse a class-conditional generator (EditError naming the way)."""
+    if synthetic is not None and inv.generator.c_dim:
+        raise EditError(f"--synthetic maps z through the generator, but this one is "
+                        f"class-conditional (c_dim={inv.generator.c_dim}) and the edit command "
+                        f"has no class option: give --images FOLDER (e.g. the samples of "
+                        f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
+
+
 def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | None = None,
               latents: str | None = None, files: str | None = None,
               strengths: Sequence[float] | None = None, batch_size: int = 8,
               num_images: int | None = None, min_cell: int = 128,
               synthetic: int | None = None, seed: int = 0, log=None,
-              generator: str | None = None) -> dict:
+              loader_kwargs: dict | None = None, generator: str | None = None) -> dict:
     """Runs the edit command; returns its summary (also OUT/edits.json).
 
     Input: `images` (a folder), `latents` (latents.npy) or `synthetic` (that many images
     G(mapping(z)) of the checkpoint's own generator, as eval.py's --data synthetic).
+    Raises EditError / EditSpecError / FileNotFoundError / ModelDirError for bad arguments,
+    NothingEditedError when no input could be read. `loader_kwargs` (dtype / precision) go
+    to load_encoder. Grids are named by e4e_jax.output_names (unique, case-insensitively).
     `generator`: a generator directory (e.g. a PTI-tuned one from `python -m e4e_jax.invert`)
     that replaces the checkpoint's generator for decoding and edits (`use_generator`).
-    Raises EditError / EditSpecError / FileNotFoundError / ModelDirError for bad arguments.
     """
+    from e4e_jax.output_names import OutputNames
     log = log or sys.stderr
     from e4e_jax.data.images import pad_batch
     from e4e_jax.encoder_dirs import check_checkpoint, make_decoder
@@ -248,7 +263,8 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     check_checkpoint(checkpoint)
     cols = _columns(specs, strengths)
     t0 = time.perf_counter()
-    inv = load_encoder(checkpoint)
+    inv = load_encoder(checkpoint, **(loader_kwargs or {}))
+    _check_synthetic(inv, synthetic)
     if generator is not None:
         use_generator(inv, generator)
     prepared = prepare_edits(specs, inv.generator, inv.n_latent)
@@ -264,6 +280,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
           f"{', '.join(_fmt(s) for s in cols)}", file=log)
     has_source = latents is None
     edited_rows, inverted_rows, names, written = [], [], [], []
+    grid_names = OutputNames()
     for batch_names, arr in batches:
         m = len(batch_names)
         arr = pad_batch(arr, batch_size)
@@ -273,11 +290,14 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
         for i, name in enumerate(batch_names):
             src = image_io.to_uint8(arr[i]) if has_source else None
             grid = edit_grid(name, src, rec8[i], edited8[i], specs, cols, min_cell)
-            written.append(image_io.save_png(grid, os.path.join(out, _grid_name(name))))
+            written.append(image_io.save_png(grid, os.path.join(out, _grid_name(name, grid_names))))
         names += batch_names
         rate = len(names) / (time.perf_counter() - t0)
         print(f"  {len(names)}{'/' + str(total) if total else ''} images edited "
               f"({rate:.2f}/s)", file=log)
+    if not edited_rows:
+        raise NothingEditedError(f"no image could be read ({len(skipped)} unreadable file(s): "
+                                 f"{', '.join(skipped[:5])}); nothing was written.")
     edited_all = np.concatenate(edited_rows)
     write_arrays(out, edited_all, np.concatenate(inverted_rows) if has_source else None, names)
     seconds = time.perf_counter() - t0

@@ -42,21 +42,32 @@ LEC_GROUP_SIZE = 8
 
 SYNTHETIC = "synthetic"
 
+# eval.py's default number of sampled w for w_deviation: minutes on a CPU for a small folder.
+# The paper's setting (5,000 codes, each generated and inverted) is `--paper`.
+DEFAULT_DEVIATION_SAMPLES = 500
+PAPER_DEVIATION_SAMPLES = 5000
+
 
 
 class EvalError(ValueError):
     """A bad argument: missing files, not an inverter directory, unusable data."""
 
 
+class NothingEvaluatedError(EvalError):
+    """The evaluation ran but no image could be read (eval.py exits 1)."""
+
+
 @dataclasses.dataclass
 class EvalOptions:
     """eval.py's options (see its --help): batch size, seed, --edits (None: the LEC edit; []:
-    none), --lec_edit (None: off), --deviation_samples (0: off), --fid_method, --num_grid."""
+    none), --lec_edit (None: off), --deviation_samples (0: off; eval.py's default is
+    DEFAULT_DEVIATION_SAMPLES, --paper gives PAPER_DEVIATION_SAMPLES), --fid_method,
+    --num_grid."""
     batch_size: int = 8
     seed: int = 0
     edits: Sequence[str] | None = None     # None: the LEC edit; []: none
     lec_edit: str | None = "sefa:0"        # None: LEC off
-    deviation_samples: int = 5000          # 0: off
+    deviation_samples: int = DEFAULT_DEVIATION_SAMPLES   # 0: off
     fid_method: str = "sqrtm"
     num_grid: int = 4
 

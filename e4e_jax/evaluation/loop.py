@@ -24,7 +24,8 @@ import numpy as np
 from e4e_jax import image_io
 from e4e_jax.data.pipeline import DataError
 from e4e_jax.evaluation.base import (SYNTHETIC, BatchOutputs, Context, EvalError, EvalOptions,
-                                     METRIC_KEYS, _edit_id)
+                                     METRIC_KEYS, NothingEvaluatedError, _edit_id)
+from e4e_jax.evaluation.cost import EtaTracker, cost_plan, describe
 from e4e_jax.evaluation.distortion import DistortionEvaluator
 from e4e_jax.evaluation.distribution import DistributionEvaluator
 from e4e_jax.evaluation.editability import EditabilityEvaluator
@@ -199,7 +200,7 @@ def evaluate_checkpoint(inv, data, nets: Networks, options: EvalOptions, name: s
         entry["num_images"] = n
         entry["skipped_images"] = list(data.skipped)
         if n == 0:
-            raise EvalError(f"{name}: no readable images in {data.description}.")
+            raise NothingEvaluatedError(f"{name}: no readable images in {data.description}.")
         for ev in evaluators:
             ev.finish(entry, n)
     entry["recompilations"] = ctx.marks
@@ -212,11 +213,15 @@ def evaluate_checkpoint(inv, data, nets: Networks, options: EvalOptions, name: s
 def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None = None,
         num_images: int | None = None, nets: Networks | None = None,
         options: EvalOptions | None = None, argv: Sequence[str] | None = None,
-        progress: Callable | None = None, log=None) -> dict[str, dict]:
+        progress: Callable | None = None, log=None,
+        loader_kwargs: dict | None = None) -> dict[str, dict]:
     """Evaluates every checkpoint; writes OUT/metrics.json and OUT/report.md after each one.
 
-    Returns {checkpoint name: entry}. Raises EvalError / ModelDirError / EditSpecError for bad
-    arguments before any model work.
+    Prints the cost of each metric (network passes, evaluation.cost) before the first model
+    runs and an ETA once the first batches are timed. `loader_kwargs` (dtype / precision) go
+    to load_encoder. Returns {checkpoint name: entry}. Raises EvalError / ModelDirError /
+    EditSpecError for bad arguments before any model work, NothingEvaluatedError when no
+    image could be read.
     """
     log = log or sys.stderr
     from e4e_jax.editing.spec import parse_edit_spec
@@ -233,13 +238,17 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
     nets = nets or Networks()
     os.makedirs(out, exist_ok=True)
     names = checkpoint_names(checkpoints_)
-    progress = progress or ProgressPrinter(log)
+    printer = progress or ProgressPrinter(log)
+    n_edits = (1 if options.lec_edit else 0) if options.edits is None else len(options.edits)
+    plan = cost_plan(len(images), options, n_edits, nets.inception is not None)
+    print(describe(plan, len(checkpoints_)), file=log)
+    progress = EtaTracker(plan, len(checkpoints_), printer)
     loaded: dict[str, Any] = {}
     results: dict[str, dict] = {}
     for name, path in zip(names, checkpoints_):
         real = os.path.realpath(path)
         if real not in loaded:                    # the same directory twice: one compilation
-            loaded[real] = load_encoder(path)
+            loaded[real] = load_encoder(path, **(loader_kwargs or {}))
         inv = loaded[real]
         print(f"[{name}] evaluating {inv} on {images.description} ({len(images)} images)",
               file=log)

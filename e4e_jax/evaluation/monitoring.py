@@ -55,7 +55,8 @@ class ProgressPrinter:
 
     def __init__(self, stream=None, every_s: float = 10.0):
         self.stream = stream or sys.stderr
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._open_line = False          # an in-place line waits for its newline
         self.every_s = every_s
         self._start: dict[tuple, float] = {}
         self._last = 0.0
@@ -69,8 +70,17 @@ class ProgressPrinter:
         line = f"[{name}] {stage}: {done}/{total} ({rate:.1f}/s)"
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done >= total else ""))
+            self._open_line = done < total
         elif done >= total or now - self._last >= self.every_s:
             self.stream.write(line + "\n")
             self._last = now
         self.stream.flush()
 
+
+    def note(self, text: str) -> None:
+        """Prints `text` on its own line, ending an in-place progress line first."""
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+        self.stream.write(text + "\n")
+        self.stream.flush()

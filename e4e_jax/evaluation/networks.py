@@ -40,20 +40,22 @@ class Networks:
 
 
 def load_networks(lpips: str | None = None, arcface: str | None = None, moco: str | None = None,
-                  inception: str | None = None) -> Networks:
-    """Loads the given directories (an explicitly given directory that fails is an error)."""
+                  inception: str | None = None, loader_kwargs: dict | None = None) -> Networks:
+    """Loads the given directories (an explicitly given directory that fails is an error).
+    `loader_kwargs` (dtype / precision, only those the user gave) go to every loader."""
+    kw = dict(loader_kwargs or {})
     from e4e_jax import loss_nets, metrics
     if arcface and moco:
         raise EvalError("give --arcface (faces) or --moco (other domains), not both: they fill "
                         "the same 'identity' metric.")
     nets = Networks()
     if lpips:
-        nets.lpips, nets.lpips_reason = loss_nets.load_lpips(lpips), None
+        nets.lpips, nets.lpips_reason = loss_nets.load_lpips(lpips, **kw), None
     if arcface or moco:
         loader = loss_nets.load_arcface if arcface else loss_nets.load_moco
-        nets.similarity = loader(arcface or moco)
+        nets.similarity = loader(arcface or moco, **kw)
         nets.similarity_kind = "arcface" if arcface else "moco"
         nets.similarity_reason = None
     if inception:
-        nets.inception, nets.inception_reason = metrics.load_inception(inception), None
+        nets.inception, nets.inception_reason = metrics.load_inception(inception, **kw), None
     return nets

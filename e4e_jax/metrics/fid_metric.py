@@ -25,13 +25,14 @@ class LoadedInception:
     """The FID Inception-v3 with its variables; `features` is jitted with the weights as
     arguments (one compilation per batch shape)."""
 
-    def __init__(self, variables: dict, config: dict | None = None, precision: Any = None):
-        from e4e_jax.models.inception import FIDInceptionV3
+    def __init__(self, variables: dict, config: dict | None = None, precision: Any = None,
+                 dtype: Any = None):
+        from e4e_jax.models.inception import fid_inception
         config = dict(config or {})
         self.config = config
-        self.module = FIDInceptionV3(resize_input=bool(config.get("resize_input", True)),
-                                     normalize_input=bool(config.get("normalize_input", True)),
-                                     precision=precision)
+        self.module = fid_inception(precision, dtype,
+                                    resize_input=bool(config.get("resize_input", True)),
+                                    normalize_input=bool(config.get("normalize_input", True)))
         self.variables = variables
         self._apply = jax.jit(lambda v, x: self.module.apply(v, x))
 
@@ -71,7 +72,7 @@ class LoadedInception:
         return run_batched(one, images, batch_size)
 
 
-def load_inception(path: str, precision: Any = None) -> LoadedInception:
+def load_inception(path: str, precision: Any = None, dtype: Any = None) -> LoadedInception:
     """Loads a directory written by `python convert_weights/fid_inception.py SRC DST`."""
     from e4e_jax import checkpoints
     from e4e_jax.models.inception import expected_variables
@@ -79,7 +80,7 @@ def load_inception(path: str, precision: Any = None) -> LoadedInception:
     checkpoints.check_tree(expected_variables(), md.variables or {},
                            f"FID Inception variables in {md.path!r}")
     variables = jax.tree.map(jnp.asarray, md.variables)
-    return LoadedInception(variables, md.config, precision=precision)
+    return LoadedInception(variables, md.config, precision=precision, dtype=dtype)
 
 
 def maybe_load_inception(path: str | None) -> tuple[LoadedInception | None, str | None]:

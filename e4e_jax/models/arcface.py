@@ -21,10 +21,11 @@ Variables (flax; BatchNorm in inference mode, torch semantics):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from e4e_jax.models.irse import OFFICIAL_WIDTHS, BatchNorm, IRBody, IRInputLayer
 from e4e_jax.models.resnet import l2_normalize
@@ -45,13 +46,17 @@ class ArcFace(nn.Module):
     units: Sequence[int] | None = None
     embedding_dim: int = 512
     affine: bool = True
+    precision: Any = None
+    dtype: Any = None
 
     def setup(self):
-        self.input_layer = IRInputLayer(self.widths[0])
+        self.input_layer = IRInputLayer(self.widths[0], precision=self.precision,
+                                        dtype=self.dtype)
         self.body = IRBody(self.num_layers, self.mode, tuple(self.widths),
-                           None if self.units is None else tuple(self.units))
+                           None if self.units is None else tuple(self.units),
+                           precision=self.precision, dtype=self.dtype)
         self.output_bn = BatchNorm()
-        self.linear = nn.Dense(self.embedding_dim)
+        self.linear = nn.Dense(self.embedding_dim, precision=self.precision, dtype=self.dtype)
         self.feature_bn = BatchNorm(use_scale=self.affine, use_bias=self.affine)
 
     def embed(self, faces: jax.Array) -> jax.Array:
@@ -61,18 +66,19 @@ class ArcFace(nn.Module):
         x = self.body(self.input_layer(faces))
         x = self.output_bn(x)
         x = x.reshape(x.shape[0], -1)
-        x = self.feature_bn(self.linear(x))
+        # the embedding and its l2 normalisation: float32 (precision.FLOAT32_PARTS)
+        x = self.feature_bn(self.linear(x).astype(jnp.float32))
         return l2_normalize(x)
 
     def __call__(self, images: jax.Array) -> jax.Array:
-        return self.embed(crop_and_pool(images))
+        return self.embed(crop_and_pool(images, self.precision))
 
 
-def crop_and_pool(images: jax.Array) -> jax.Array:
+def crop_and_pool(images: jax.Array, precision: Any = None) -> jax.Array:
     """The identity loss's face region of 256x256 NHWC images, pooled to 112x112."""
     if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ValueError(f"The identity loss takes (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) NHWC images "
                          f"(the official crop rows 35:223, columns 32:220 assumes 256x256 aligned "
                          f"faces), got shape {images.shape}.")
     x = images[:, CROP_ROWS[0]:CROP_ROWS[1], CROP_COLS[0]:CROP_COLS[1], :]
-    return adaptive_avg_pool2d(x, (FACE_SIZE, FACE_SIZE))
+    return adaptive_avg_pool2d(x, (FACE_SIZE, FACE_SIZE), precision)

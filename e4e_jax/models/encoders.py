@@ -76,19 +76,22 @@ class GradualStyleBlock(nn.Module):
     num_pools: int
     features: int | None = None
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         in_c = x.shape[-1]
         for k in range(self.num_pools):
             x = conv2d(self.out_c, 3, 2, 1, use_bias=True, name=f"convs_{k}",
-                       in_channels=in_c if k == 0 else self.out_c, precision=self.precision)(x)
+                       in_channels=in_c if k == 0 else self.out_c, precision=self.precision,
+                       dtype=self.dtype)(x)
             x = nn.leaky_relu(x, 0.01)
         if x.shape[1:3] != (1, 1):
             raise ValueError(f"GradualStyleBlock: feature map is {x.shape[1:3]} after "
                              f"{self.num_pools} stride-2 convs, expected (1, 1); the input image "
                              f"is larger than the encoder's input size.")
-        x = x.reshape(x.shape[0], self.out_c)
+        # the W+ codes are float32 whatever the compute dtype (precision.FLOAT32_PARTS)
+        x = x.reshape(x.shape[0], self.out_c).astype(jnp.float32)
         return EqualLinear(self.features or self.out_c, precision=self.precision,
                            name="linear")(x)
 
@@ -105,6 +108,8 @@ class _Backbone(nn.Module):
     head_width: int | None = None      # None: style_dim, the official heads
     axis_name: str | None = None
     precision: Any = None
+    dtype: Any = None      # compute dtype of the activations (None: float32)
+    remat: bool = False    # recompute each IR unit in the backward pass
 
     def _check_input(self, x: jax.Array) -> None:
         want = tuple(int(s) for s in self.input_size)
@@ -117,12 +122,13 @@ class _Backbone(nn.Module):
         return IRBody(num_layers=self.num_layers, mode=self.mode, widths=tuple(self.widths),
                       units=None if self.units is None else tuple(self.units),
                       in_channels=self.widths[0], axis_name=self.axis_name,
-                      precision=self.precision, name="body")
+                      precision=self.precision, dtype=self.dtype, remat=self.remat,
+                      name="body")
 
     def _pyramid_inputs(self, x, train):
         self._check_input(x)
         x = IRInputLayer(self.widths[0], axis_name=self.axis_name, precision=self.precision,
-                         name="input_layer")(x, train)
+                         dtype=self.dtype, name="input_layer")(x, train)
         body = self._body()
         ends = body.stage_ends
         _, (c1, c2, c3) = body(x, train, capture=(ends[1], ends[2], ends[3]))
@@ -133,19 +139,22 @@ class _Backbone(nn.Module):
         return GradualStyleBlock(self.head_width or self.style_dim,
                                  head_num_pools(self.input_size, stride),
                                  features=self.style_dim, precision=self.precision,
-                                 name=f"styles_{i}")
+                                 dtype=self.dtype, name=f"styles_{i}")
 
     def _fpn(self, c1, c2, c3, levels: int):
         """[c3, p2, p1][:levels]; the lateral 1x1 convs map to c3's width."""
         feats = [c3]
         if levels > 1:
             lat = conv2d(c3.shape[-1], 1, use_bias=True, name="latlayer1",
-                         in_channels=c2.shape[-1], precision=self.precision)(c2)
-            feats.append(upsample_bilinear(c3, c2.shape[1:3]) + lat)
+                         in_channels=c2.shape[-1], precision=self.precision,
+                         dtype=self.dtype)(c2)
+            feats.append(upsample_bilinear(c3, c2.shape[1:3], precision=self.precision) + lat)
         if levels > 2:
             lat = conv2d(c3.shape[-1], 1, use_bias=True, name="latlayer2",
-                         in_channels=c1.shape[-1], precision=self.precision)(c1)
-            feats.append(upsample_bilinear(feats[1], c1.shape[1:3]) + lat)
+                         in_channels=c1.shape[-1], precision=self.precision,
+                         dtype=self.dtype)(c1)
+            feats.append(upsample_bilinear(feats[1], c1.shape[1:3], precision=self.precision)
+                         + lat)
         return feats
 
     def _level(self, i: int) -> int:
@@ -193,9 +202,9 @@ class SingleStyleCodeEncoder(_Backbone):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self._check_input(x)
         x = IRInputLayer(self.widths[0], axis_name=self.axis_name, precision=self.precision,
-                         name="input_layer")(x, train)
+                         dtype=self.dtype, name="input_layer")(x, train)
         x = self._body()(x, train)
-        x = jnp.mean(x, axis=(1, 2))
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # W output: float32
         w = EqualLinear(self.style_dim, precision=self.precision, name="linear")(x)
         return jnp.broadcast_to(w[:, None, :], (w.shape[0], self.n_styles, w.shape[-1]))
 
@@ -242,15 +251,19 @@ def encoder_config(encoder_type: str = "Encoder4Editing", n_styles: int = 18,
 
 
 def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
-                  precision: Any = None) -> nn.Module:
-    """The Flax encoder module described by an encoder config."""
+                  precision: Any = None, dtype: Any = None, remat: bool = False) -> nn.Module:
+    """The Flax encoder module described by an encoder config.
+
+    precision / dtype: see e4e_jax.precision (None: JAX's default precision, float32).
+    remat: recompute each IR unit in the backward pass (training memory)."""
+    from e4e_jax.precision import module_kwargs
     cfg = encoder_config(**{k: config[k] for k in CONFIG_KEYS if k in config})
     cls = _CLASSES[cfg["encoder_type"]]
     return cls(n_styles=cfg["n_styles"], input_size=tuple(cfg["input_size"]),
                num_layers=cfg["num_layers"], mode=cfg["mode"], widths=tuple(cfg["widths"]),
                units=None if cfg["units"] is None else tuple(cfg["units"]),
                style_dim=cfg["style_dim"], head_width=cfg["head_width"], axis_name=axis_name,
-               precision=precision)
+               remat=bool(remat), **module_kwargs(dtype, precision))
 
 
 def init_encoder(rng: jax.Array, config: Mapping[str, Any]) -> dict:

@@ -46,13 +46,14 @@ class BasicConv2d(nn.Module):
     stride: int = 1
     padding: int | Sequence[int] = 0
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         ph, pw = _pair(self.padding)
         x = nn.Conv(self.features, _pair(self.kernel), strides=_pair(self.stride),
                     padding=((ph, ph), (pw, pw)), use_bias=False, precision=self.precision,
-                    name="conv")(x)
+                    dtype=self.dtype, name="conv")(x)
         return nn.relu(BatchNorm(epsilon=BN_EPS, name="bn")(x))
 
 
@@ -71,10 +72,11 @@ class InceptionA(nn.Module):
     """FIDInceptionA (Mixed_5b/5c/5d)."""
     pool_features: int
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, **k)  # noqa: E731
+        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, dtype=self.dtype, **k)  # noqa: E731
         b1 = conv(64, 1, name="branch1x1")(x)
         b5 = conv(48, 1, name="branch5x5_1")(x)
         b5 = conv(64, 5, padding=2, name="branch5x5_2")(b5)
@@ -88,10 +90,11 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
     """torchvision InceptionB (Mixed_6a), unpatched."""
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, **k)  # noqa: E731
+        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, dtype=self.dtype, **k)  # noqa: E731
         b3 = conv(384, 3, stride=2, name="branch3x3")(x)
         bd = conv(64, 1, name="branch3x3dbl_1")(x)
         bd = conv(96, 3, padding=1, name="branch3x3dbl_2")(bd)
@@ -103,10 +106,11 @@ class InceptionC(nn.Module):
     """FIDInceptionC (Mixed_6b..6e)."""
     channels_7x7: int
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, **k)  # noqa: E731
+        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, dtype=self.dtype, **k)  # noqa: E731
         c7 = self.channels_7x7
         b1 = conv(192, 1, name="branch1x1")(x)
         b7 = conv(c7, 1, name="branch7x7_1")(x)
@@ -124,10 +128,11 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
     """torchvision InceptionD (Mixed_7a), unpatched."""
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, **k)  # noqa: E731
+        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, dtype=self.dtype, **k)  # noqa: E731
         b3 = conv(192, 1, name="branch3x3_1")(x)
         b3 = conv(320, 3, stride=2, name="branch3x3_2")(b3)
         b7 = conv(192, 1, name="branch7x7x3_1")(x)
@@ -141,10 +146,11 @@ class InceptionE(nn.Module):
     """FIDInceptionE_1 (Mixed_7b, average pool) / FIDInceptionE_2 (Mixed_7c, max pool)."""
     max_pool_branch: bool
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, **k)  # noqa: E731
+        conv = lambda *a, **k: BasicConv2d(*a, precision=self.precision, dtype=self.dtype, **k)  # noqa: E731
         b1 = conv(320, 1, name="branch1x1")(x)
         b3 = conv(384, 1, name="branch3x3_1")(x)
         b3 = jnp.concatenate([conv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
@@ -167,6 +173,7 @@ class FIDInceptionV3(nn.Module):
     resize_input: bool = True
     normalize_input: bool = True
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -175,33 +182,41 @@ class FIDInceptionV3(nn.Module):
                              f"{tuple(x.shape)}.")
         x = x.astype(jnp.float32)
         if self.resize_input:
-            x = upsample_bilinear(x, (FID_SIZE, FID_SIZE), align_corners=False)
+            x = upsample_bilinear(x, (FID_SIZE, FID_SIZE), align_corners=False,
+                                  precision=self.precision)
         if self.normalize_input:
             x = 2 * x - 1
-        p = self.precision
+        p, d = self.precision, self.dtype
         # block 0
-        x = BasicConv2d(32, 3, stride=2, precision=p, name="Conv2d_1a_3x3")(x)
-        x = BasicConv2d(32, 3, precision=p, name="Conv2d_2a_3x3")(x)
-        x = BasicConv2d(64, 3, padding=1, precision=p, name="Conv2d_2b_3x3")(x)
+        x = BasicConv2d(32, 3, stride=2, precision=p, dtype=d, name="Conv2d_1a_3x3")(x)
+        x = BasicConv2d(32, 3, precision=p, dtype=d, name="Conv2d_2a_3x3")(x)
+        x = BasicConv2d(64, 3, padding=1, precision=p, dtype=d, name="Conv2d_2b_3x3")(x)
         x = max_pool_3x3_s2(x)
         # block 1
-        x = BasicConv2d(80, 1, precision=p, name="Conv2d_3b_1x1")(x)
-        x = BasicConv2d(192, 3, precision=p, name="Conv2d_4a_3x3")(x)
+        x = BasicConv2d(80, 1, precision=p, dtype=d, name="Conv2d_3b_1x1")(x)
+        x = BasicConv2d(192, 3, precision=p, dtype=d, name="Conv2d_4a_3x3")(x)
         x = max_pool_3x3_s2(x)
         # block 2
-        x = InceptionA(32, precision=p, name="Mixed_5b")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5c")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5d")(x)
-        x = InceptionB(precision=p, name="Mixed_6a")(x)
-        x = InceptionC(128, precision=p, name="Mixed_6b")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6c")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6d")(x)
-        x = InceptionC(192, precision=p, name="Mixed_6e")(x)
+        x = InceptionA(32, precision=p, dtype=d, name="Mixed_5b")(x)
+        x = InceptionA(64, precision=p, dtype=d, name="Mixed_5c")(x)
+        x = InceptionA(64, precision=p, dtype=d, name="Mixed_5d")(x)
+        x = InceptionB(precision=p, dtype=d, name="Mixed_6a")(x)
+        x = InceptionC(128, precision=p, dtype=d, name="Mixed_6b")(x)
+        x = InceptionC(160, precision=p, dtype=d, name="Mixed_6c")(x)
+        x = InceptionC(160, precision=p, dtype=d, name="Mixed_6d")(x)
+        x = InceptionC(192, precision=p, dtype=d, name="Mixed_6e")(x)
         # block 3
-        x = InceptionD(precision=p, name="Mixed_7a")(x)
-        x = InceptionE(max_pool_branch=False, precision=p, name="Mixed_7b")(x)
-        x = InceptionE(max_pool_branch=True, precision=p, name="Mixed_7c")(x)
-        return jnp.mean(x, axis=(1, 2))
+        x = InceptionD(precision=p, dtype=d, name="Mixed_7a")(x)
+        x = InceptionE(max_pool_branch=False, precision=p, dtype=d, name="Mixed_7b")(x)
+        x = InceptionE(max_pool_branch=True, precision=p, dtype=d, name="Mixed_7c")(x)
+        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # pool3 features: float32
+
+
+def fid_inception(precision: Any = None, dtype: Any = None, **kwargs) -> "FIDInceptionV3":
+    """The FID network with a numeric policy: precision None / "default" / "high" / "highest",
+    dtype None / "float32" / "bfloat16" (e4e_jax.precision); ValueError for other values."""
+    from e4e_jax.precision import module_kwargs
+    return FIDInceptionV3(**module_kwargs(dtype, precision), **kwargs)
 
 
 def expected_variables(module: FIDInceptionV3 | None = None, size: int = 75) -> Any:

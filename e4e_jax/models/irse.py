@@ -115,15 +115,16 @@ def torch_bias_init(fan_in: int):
 
 
 def conv2d(features: int, kernel: int, stride: int = 1, padding: int = 0, use_bias: bool = False,
-           name: str | None = None, in_channels: int | None = None, precision: Any = None
-           ) -> nn.Conv:
-    """A PyTorch-style Conv2d: symmetric zero padding, HWIO kernel, torch default init."""
+           name: str | None = None, in_channels: int | None = None, precision: Any = None,
+           dtype: Any = None) -> nn.Conv:
+    """A PyTorch-style Conv2d: symmetric zero padding, HWIO kernel, torch default init.
+    dtype: the compute dtype (None: the input's; parameters stay float32)."""
     bias_init = (torch_bias_init(in_channels * kernel * kernel) if (use_bias and in_channels)
                  else nn.initializers.zeros)
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((padding, padding), (padding, padding)), use_bias=use_bias,
                    kernel_init=torch_conv_init(), bias_init=bias_init, precision=precision,
-                   name=name)
+                   dtype=dtype, name=name)
 
 
 class BatchNorm(nn.Module):
@@ -139,9 +140,12 @@ class BatchNorm(nn.Module):
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        out_dtype = x.dtype
+        # statistics and rsqrt in float32 whatever the compute dtype (precision.FLOAT32_PARTS)
+        x32 = x.astype(jnp.float32)
         if train:
             axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axes)
+            mean = jnp.mean(x32, axes)
             n = x.size // c
             if n < 2 and self.axis_name is None:
                 raise ValueError(f"BatchNorm in training mode needs more than one value per "
@@ -149,7 +153,7 @@ class BatchNorm(nn.Module):
             if self.axis_name is not None:
                 mean = lax.pmean(mean, self.axis_name)
                 n = n * lax.psum(1, self.axis_name)
-            var = jnp.mean(jnp.square(x - mean), axes)
+            var = jnp.mean(jnp.square(x32 - mean), axes)
             if self.axis_name is not None:
                 var = lax.pmean(var, self.axis_name)
             if not self.is_initializing():
@@ -167,7 +171,7 @@ class BatchNorm(nn.Module):
         beta = -mean * alpha
         if self.use_bias:
             beta = beta + self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        return x * alpha + beta
+        return x * alpha.astype(out_dtype) + beta.astype(out_dtype)
 
 
 class PReLU(nn.Module):
@@ -176,7 +180,7 @@ class PReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         alpha = self.param("alpha", nn.initializers.constant(0.25), (x.shape[-1],), jnp.float32)
-        return jnp.where(x >= 0, x, alpha * x)
+        return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
 
 
 class IRInputLayer(nn.Module):
@@ -184,10 +188,12 @@ class IRInputLayer(nn.Module):
     width: int = 64
     axis_name: str | None = None
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = conv2d(self.width, 3, 1, 1, name="conv", precision=self.precision)(x)
+        x = conv2d(self.width, 3, 1, 1, name="conv", precision=self.precision,
+                   dtype=self.dtype)(x)
         x = BatchNorm(axis_name=self.axis_name, name="bn")(x, train)
         return PReLU(name="prelu")(x)
 
@@ -196,16 +202,17 @@ class SqueezeExcite(nn.Module):
     channels: int
     reduction: int = 16
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         hidden = max(1, self.channels // self.reduction)
         s = jnp.mean(x, axis=(1, 2))
         s = nn.Dense(hidden, use_bias=False, kernel_init=torch_conv_init((0,)),
-                     precision=self.precision, name="fc1")(s)
+                     precision=self.precision, dtype=self.dtype, name="fc1")(s)
         s = nn.relu(s)
         s = nn.Dense(self.channels, use_bias=False, kernel_init=torch_conv_init((0,)),
-                     precision=self.precision, name="fc2")(s)
+                     precision=self.precision, dtype=self.dtype, name="fc2")(s)
         return x * nn.sigmoid(s)[:, None, None, :]
 
 
@@ -218,22 +225,24 @@ class Bottleneck(nn.Module):
     se_reduction: int = 16
     axis_name: str | None = None
     precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        p = self.precision
+        p, d = self.precision, self.dtype
         if self.in_channels == self.depth:
             shortcut = x[:, ::self.stride, ::self.stride, :]
         else:
-            shortcut = conv2d(self.depth, 1, self.stride, 0, name="shortcut_conv", precision=p)(x)
+            shortcut = conv2d(self.depth, 1, self.stride, 0, name="shortcut_conv", precision=p,
+                              dtype=d)(x)
             shortcut = BatchNorm(axis_name=self.axis_name, name="shortcut_bn")(shortcut, train)
         r = BatchNorm(axis_name=self.axis_name, name="bn1")(x, train)
-        r = conv2d(self.depth, 3, 1, 1, name="conv1", precision=p)(r)
+        r = conv2d(self.depth, 3, 1, 1, name="conv1", precision=p, dtype=d)(r)
         r = PReLU(name="prelu")(r)
-        r = conv2d(self.depth, 3, self.stride, 1, name="conv2", precision=p)(r)
+        r = conv2d(self.depth, 3, self.stride, 1, name="conv2", precision=p, dtype=d)(r)
         r = BatchNorm(axis_name=self.axis_name, name="bn2")(r, train)
         if self.se:
-            r = SqueezeExcite(self.depth, self.se_reduction, precision=p, name="se")(r)
+            r = SqueezeExcite(self.depth, self.se_reduction, precision=p, dtype=d, name="se")(r)
         return r + shortcut
 
 
@@ -259,6 +268,8 @@ class IRBody(nn.Module):
     se_reduction: int = 16
     axis_name: str | None = None
     precision: Any = None
+    dtype: Any = None
+    remat: bool = False    # recompute each unit in the backward pass (only its input is kept)
 
     @property
     def stage_units(self) -> tuple[int, ...]:
@@ -287,10 +298,13 @@ class IRBody(nn.Module):
         if bad:
             raise ValueError(f"capture indices {bad} out of range for a body of {len(specs)} units.")
         feats = {}
+        # `train` (argument 2, counting the module) selects the BatchNorm mode: static
+        unit = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         for i, (c_in, depth, stride) in enumerate(specs):
-            x = Bottleneck(c_in, depth, stride, se=self.mode == "ir_se",
+            x = unit(c_in, depth, stride, se=self.mode == "ir_se",
                            se_reduction=self.se_reduction, axis_name=self.axis_name,
-                           precision=self.precision, name=f"block_{i}")(x, train)
+                           precision=self.precision, dtype=self.dtype,
+                           name=f"block_{i}")(x, train)
             if i in capture:
                 feats[i] = x
         if capture:

@@ -13,7 +13,7 @@ Variables (flax `params`; names follow torchvision's `features.{i}` indices):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -56,6 +56,7 @@ def check_net(net: str) -> str:
 
 def unit_normalize(f: jax.Array) -> jax.Array:
     """f / (sqrt(sum_c f^2) + 1e-10), with a finite gradient where a ReLU map is all zeros."""
+    f = f.astype(jnp.float32)  # sums of squares over up to 512 channels: float32
     s = jnp.sum(jnp.square(f), axis=-1, keepdims=True)
     positive = s > 0
     # sqrt has an infinite derivative at 0; route those pixels through a dummy value (their
@@ -65,8 +66,11 @@ def unit_normalize(f: jax.Array) -> jax.Array:
 
 
 class LPIPSFeatures(nn.Module):
-    """The backbone: five unit-normalised ReLU feature maps (NHWC) of images in [-1, 1]."""
+    """The backbone: five unit-normalised ReLU feature maps (NHWC) of images in [-1, 1]
+    (float32 maps whatever the compute dtype `dtype` of the convolutions)."""
     net: str = "alex"
+    precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -80,6 +84,7 @@ class LPIPSFeatures(nn.Module):
             if i in convs:
                 _, features, k, s, p = convs[i]
                 x = nn.Conv(features, (k, k), strides=(s, s), padding=((p, p), (p, p)),
+                            precision=self.precision, dtype=self.dtype,
                             name=f"features_{i}")(x)
             elif i in arch["pools"]:
                 k, s = arch["pools"][i]
@@ -95,10 +100,14 @@ class LPIPSFeatures(nn.Module):
 class LPIPS(nn.Module):
     """Per-pair LPIPS distance: __call__(x, y) -> (N,); `features(x)` -> the five maps."""
     net: str = "alex"
+    precision: Any = None
+    dtype: Any = None
 
     def setup(self):
-        self.backbone = LPIPSFeatures(self.net)
-        self.lins = [nn.Conv(1, (1, 1), use_bias=False, name=f"lin_{k}")
+        self.backbone = LPIPSFeatures(self.net, self.precision, self.dtype)
+        # the linear layers weight float32 squared differences (a loss reduction): float32
+        self.lins = [nn.Conv(1, (1, 1), use_bias=False, precision=self.precision,
+                             name=f"lin_{k}")
                      for k in range(len(ARCHS[check_net(self.net)]["taps"]))]
 
     def features(self, x: jax.Array) -> list[jax.Array]:

@@ -15,7 +15,7 @@ The names mirror torchvision's `layer{l}.{b}.conv1` etc.; `downsample.0` / `down
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,18 +35,22 @@ class ResNetBottleneck(nn.Module):
     width: int
     stride: int = 1
     downsample: bool = False
+    precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = conv2d(self.width, 1, name="conv1")(x)
+        kw = dict(precision=self.precision, dtype=self.dtype)
+        out = conv2d(self.width, 1, name="conv1", **kw)(x)
         out = nn.relu(BatchNorm(name="bn1")(out))
-        out = conv2d(self.width, 3, self.stride, 1, name="conv2")(out)
+        out = conv2d(self.width, 3, self.stride, 1, name="conv2", **kw)(out)
         out = nn.relu(BatchNorm(name="bn2")(out))
-        out = conv2d(self.width * EXPANSION, 1, name="conv3")(out)
+        out = conv2d(self.width * EXPANSION, 1, name="conv3", **kw)(out)
         out = BatchNorm(name="bn3")(out)
         identity = x
         if self.downsample:
-            identity = conv2d(self.width * EXPANSION, 1, self.stride, name="downsample_conv")(x)
+            identity = conv2d(self.width * EXPANSION, 1, self.stride, name="downsample_conv",
+                              **kw)(x)
             identity = BatchNorm(name="downsample_bn")(identity)
         return nn.relu(out + identity)
 
@@ -56,10 +60,13 @@ class ResNet(nn.Module):
     blocks: Sequence[int] = RESNET50_BLOCKS
     widths: Sequence[int] = RESNET50_WIDTHS
     stem_width: int = 64
+    precision: Any = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = conv2d(self.stem_width, 7, 2, 3, name="conv1")(x)
+        x = conv2d(self.stem_width, 7, 2, 3, name="conv1", precision=self.precision,
+                   dtype=self.dtype)(x)
         x = nn.relu(BatchNorm(name="bn1")(x))
         # torch pads max-pooling with -inf, as flax does
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -68,9 +75,10 @@ class ResNet(nn.Module):
             for b in range(n):
                 stride = 2 if (b == 0 and layer > 1) else 1
                 down = b == 0 and (stride != 1 or c != width * EXPANSION)
-                x = ResNetBottleneck(width, stride, down, name=f"layer{layer}_{b}")(x)
+                x = ResNetBottleneck(width, stride, down, self.precision, self.dtype,
+                                     name=f"layer{layer}_{b}")(x)
                 c = width * EXPANSION
-        return jnp.mean(x, axis=(1, 2))
+        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # pooled features: float32
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
@@ -119,9 +127,12 @@ class MocoFeatures(nn.Module):
     widths: Sequence[int] = RESNET50_WIDTHS
     stem_width: int = 64
     input_size: int = MOCO_SIZE
+    precision: Any = None
+    dtype: Any = None
 
     def setup(self):
-        self.resnet = ResNet(tuple(self.blocks), tuple(self.widths), self.stem_width)
+        self.resnet = ResNet(tuple(self.blocks), tuple(self.widths), self.stem_width,
+                             self.precision, self.dtype)
 
     def embed(self, images: jax.Array) -> jax.Array:
         return l2_normalize(self.resnet(images), eps=1e-12)

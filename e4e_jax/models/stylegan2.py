@@ -247,17 +247,19 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
     kh, kw, cin, cout = kernel.shape
     weight = kernel * (1.0 / math.sqrt(cin * kh * kw)) if weight_gain else kernel
     x = x * style[:, None, None, :].astype(x.dtype)
+    conv_weight = weight.astype(x.dtype)  # the convolution runs in the activations' dtype
     dn = ("NHWC", "HWIO", "NHWC")
     demod = None
     if demodulate:
-        # sum over (k, k, in) of (weight * style)^2 == style^2 @ sum_kk weight^2
+        # sum over (k, k, in) of (weight * style)^2 == style^2 @ sum_kk weight^2; float32
+        # whatever the compute dtype (e4e_jax.precision.FLOAT32_PARTS)
         w2 = jnp.sum(jnp.square(weight), axis=(0, 1))                     # (cin, cout)
         demod = jax.lax.rsqrt(jnp.dot(jnp.square(style), w2, precision=precision) + 1e-8)
         demod = demod[:, None, None, :].astype(x.dtype)
     if upsample:
-        return upsample_conv_blur(x, weight, blur_taps, demod, precision)
+        return upsample_conv_blur(x, conv_weight, blur_taps, demod, precision)
     out = jax.lax.conv_general_dilated(
-        x, weight, window_strides=(1, 1), padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)],
+        x, conv_weight, window_strides=(1, 1), padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)],
         dimension_numbers=dn, precision=precision)
     return out if demod is None else out * demod
 
@@ -312,9 +314,12 @@ class StyledConv(nn.Module):
     precision: Any = None
     variant: str = "rosinality"
     conv_clamp: float | None = None
+    dtype: Any = None   # compute dtype of the activations (None: float32)
 
     @nn.compact
     def __call__(self, x, w, noise=None):
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
         cin = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.normal(1.0),
                             (self.kernel_size, self.kernel_size, cin, self.features))
@@ -324,9 +329,9 @@ class StyledConv(nn.Module):
                              weight_gain=self.variant != "ada")
         strength = self.param("noise_strength", nn.initializers.zeros, ())
         if noise is not None:
-            out = out + strength * noise
+            out = out + (strength * noise).astype(out.dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        out = fused_leaky_relu(out, bias)
+        out = fused_leaky_relu(out, bias.astype(out.dtype))
         if self.conv_clamp is not None:
             out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
         return out
@@ -339,9 +344,12 @@ class ToRGB(nn.Module):
     precision: Any = None
     variant: str = "rosinality"
     conv_clamp: float | None = None
+    dtype: Any = None   # compute dtype of the 1x1 conv's input (the skip image stays float32)
 
     @nn.compact
     def __call__(self, x, w, skip=None):
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
         cin = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.normal(1.0), (1, 1, cin, self.channels))
         style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
@@ -351,8 +359,11 @@ class ToRGB(nn.Module):
         if ada:
             style = style * gain
         # A 1x1 conv is a matmul over channels.
-        out = jnp.dot(x * style[:, None, None, :], kernel[0, 0] if ada else kernel[0, 0] * gain,
+        rgb_weight = kernel[0, 0] if ada else kernel[0, 0] * gain
+        out = jnp.dot(x * style[:, None, None, :].astype(x.dtype), rgb_weight.astype(x.dtype),
                       precision=self.precision)
+        # the RGB skip image accumulates over every resolution: float32 (3 channels, ~free)
+        out = out.astype(jnp.float32)
         out = out + self.param("bias", nn.initializers.zeros, (self.channels,))
         if self.conv_clamp is not None:
             out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
@@ -390,6 +401,12 @@ class Generator(nn.Module):
     layer_features: int | None = None  # mapping hidden width; None: style_dim
     embed_features: int | None = None  # label embedding width; None: style_dim
     img_channels: int = 3
+    dtype: Any = None      # compute dtype of the synthesis activations (None: float32)
+    remat: bool = False    # recompute each synthesis layer in the backward pass
+    # with remat: layers at this resolution and above run one image at a time (a scan over the
+    # batch), so the backward pass of a 1024x1024 layer holds one image's intermediates, not
+    # the batch's (0: never)
+    per_image_from: int = 512
 
     @property
     def log_size(self) -> int:
@@ -425,14 +442,18 @@ class Generator(nn.Module):
             name="mapping")
         self.input = ConstantInput(self.channels[0])
         kw = dict(blur_kernel=self.blur_kernel, precision=self.precision, variant=self.variant,
-                  conv_clamp=self.conv_clamp)
-        self.conv1 = StyledConv(self.channels[0], **kw)
-        self.to_rgb1 = ToRGB(channels=self.img_channels, **kw)
+                  conv_clamp=self.conv_clamp, dtype=self.dtype)
+        # remat: only each layer's input survives the forward pass; the modulated conv, noise,
+        # bias and activation are recomputed in the backward pass (same parameter names)
+        conv_cls = nn.remat(StyledConv) if self.remat else StyledConv
+        rgb_cls = nn.remat(ToRGB) if self.remat else ToRGB
+        self.conv1 = conv_cls(self.channels[0], **kw)
+        self.to_rgb1 = rgb_cls(channels=self.img_channels, **kw)
         convs, to_rgbs = [], []
         for c in self.channels[1:]:
-            convs.append(StyledConv(c, upsample=True, **kw))
-            convs.append(StyledConv(c, **kw))
-            to_rgbs.append(ToRGB(channels=self.img_channels, **kw))
+            convs.append(conv_cls(c, upsample=True, **kw))
+            convs.append(conv_cls(c, **kw))
+            to_rgbs.append(rgb_cls(channels=self.img_channels, **kw))
         self.convs = convs
         self.to_rgbs = to_rgbs
         self.noise_buffers = [
@@ -488,8 +509,33 @@ class Generator(nn.Module):
         skip = self.to_rgb1(out, w_plus[:, 1])
         i = 1
         for j, to_rgb in enumerate(self.to_rgbs):
-            out = self.convs[2 * j](out, w_plus[:, i], noise[2 * j + 1])
-            out = self.convs[2 * j + 1](out, w_plus[:, i + 1], noise[2 * j + 2])
-            skip = to_rgb(out, w_plus[:, i + 2], skip)
+            res = 2 ** (j + 3)
+            if self.remat and self.per_image_from and res >= self.per_image_from and batch > 1:
+                out = _per_image(self.convs[2 * j], out, w_plus[:, i], noise[2 * j + 1])
+                out = _per_image(self.convs[2 * j + 1], out, w_plus[:, i + 1],
+                                 noise[2 * j + 2])
+                skip = _per_image(to_rgb, out, w_plus[:, i + 2], skip)
+            else:
+                out = self.convs[2 * j](out, w_plus[:, i], noise[2 * j + 1])
+                out = self.convs[2 * j + 1](out, w_plus[:, i + 1], noise[2 * j + 2])
+                skip = to_rgb(out, w_plus[:, i + 2], skip)
             i += 2
         return skip
+
+
+def _layer_one_image(layer, carry, xs):
+    x, w, extra = xs
+    y = layer(x[None], w[None], None if extra is None else extra[None])
+    return carry, y[0]
+
+
+def _per_image(layer, x, w, extra):
+    """layer(x, w, extra) as a scan over the batch (shared parameters), for memory: with the
+    layer rematerialised, the backward pass recomputes and differentiates one image at a time.
+    `extra` (noise or the skip image) may have batch 1; it is broadcast first."""
+    if extra is not None and extra.shape[0] != x.shape[0]:
+        extra = jnp.broadcast_to(extra, (x.shape[0],) + extra.shape[1:])
+    scan = nn.scan(_layer_one_image, variable_broadcast="params",
+                   split_rngs={"params": False})
+    _, y = scan(layer, None, (x, w, extra))
+    return y

@@ -97,16 +97,18 @@ def _latent_avg(config, gen: LoadedGenerator, n_latent: int) -> np.ndarray | Non
 
 def _loss_nets(config) -> dict:
     from e4e_jax.loss_nets import load_arcface, load_lpips, load_moco
+    from e4e_jax.precision import Policy
+    policy = Policy.from_config(config).loader_kwargs()
     nets = {}
     if config.losses.get("lpips", 0):
-        nets["lpips"] = load_lpips(config.loss_nets.lpips).net
+        nets["lpips"] = load_lpips(config.loss_nets.lpips, **policy).net
     if config.losses.get("id", 0):
         kind = config.loss_nets.id_kind
         if kind not in ("arcface", "moco"):
             raise TrainingError(f"config.loss_nets.id_kind must be 'arcface' or 'moco', got "
                                 f"{kind!r}.")
         loader = load_arcface if kind == "arcface" else load_moco
-        nets["id"] = loader(config.loss_nets.id).net
+        nets["id"] = loader(config.loss_nets.id, **policy).net
     return nets
 
 
@@ -139,6 +141,11 @@ def build(config, nets: dict | None = None) -> Setup:
     """
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
+    from e4e_jax.precision import Policy
+    try:
+        policy = Policy.from_config(config)
+    except ValueError as e:
+        raise TrainingError(f"config: {e}") from e
     if config.batch_size % len(devices):
         raise TrainingError(f"batch_size {config.batch_size} must be divisible by the number of "
                             f"devices ({len(devices)}).")
@@ -190,9 +197,12 @@ def build(config, nets: dict | None = None) -> Setup:
         input_size=tuple(int(s) for s in config.data.input_size), is_e4e=is_e4e)
     inverter = Inverter(enc_cfg, {}, gen, latent_avg,
                         start_from_latent_avg=config.start_from_latent_avg,
-                        crop_rows=step_cfg.crop_rows, face_pool_size=step_cfg.face_pool)
+                        crop_rows=step_cfg.crop_rows, face_pool_size=step_cfg.face_pool,
+                        dtype=policy.dtype, precision=policy.precision,
+                        remat=policy.remat == "blocks")
     models = ts.StepModels(
-        inverter=inverter, discriminator=LatentCodesDiscriminator(gen.style_dim),
+        inverter=inverter,
+        discriminator=LatentCodesDiscriminator(gen.style_dim, precision=policy.lax_precision),
         optimizer=optim.make_optimizer(config.optimizer.name, config.optimizer.lr),
         disc_optimizer=optim.adam(config.discriminator.lr))
     frozen = {"generator": gen.variables,

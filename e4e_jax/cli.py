@@ -1,0 +1,125 @@
+"""What every command line of the package shares: one flag style, exit codes, quiet logs.
+
+    parser = cli.make_parser("python -m e4e_jax.sample", "Write a grid of samples.",
+                             examples=["python -m e4e_jax.sample --out s.png"])
+    parser.add_argument("--batch-size", type=int)        # --batch_size is accepted too
+    args = parser.parse_args(argv)
+
+Conventions (docs/pending/cli.md):
+  * flags are spelled with dashes; the underscore spelling of every flag is an alias, so
+    `--batch_size 4` and `--batch-size 4` parse to the same value (old scripts keep working);
+  * `--help` exits 0 and shows the real invocation and an example;
+  * exit codes: 0 did what was asked (EXIT_OK), 1 ran but produced nothing usable
+    (EXIT_NOTHING), 2 bad arguments or bad input files (EXIT_USAGE), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("default", "high", "highest")
+
+_ALIAS_NOTE = ("Flags are spelled with dashes; the underscore spelling (--batch_size) is "
+               "accepted as an alias.")
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser that accepts `--a_b` for every `--a-b` (and the reverse).
+
+    The alternate spelling is registered for parsing only, so --help lists each flag once.
+    An abbreviation that matches both spellings of one flag is not ambiguous.
+    """
+
+    def add_argument(self, *args, **kwargs):
+        """Declares `--a_b` as `--a-b` (the dashed spelling is the one --help shows)."""
+        args = tuple("--" + a[2:].replace("_", "-") if isinstance(a, str) and a.startswith("--")
+                     else a for a in args)
+        return super().add_argument(*args, **kwargs)
+
+    def _install_aliases(self) -> None:
+        for action in list(self._actions):
+            for opt in list(action.option_strings):
+                if not opt.startswith("--"):
+                    continue
+                body = opt[2:]
+                for alt in ("--" + body.replace("-", "_"), "--" + body.replace("_", "-")):
+                    if alt != opt and alt not in self._option_string_actions:
+                        self._option_string_actions[alt] = action
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._install_aliases()
+        return super().parse_known_args(args, namespace)
+
+    def _get_option_tuples(self, option_string):
+        seen, out = set(), []
+        for t in super()._get_option_tuples(option_string):
+            if id(t[0]) not in seen:
+                seen.add(id(t[0]))
+                out.append(t)
+        return out
+
+
+def make_parser(prog: str, description: str, examples: Sequence[str] = (),
+                epilog: str | None = None) -> CliParser:
+    """A CliParser whose usage line is `prog` (the command to type) and whose epilog lists
+    the examples, then `epilog`, then the alias note."""
+    import textwrap
+    parts = []
+    if examples:
+        parts.append("examples:\n" + "\n".join("  " + e for e in examples))
+    for text in ([epilog] if epilog else []) + [_ALIAS_NOTE]:
+        parts.append("\n".join(textwrap.fill(line, 88) for line in text.split("\n")))
+    return CliParser(prog=prog, description=description, epilog="\n\n".join(parts),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """--verbose: keep third-party log output (TensorFlow, absl, orbax) that is quiet by default."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party library logs (TensorFlow, absl), quiet by default")
+
+
+def quiet_third_party_logs(verbose: bool = False) -> None:
+    """Silences the TensorFlow C++ banner (oneDNN), absl and orbax INFO/WARNING logs unless
+    `verbose`. Call before importing TensorFlow / MediaPipe (TF reads its level at import)."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    for name in ("absl", "tensorflow", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "absl.logging" in sys.modules:
+        sys.modules["absl.logging"].set_verbosity("error")
+
+
+def add_dtype_precision(parser: argparse.ArgumentParser) -> None:
+    """--dtype and --precision (issue 12): compute dtype and matmul/conv precision of every
+    network the command loads; absent flags leave the loaders' defaults."""
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="compute dtype of the networks (default float32; parameters stay "
+                             "float32)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="matmul/convolution precision (default: JAX's; 'highest' is "
+                             "float32-exact on GPUs/TPUs)")
+
+
+def loader_kwargs(args) -> dict:
+    """{'dtype': ..., 'precision': ...} holding only the flags the user gave."""
+    out = {}
+    for key in ("dtype", "precision"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def error(message: str, code: int = EXIT_USAGE) -> int:
+    """Prints `error: message` on stderr and returns `code` (for `return cli.error(...)`)."""
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,34 @@
+"""benchmarks/device_check.sh --smoke: the whole accelerator check at tiny sizes (CPU)."""
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_device_check_smoke_writes_a_complete_report(tmp_path):
+    out = tmp_path / "report"
+    env = dict(os.environ, DEVICE_CHECK_TIMEOUT="300")
+    r = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"), "--smoke",
+                        "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    print(r.stdout[-3000:], r.stderr[-2000:])
+    assert r.returncode == 0, r.stdout[-2000:]
+    report = json.loads((out / "device_report.json").read_text())
+    assert report["parity"]["passed"] and report["ok"] and not report["missing"]
+    for dtype in ("float32", "bfloat16"):
+        cases = report["invert"][dtype]["cases"]
+        assert [c["batch"] for c in cases] == [2, 4]
+        assert all(c["images_per_s"] > 0 and c["compile_s"] > 0 for c in cases)
+        for b in (2, 4):
+            t = report["train_step"][f"{dtype}_{b}"]
+            assert t["dtype"] == dtype and t["batch"] == b and t["step_s"] > 0
+            assert t["xla_bytes"]["total"] > 0
+    md = (out / "device_report.md").read_text()
+    assert "Training step" in md and "bfloat16" in md
+    # a second run never overwrites the first report
+    again = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"),
+                            "--smoke", "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a report" in again.stderr
