@@ -20,34 +20,28 @@ The work is done by e4e_jax.invert_run.invert_folder (importable, no argv).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-EXAMPLE = """example:
-  python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ \\
-      --output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_vgg
-  python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode \\
-      --generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --out e/
-
-outputs: OUT/latents.npy + files.txt (+ names.txt), reconstructions/, side_by_side/,
-latents/<name>.npy, generators/<name>/ (pti), noises/<name>.npz (projector), summary.json.
-exit codes: 0 ok, 1 nothing usable produced, 2 bad arguments, 130 interrupted."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's usage errors exit 2 without a traceback already
-        self.print_usage(sys.stderr)
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+EXAMPLES = [
+    "python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ "
+    "--output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_vgg",
+    "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode "
+    "--generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --out e/",
+]
+OUTPUTS = ("outputs: OUT/latents.npy + files.txt (+ names.txt), reconstructions/, side_by_side/, "
+           "latents/<name>.npy, generators/<name>/ (pti), noises/<name>.npz (projector), "
+           "summary.json.\nexit codes: 0 ok, 1 nothing usable produced, 2 bad arguments, "
+           "130 interrupted.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command's parser (dash-style flags; underscore aliases are accepted too)."""
+def build_parser():
+    """The command's parser (e4e_jax.cli: dash-style flags, underscore aliases accepted)."""
+    from e4e_jax import cli
     from e4e_jax.invert_run import METHODS, PIVOTS, PTI_PIVOT_STEPS
-    p = _Parser(prog="python -m e4e_jax.invert", epilog=EXAMPLE,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-                description="Invert a folder of images with e4e, the StyleGAN2-ADA W projector, "
-                            "or PTI (pivotal tuning of the generator per image).")
+    p = cli.make_parser(
+        "python -m e4e_jax.invert",
+        "Invert a folder of images with e4e, the StyleGAN2-ADA W projector, or PTI (pivotal "
+        "tuning of the generator per image).", examples=EXAMPLES, epilog=OUTPUTS)
     p.add_argument("--checkpoint", required=True, metavar="E4E_DIR",
                    help="converted e4e directory (convert_weights/e4e.py or WORKDIR/export)")
     p.add_argument("--input", required=True, metavar="FOLDER",
@@ -60,20 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PTI's pivot: the e4e code (default) or a W projection")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="optimisation steps (projector default 1000, pti tuning default 350)")
-    p.add_argument("--pivot-steps", "--pivot_steps", dest="pivot_steps", type=int,
-                   default=PTI_PIVOT_STEPS, metavar="N",
+    p.add_argument("--pivot-steps", type=int, default=PTI_PIVOT_STEPS, metavar="N",
                    help=f"projector pivot steps for --pivot projector (PTI's {PTI_PIVOT_STEPS})")
     p.add_argument("--lpips", metavar="DIR",
                    help="converted LPIPS directory (convert_weights/lpips.py), required by "
                         "projector and pti (official recipe: LPIPS-VGG)")
-    p.add_argument("--lpips-threshold", "--lpips_threshold", dest="lpips_threshold", type=float,
-                   default=0.06, metavar="T",
+    p.add_argument("--lpips-threshold", type=float, default=0.06, metavar="T",
                    help="pti: stop tuning once LPIPS <= T (PTI's LPIPS_value_threshold, 0.06); "
                         "a negative T runs every step")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the projector's noise draws (image k uses seed + k)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs in OUT")
+    cli.add_verbose(p)
     return p
 
 
@@ -83,24 +76,24 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
+    from e4e_jax import cli
     from e4e_jax.checkpoints import ModelDirError
     from e4e_jax.invert_run import InvertError, InvertRequest, invert_folder
     req = InvertRequest(args.checkpoint, args.input, args.output, method=args.method,
                         pivot=args.pivot, steps=args.steps, pivot_steps=args.pivot_steps,
                         lpips=args.lpips, lpips_threshold=args.lpips_threshold,
                         overwrite=args.overwrite, seed=args.seed)
+    cli.quiet_third_party_logs(args.verbose)
     try:
         summary = invert_folder(req)
     except (InvertError, ModelDirError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
-        return 130
+        return cli.EXIT_INTERRUPTED
     if summary["inverted"] == 0:
-        print(f"error: none of the {summary['files']} image files could be inverted (see "
-              f"{args.output}/skipped.txt).", file=sys.stderr)
-        return 1
-    return 0
+        return cli.error(f"none of the {summary['files']} image files could be inverted (see "
+                         f"{args.output}/skipped.txt).", cli.EXIT_NOTHING)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Outputs and progress of the invert command: unique names, per-image files, ETA lines.
 
-    names = output_names(["a.jpg", "a.png", "A.png", "sub/b.png"])
-    #  -> ['a_jpg', 'a_png', 'A_png-2', 'sub_b']
+    names = output_names(["A.png", "a.jpg", "a.png", "sub/b.png"])
+    #  -> ['A', 'a_jpg', 'a_png', 'sub_b']
     out = RunOutputs("out/", (n_latent, 512), "pti"); out.add(rel, name, result); out.close()
 
 Per finished image `RunOutputs.add` writes reconstructions/<name>.png, side_by_side/<name>.png
@@ -13,7 +13,6 @@ row of latents.npy has its files, and every file set written stays after an inte
 """
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import threading
@@ -29,29 +28,17 @@ COLUMN_LABELS = {"e4e": "e4e", "projector": "projector", "pti": "PTI (tuned)"}
 
 
 def output_names(files: list[str]) -> list[str]:
-    """Unique, flat output names for relative image paths (sorted file order, deterministic).
+    """Unique output names for relative image paths, in the given (sorted) order.
 
-    'sub/b.png' -> 'sub_b'; files sharing a base name (a.jpg + a.png) keep their extension
-    ('a_jpg', 'a_png'); names still equal up to case (case-insensitive file systems) get
-    '-2', '-3', ... suffixes.
+    The package's naming rule (e4e_jax/output_names.py: a name taken earlier in the run,
+    compared ignoring case, keeps the input's extension, then gets '-2', '-3', ...) applied to
+    the path flattened with '_' ('sub/b.png' -> 'sub_b'): flat names keep every tuned
+    generator directory OUT/generators/<name>/ out of another one's.
     """
-    bases = [os.path.splitext(f)[0].replace(os.sep, "/").replace("/", "_") for f in files]
-    counts = collections.Counter(b.casefold() for b in bases)
-    cands = []
-    for f, b in zip(files, bases):
-        ext = os.path.splitext(f)[1].lstrip(".")
-        cands.append(b if counts[b.casefold()] == 1 else f"{b}_{ext}")
-    taken = collections.Counter(c.casefold() for c in cands)
-    used: set[str] = set()
-    names = []
-    for c in cands:
-        name, i = c, 1
-        while name.casefold() in used or (i > 1 and taken[name.casefold()]):
-            i += 1
-            name = f"{c}-{i}"
-        used.add(name.casefold())
-        names.append(name)
-    return names
+    from e4e_jax.output_names import OutputNames
+    taken = OutputNames(".png")
+    return [taken.name(f.replace(os.sep, "/").replace("/", "_"))[: -len(".png")]
+            for f in files]
 
 
 class RunOutputs:

@@ -23,7 +23,7 @@ from test_eval import random_variables
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # sorted order; 'A.png' / 'a.png' / 'a.jpg' share a base name (up to case)
 READABLE = ["A.png", "a.jpg", "a.png", os.path.join("sub", "b.png")]
-NAMES = ["A_png", "a_jpg", "a_png-2", "sub_b"]
+NAMES = ["A", "a_jpg", "a_png", "sub_b"]
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +72,14 @@ def run(args):
 def test_output_names_are_unique_up_to_case():
     assert output_names(READABLE) == NAMES
     assert output_names(["x.png", "y.jpg"]) == ["x", "y"]
-    names = output_names(["a.png", "a_png.png", "A.PNG", "a.jpg"])
-    assert len({n.casefold() for n in names}) == 4, names
+    names = output_names(["a.png", "a_png.png", "A.PNG", "a.jpg", "a_jpg.png"])
+    assert len({n.casefold() for n in names}) == 5, names
 
 
 def test_help_exits_0_and_shows_the_invocation(capsys):
     assert invert.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "python -m e4e_jax.invert" in out and "example:" in out and "--method" in out
+    assert "python -m e4e_jax.invert" in out and "examples:" in out and "--method" in out
     proc = subprocess.run([sys.executable, "-m", "e4e_jax.invert", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "--pivot" in proc.stdout
@@ -99,6 +99,8 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
         (["--checkpoint", tmp_path, "--input", images, "--output", tmp_path / "o6"], "error:"),
         (base + ["--output", tmp_path / "o7", "--method", "magic"], "invalid choice"),
         (base + ["--output", tmp_path / "o10", "--pivot", "projector"], "needs --method pti"),
+        (base + ["--output", tmp_path / "o11", "--method", "pti", "--pivot", "projector",
+                 "--lpips", lpips_dir, "--pivot_steps", "0"], "--pivot-steps must be >= 1"),
         (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
          "error:"),
     ]
