@@ -137,6 +137,8 @@ def build(config, nets: dict | None = None) -> Setup:
 
     `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
     """
+    from e4e_jax.train.checks import condition_generator, preflight
+    preflight(config)
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
     if config.batch_size % len(devices):
@@ -146,12 +148,12 @@ def build(config, nets: dict | None = None) -> Setup:
         if not config.encoder.checkpoint:
             raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
         ckpt = load_encoder(config.encoder.checkpoint)
-        gen, enc_cfg = ckpt.generator, dict(ckpt.encoder_config)
+        gen, enc_cfg = condition_generator(config, ckpt.generator), dict(ckpt.encoder_config)
         latent_avg = ckpt.latent_avg if config.start_from_latent_avg else None
         if config.start_from_latent_avg and latent_avg is None:
             latent_avg = _latent_avg(config, gen, ckpt.n_latent)
     else:
-        gen = _generator(config)
+        gen = condition_generator(config, _generator(config))
         e = config.encoder
         enc_cfg = encoder_config(e.type, gen.n_latent, tuple(config.data.input_size),
                                  e.num_layers, e.mode,
