@@ -189,3 +189,22 @@ def test_start_up_error_exits_1_with_one_line(tmp_path):
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     assert "error: LPIPS (alex) needs images of at least 31x31 pixels" in p.stderr
+
+
+# ------------------------------------------------------------------ training image grids
+
+def test_training_grid_captions_and_magnifies():
+    from e4e_jax.grids import grid_layout, labelled_reconstruction_grid
+    from e4e_jax.image_io import to_uint8
+    x = np.random.RandomState(0).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+    y = -x
+    grid = labelled_reconstruction_grid(x, y, 2, title="step 4")
+    layout = grid_layout(2, 2, 16, 16)
+    assert grid.shape[:2] == layout.shape and layout.scale == 8
+    for r in range(2):
+        for c, im in enumerate((x[r], y[r])):
+            top, left, h, w = layout.box(r, c)
+            want = np.repeat(np.repeat(to_uint8(im), 8, 0), 8, 1)
+            np.testing.assert_array_equal(grid[top:top + h, left:left + w], want)
+        caption_top = layout.caption_xy(r, 0)[1]
+        assert (grid[caption_top:caption_top + layout.text_h] < 128).any()   # text drawn

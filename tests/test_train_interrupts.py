@@ -91,6 +91,12 @@ def test_sigterm_saves_the_step_and_resumes_bit_identically(tmp_path):
     assert m.group(2) == os.path.join(str(part), "checkpoints", str(stopped))
     assert os.path.isdir(m.group(2))             # saved at the step it stopped, not a multiple
     assert not (part / "summary.json").exists()
+    # quiet by default: no TensorFlow banner, no orbax chatter, whole progress lines
+    assert "oneDNN" not in out and "waiting for" not in out.lower()
+    assert "checkpoint_manager.py" not in out and "async_checkpointer.py" not in out
+    for line in out.splitlines():
+        if "validation loss" in line:
+            assert re.fullmatch(r"step \d+: validation loss [\d.]+", line), line
     resumed = train(part)
     assert f"resumed from {part}/checkpoints at step {stopped}" in resumed
     train(full)

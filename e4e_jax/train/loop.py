@@ -31,7 +31,7 @@ import numpy as np
 
 from e4e_jax import image_io
 from e4e_jax.data.train_sets import ImageData, SyntheticData
-from e4e_jax.grids import reconstruction_grid
+from e4e_jax.grids import labelled_reconstruction_grid
 from e4e_jax.train.checkpointing import _managers, _restore, _save, export, latest_checkpoint
 from e4e_jax.train.console import say
 from e4e_jax.train.interrupts import StopSignals
@@ -177,7 +177,8 @@ def log_step(run: Run, step: int, metrics) -> None:
 
 
 def write_images(run: Run, done: int) -> None:
-    """Input | reconstruction grid of the held-out images every image_every steps."""
+    """Input | reconstruction grid of the held-out images every image_every steps (columns
+    captioned, small images magnified for display: e4e_jax.grids)."""
     config = run.config
     if not (done % config.image_every == 0 or done == run.max_steps):
         return
@@ -186,7 +187,8 @@ def write_images(run: Run, done: int) -> None:
                                       host_to_global(_pad_to(grid_images,
                                                              config.test_batch_size),
                                                      run.compiled.batch_sharding))
-    grid = reconstruction_grid(grid_images, to_host(rec), config.num_grid_images)
+    grid = labelled_reconstruction_grid(grid_images, to_host(rec), config.num_grid_images,
+                                        title=f"step {done}")
     if run.is_main:
         run.writer.write_images(done, {"images/input_reconstruction": grid[None]})
         image_io.save_png(grid, os.path.join(run.workdir, "images", f"step_{done:07d}.png"))
