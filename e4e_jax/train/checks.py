@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from e4e_jax import checkpoints
 from e4e_jax.generator import LoadedGenerator
 from e4e_jax.losses_checks import check_lpips_size
-from e4e_jax.train.setup import TrainingError
+from e4e_jax.train.errors import TrainingError
 
 RGB = 3
 

@@ -134,9 +134,9 @@ def open_writers(run: Run) -> None:
     run.hooks = [periodic_actions.ReportProgress(num_train_steps=run.max_steps,
                                                  writer=run.writer, every_steps=config.log_every)]
     say(f"training {setup.encoder_config['encoder_type']} over a "
-          f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
-          f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
-          f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}")
+        f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
+        f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
+        f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}")
     run.train_iter = (None if setup.step_cfg.synthetic
                       else run.data.train.iterate(start_step=run.start,
                                                   num_steps=run.max_steps - run.start))
@@ -281,7 +281,7 @@ def finish_run(run: Run, t_start: float) -> dict:
             json.dump(summary, f, indent=2)
     drop = 100 * (1 - mse_after / meta["mse_before"]) if meta["mse_before"] else 0.0
     say(f"done: {max_steps} steps; held-out reconstruction MSE {meta['mse_before']:.5f} -> "
-          f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}")
+        f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}")
     return summary
 
 
@@ -323,8 +323,8 @@ def _already_finished(config, workdir: str) -> dict | None:
     with open(path) as f:
         summary = json.load(f)
     say(f"nothing to train: {workdir}/checkpoints is at step {latest} (config.max_steps="
-          f"{int(config.max_steps)}); {path} and {workdir}/export are kept unchanged. Raise "
-          f"--config.max_steps to train further, or use a new --workdir to start over.")
+        f"{int(config.max_steps)}); {path} and {workdir}/export are kept unchanged. Raise "
+        f"--config.max_steps to train further, or use a new --workdir to start over.")
     return summary
 
 

@@ -30,12 +30,10 @@ from e4e_jax.generator import LoadedGenerator, init_generator, load_generator
 from e4e_jax.inverter import Inverter, load_encoder
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
 from e4e_jax.models.encoders import encoder_config, init_encoder
+from e4e_jax.train.checks import condition_generator, preflight
+from e4e_jax.train.errors import TrainingError
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad configuration, missing files)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,7 +135,6 @@ def build(config, nets: dict | None = None) -> Setup:
 
     `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
     """
-    from e4e_jax.train.checks import condition_generator, preflight
     preflight(config)
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
