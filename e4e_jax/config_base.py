@@ -16,6 +16,10 @@ Field reference (defaults are the paper's / the official code's):
     generator.path               converted generator directory (convert_weights/stylegan2.py or
                                  stylegan2_ada.py); or generator.init for a seeded random one:
                                  {resolution, max_channels, n_mlp}
+    generator_class              class index K for a class-conditional StyleGAN2-ADA generator
+                                 (c_dim > 0): every z is mapped with the one-hot label K; None
+                                 (default) for unconditional generators (a conditional one is
+                                 then refused at start-up, naming this option)
     encoder.type                 Encoder4Editing | GradualStyleEncoder | SingleStyleCodeEncoder
     encoder.num_layers/mode      IR-SE depth (50/100/152) and 'ir' | 'ir_se'
     encoder.widths/units         None = official; small values for the CPU demo
@@ -66,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.generator.init.resolution = 0          # 0: load generator.path
     c.generator.init.max_channels = 0
     c.generator.init.n_mlp = 8
+    # class-conditional StyleGAN2-ADA generators (c_dim > 0): the fixed class index every mapped
+    # z uses (synthetic domain, the latent discriminator's real w, latent_avg); None: refused
+    c.generator_class = ml_collections.FieldReference(None, field_type=int)
 
     c.encoder = ml_collections.ConfigDict()
     c.encoder.type = "Encoder4Editing"

@@ -1,7 +1,7 @@
 """Image grids shared by every command: plain grids, side-by-side pairs, and captioned grids.
 
     save_png(make_grid(list(to_uint8(samples)), ncols=8), "samples.png")        # sample
-    save_png(reconstruction_grid(x, y_hat, 8), "grid.png")                     # training
+    save_png(labelled_reconstruction_grid(x, y_hat, 8, "step 100"), "g.png")   # training
     save_png(labelled_grid([[(src, "a.jpg"), (rec, "inversion")]]), "g.png")   # eval, edit
 
 Every function takes uint8 (H, W, 3) images (except `reconstruction_grid`, which converts
@@ -58,6 +58,19 @@ def reconstruction_grid(x: np.ndarray, y_hat: np.ndarray, n: int) -> np.ndarray:
         b = to_uint8(y_hat[i])
         rows.append(side_by_side([a, b], pad=2))
     return make_grid(rows, ncols=1, pad=2)
+
+
+def labelled_reconstruction_grid(x: np.ndarray, y_hat: np.ndarray, n: int,
+                                 title: str | None = None, min_cell: int = 128) -> np.ndarray:
+    """Rows of input | reconstruction for the first `n` images, with the column captions
+    ("input", "reconstruction") and small images magnified for display (`labelled_grid`).
+
+    x, y_hat: (N, H, W, 3) model-range images (around [-1, 1]; official tensor2im); used for
+    the training image summaries. Returns uint8 (H', W', 3).
+    """
+    rows = [[(to_uint8(x[i]), "input"), (to_uint8(y_hat[i]), "reconstruction")]
+            for i in range(min(n, len(x)))]
+    return labelled_grid(rows, title=title, min_cell=min_cell)
 
 
 def _font():

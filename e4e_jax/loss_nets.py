@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from e4e_jax.checkpoints import ModelDirError, check_tree, load_model_dir
 from e4e_jax.losses import LossNet, similarity_loss
+from e4e_jax.losses_checks import check_lpips_size
 from e4e_jax.models.arcface import IMAGE_SIZE, ArcFace
 from e4e_jax.models.lpips import LPIPS, NETS
 from e4e_jax.models.resnet import MocoFeatures
@@ -75,6 +76,7 @@ class LoadedLPIPS:
         x, y = as_images(x, "LPIPS"), as_images(y, "LPIPS")
         if x.shape != y.shape:
             raise ValueError(f"LPIPS compares images of equal shape, got {x.shape} and {y.shape}.")
+        check_lpips_size(self.module.net, x.shape[1:3])
         return self._distance(self.variables, x, y)
 
     def loss(self, x, y) -> jax.Array:
@@ -82,7 +84,9 @@ class LoadedLPIPS:
         return jnp.mean(self(x, y))
 
     def features(self, x) -> list[jax.Array]:
-        return self._features(self.variables, as_images(x, "LPIPS.features"))
+        x = as_images(x, "LPIPS.features")
+        check_lpips_size(self.module.net, x.shape[1:3])
+        return self._features(self.variables, x)
 
     def __repr__(self) -> str:
         return f"LoadedLPIPS(net={self.module.net!r})"

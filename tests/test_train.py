@@ -76,7 +76,13 @@ def test_training_lowers_the_reconstruction_error(demo_run):
 
 def test_outputs_of_a_run(demo_run):
     workdir, _ = demo_run
-    assert os.listdir(os.path.join(workdir, "images"))                       # image grids
+    grids = sorted(os.listdir(os.path.join(workdir, "images")))               # image grids
+    assert grids
+    # captioned input | reconstruction columns, the 16 px images magnified for display
+    from e4e_jax.grids import grid_layout
+    grid = np.asarray(Image.open(os.path.join(workdir, "images", grids[-1])))
+    layout = grid_layout(2, 2, 16, 16)
+    assert layout.scale == 8 and grid.shape[:2] == layout.shape
     assert any(f.startswith("events.") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))          # periodic saves
     assert os.listdir(os.path.join(workdir, "best"))                        # best by validation

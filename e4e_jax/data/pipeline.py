@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 from typing import Any, Iterator, Sequence
 
@@ -198,8 +199,9 @@ class BatchLoader:
                     too_many = len(self._bad) > self.max_bad
                 if first:
                     log.warning("skipping unreadable image (%d so far): %s", len(self._bad), e)
-                    print(f"warning: skipping unreadable image ({len(self._bad)} so far): {e}",
-                          flush=True)
+                    sys.stdout.write(f"warning: skipping unreadable image ({len(self._bad)} "
+                                     f"so far): {e}\n")
+                    sys.stdout.flush()
                 if too_many:
                     raise DataError(f"more than {self.max_bad} of {self.n} images are unreadable "
                                     f"(e.g. {self.bad_files[:3]}); check the data.") from e

@@ -27,6 +27,15 @@ def _managers(workdir: str, keep: int):
     return periodic, best
 
 
+def latest_checkpoint(workdir: str) -> int | None:
+    """The latest complete periodic checkpoint's step under WORKDIR/checkpoints (None: none).
+    orbax writes a step into a temporary name and renames it when complete, so a plain
+    integer directory name is a finished save."""
+    root = os.path.join(workdir, "checkpoints")
+    steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+    return max(steps) if steps else None
+
+
 def _save(manager, step: int, state, meta: dict, metrics: dict | None = None) -> None:
     """Saves the TrainState and the JSON run metadata (`meta`) at `step` (async)."""
     import orbax.checkpoint as ocp

@@ -11,8 +11,12 @@ WORKDIR/export/ (an inference directory for e4e_jax.load_encoder, the encoding c
 eval.py) and WORKDIR/summary.json.
 
 Each iteration is `train_one_step`, `log_step`, `write_images`, `validate_at`, `save_at` on a
-`Run` (the mutable state of one run). `Run.stop_requested` is the seam for a signal handler:
-when set, the loop leaves after the current step's save (`save_at(..., force=True)`).
+`Run` (the mutable state of one run). SIGTERM / SIGINT (train/interrupts.py) set
+`Run.stop_requested`: the loop saves the current step (`save_at(..., force=True)`), leaves, and
+raises interrupts.Interrupted (train.py: one line, exit 143 / 130). Every checkpoint's
+metadata (best_val_loss, last_train_metrics, unreadable_images, mse_before) is the value after
+its step, so a resumed run's summary.json equals an uninterrupted run's. Rerunning a finished
+run trains nothing and leaves its summary.json untouched.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ import numpy as np
 
 from e4e_jax import image_io
 from e4e_jax.data.train_sets import ImageData, SyntheticData
-from e4e_jax.grids import reconstruction_grid
-from e4e_jax.train.checkpointing import _managers, _restore, _save, export
+from e4e_jax.grids import labelled_reconstruction_grid
+from e4e_jax.train.checkpointing import _managers, _restore, _save, export, latest_checkpoint
+from e4e_jax.train.console import say
+from e4e_jax.train.interrupts import StopSignals
 from e4e_jax.train.setup import (Compiled, Setup, TrainingError, build, compile_functions,
                                  create_train_state, host_to_global,
                                  maybe_initialize_distributed, to_global, to_host)
@@ -74,7 +80,7 @@ class Run:
     state: Any
     periodic: Any                 # orbax CheckpointManager of WORKDIR/checkpoints
     best: Any                     # orbax CheckpointManager of WORKDIR/best
-    meta: dict                    # saved with every checkpoint: mse_before, best_val_loss
+    meta: dict                    # saved with every checkpoint (values after its step)
     holdout: np.ndarray
     start: int
     max_steps: int
@@ -85,7 +91,7 @@ class Run:
     last_log_time: float = 0.0
     last_log_step: int = 0
     last_train: dict = dataclasses.field(default_factory=dict)
-    stop_requested: bool = False  # seam for a SIGTERM/SIGINT handler (not installed here)
+    stop_requested: bool = False  # set after a step when a SIGTERM/SIGINT arrived
 
     @property
     def is_main(self) -> bool:
@@ -107,8 +113,7 @@ def start_run(config, workdir: str) -> Run:
     holdout = data.holdout_images()
     if restored is not None:
         state = restored
-        print(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}",
-              flush=True)
+        say(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}")
     else:
         meta = {"best_val_loss": None,
                 "mse_before": holdout_mse(compiled, state, setup.frozen, holdout,
@@ -128,10 +133,10 @@ def open_writers(run: Run) -> None:
         run.writer.write_hparams({k: str(v) for k, v in _flat_config(config).items()})
     run.hooks = [periodic_actions.ReportProgress(num_train_steps=run.max_steps,
                                                  writer=run.writer, every_steps=config.log_every)]
-    print(f"training {setup.encoder_config['encoder_type']} over a "
-          f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
-          f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
-          f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}", flush=True)
+    say(f"training {setup.encoder_config['encoder_type']} over a "
+        f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
+        f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
+        f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}")
     run.train_iter = (None if setup.step_cfg.synthetic
                       else run.data.train.iterate(start_step=run.start,
                                                   num_steps=run.max_steps - run.start))
@@ -172,7 +177,8 @@ def log_step(run: Run, step: int, metrics) -> None:
 
 
 def write_images(run: Run, done: int) -> None:
-    """Input | reconstruction grid of the held-out images every image_every steps."""
+    """Input | reconstruction grid of the held-out images every image_every steps (columns
+    captioned, small images magnified for display: e4e_jax.grids)."""
     config = run.config
     if not (done % config.image_every == 0 or done == run.max_steps):
         return
@@ -181,7 +187,8 @@ def write_images(run: Run, done: int) -> None:
                                       host_to_global(_pad_to(grid_images,
                                                              config.test_batch_size),
                                                      run.compiled.batch_sharding))
-    grid = reconstruction_grid(grid_images, to_host(rec), config.num_grid_images)
+    grid = labelled_reconstruction_grid(grid_images, to_host(rec), config.num_grid_images,
+                                        title=f"step {done}")
     if run.is_main:
         run.writer.write_images(done, {"images/input_reconstruction": grid[None]})
         image_io.save_png(grid, os.path.join(run.workdir, "images", f"step_{done:07d}.png"))
@@ -193,29 +200,45 @@ def validate_at(run: Run, done: int) -> float | None:
         return None
     val = validate(run.compiled, run.state, run.setup, run.data, run.config)
     run.writer.write_scalars(done, {f"test/{k}": v for k, v in val.items()})
-    print(f"step {done}: validation loss {val['loss']:.5f}", flush=True)
+    say(f"step {done}: validation loss {val['loss']:.5f}")
     return val["loss"]
+
+
+def _meta_after_step(run: Run, val_loss: float | None) -> bool:
+    """Brings run.meta to its value after this step (before anything is saved, so every
+    checkpoint holds the metadata of its own step); True when `val_loss` is a new best."""
+    meta = run.meta
+    improved = val_loss is not None and (meta.get("best_val_loss") is None
+                                         or val_loss < meta["best_val_loss"])
+    if improved:
+        meta["best_val_loss"] = val_loss
+    if run.last_train:
+        meta["last_train_metrics"] = dict(run.last_train)
+    if isinstance(run.data, ImageData):
+        meta["unreadable_images"] = sorted(set(meta.get("unreadable_images", []))
+                                           | set(run.data.train.bad_files))
+    return improved
 
 
 def save_at(run: Run, step: int, metrics, val_loss: float | None, force: bool = False) -> None:
     """Periodic save every save_every steps (and at the end, or when `force`), and the best
-    state by validation loss; only from finite steps."""
-    config, done, meta = run.config, step + 1, run.meta
+    state by validation loss; only from finite steps. The metadata saved is this step's."""
+    config, done = run.config, step + 1
+    improved = _meta_after_step(run, val_loss)
     periodic_due = done % config.save_every == 0 or done == run.max_steps or force
-    if not (periodic_due or val_loss is not None):
+    if not (periodic_due or improved):
         return
     m = to_host(metrics)
     if not bool(m["all_finite"]):
         _check_finite(step, m)
     run.pending = None
+    meta = json.loads(json.dumps(run.meta))      # a snapshot: the save is asynchronous
     # one manager's save at a time: concurrent async saves of two managers collide on orbax's
     # multi-host barrier names
     if periodic_due:
         run.best.wait_until_finished()
         _save(run.periodic, done, run.state, meta)
-    if val_loss is not None and (meta["best_val_loss"] is None
-                                 or val_loss < meta["best_val_loss"]):
-        meta["best_val_loss"] = val_loss
+    if improved:
         run.periodic.wait_until_finished()
         _save(run.best, done, run.state, meta, metrics={"val_loss": val_loss})
 
@@ -249,35 +272,79 @@ def finish_run(run: Run, t_start: float) -> dict:
                "seconds": time.time() - t_start,
                "best_val_loss": meta["best_val_loss"], "export": export_dir,
                "devices": jax.device_count(), "processes": jax.process_count(),
-               "last_train_metrics": run.last_train}
+               "last_train_metrics": run.last_train or meta.get("last_train_metrics", {})}
     if isinstance(run.data, ImageData):
-        summary["unreadable_images"] = run.data.train.bad_files
+        _meta_after_step(run, None)
+        summary["unreadable_images"] = meta.get("unreadable_images", [])
     if run.is_main:
         with open(os.path.join(run.workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     drop = 100 * (1 - mse_after / meta["mse_before"]) if meta["mse_before"] else 0.0
-    print(f"done: {max_steps} steps; held-out reconstruction MSE {meta['mse_before']:.5f} -> "
-          f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}", flush=True)
+    say(f"done: {max_steps} steps; held-out reconstruction MSE {meta['mse_before']:.5f} -> "
+        f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}")
+    return summary
+
+
+def run_steps(run: Run, stop: StopSignals) -> bool:
+    """Steps run.start..max_steps; True when a signal stopped the run (after saving the step
+    it was in: every process agrees on that step, see interrupts.StopSignals.agreed)."""
+    if stop.agreed():                         # a signal during start-up: no step to finish
+        return True
+    for step in range(run.start, run.max_steps):
+        metrics = train_one_step(run, step)
+        log_step(run, step, metrics)
+        write_images(run, step + 1)
+        val_loss = validate_at(run, step + 1)
+        run.stop_requested = bool(stop.agreed())
+        save_at(run, step, metrics, val_loss, force=run.stop_requested)
+        if run.stop_requested:
+            return True
+    return False
+
+
+def _stop_message(run: Run) -> str:
+    latest = latest_checkpoint(run.workdir)
+    where = (f"stopped after step {latest} of {run.max_steps}" if latest is not None
+             and latest > run.start else f"stopped before step {run.start + 1} of "
+             f"{run.max_steps} ran")
+    held = (f"checkpoint {os.path.join(run.workdir, 'checkpoints', str(latest))} holds it"
+            if latest is not None else "no checkpoint exists yet")
+    return (f"{where}; {held}; rerun the same command to resume"
+            + (f" from step {latest}." if latest is not None else " (it starts over)."))
+
+
+def _already_finished(config, workdir: str) -> dict | None:
+    """The finished run's summary when WORKDIR holds a checkpoint at (or past) max_steps and
+    a summary.json: a rerun has no step to train and keeps that record untouched."""
+    latest = latest_checkpoint(workdir)
+    path = os.path.join(workdir, "summary.json")
+    if latest is None or latest < int(config.max_steps) or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    say(f"nothing to train: {workdir}/checkpoints is at step {latest} (config.max_steps="
+        f"{int(config.max_steps)}); {path} and {workdir}/export are kept unchanged. Raise "
+        f"--config.max_steps to train further, or use a new --workdir to start over.")
     return summary
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains (resuming from WORKDIR/checkpoints), validates, saves and exports; returns the
     summary also written to WORKDIR/summary.json. Raises TrainingError (non-finite loss, bad
-    configuration, missing files)."""
+    configuration, missing files) and interrupts.Interrupted (SIGTERM / SIGINT: the step it
+    arrived in was finished and saved; its exit_code is 143 / 130)."""
     t_start = time.time()
-    run = start_run(config, workdir)
-    try:
-        open_writers(run)
-        for step in range(run.start, run.max_steps):
-            metrics = train_one_step(run, step)
-            log_step(run, step, metrics)
-            write_images(run, step + 1)
-            val_loss = validate_at(run, step + 1)
-            save_at(run, step, metrics, val_loss, force=run.stop_requested)
-            if run.stop_requested:      # a signal handler asked to stop: saved above
-                break
-        check_last(run)
-    finally:
-        close_run(run)
+    finished = _already_finished(config, workdir)
+    if finished is not None:
+        return finished
+    with StopSignals() as stop:
+        run = start_run(config, workdir)
+        try:
+            open_writers(run)
+            stopped = run_steps(run, stop)
+            check_last(run)
+        finally:
+            close_run(run)
+        if stopped:
+            raise stop.interrupted(_stop_message(run))
     return finish_run(run, t_start)

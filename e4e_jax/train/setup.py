@@ -30,12 +30,10 @@ from e4e_jax.generator import LoadedGenerator, init_generator, load_generator
 from e4e_jax.inverter import Inverter, load_encoder
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
 from e4e_jax.models.encoders import encoder_config, init_encoder
+from e4e_jax.train.checks import condition_generator, preflight
+from e4e_jax.train.errors import TrainingError
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad configuration, missing files)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +137,7 @@ def build(config, nets: dict | None = None) -> Setup:
 
     `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
     """
+    preflight(config)
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
     from e4e_jax.precision import Policy
@@ -153,12 +152,12 @@ def build(config, nets: dict | None = None) -> Setup:
         if not config.encoder.checkpoint:
             raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
         ckpt = load_encoder(config.encoder.checkpoint)
-        gen, enc_cfg = ckpt.generator, dict(ckpt.encoder_config)
+        gen, enc_cfg = condition_generator(config, ckpt.generator), dict(ckpt.encoder_config)
         latent_avg = ckpt.latent_avg if config.start_from_latent_avg else None
         if config.start_from_latent_avg and latent_avg is None:
             latent_avg = _latent_avg(config, gen, ckpt.n_latent)
     else:
-        gen = _generator(config)
+        gen = condition_generator(config, _generator(config))
         e = config.encoder
         enc_cfg = encoder_config(e.type, gen.n_latent, tuple(config.data.input_size),
                                  e.num_layers, e.mode,

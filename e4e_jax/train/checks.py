@@ -1,0 +1,148 @@
+"""Start-up checks of a training config, before any weight is loaded or anything compiled.
+
+    preflight(config)                  # raises TrainingError naming the option and the fix
+    gen = condition_generator(config, gen)   # a conditional generator gets its class label
+
+They read only the config.json files of the model directories (no weights), so a wrong setting
+fails in a second with one line instead of a traceback minutes into the run:
+
+- the generator's channels: the encoder, the image loader (folders and TFDS are read as RGB,
+  like the official `convert('RGB')`) and the loss networks (LPIPS, ArcFace, MoCo) all take 3
+  channels; a grayscale (img_channels=1) generator is refused, naming both counts;
+- class-conditional StyleGAN2-ADA generators (c_dim > 0) need a label wherever a z is mapped
+  (the synthetic domain, the latent discriminator's real w, latent_avg): config.generator_class
+  is the fixed class index used for all of them (None: refused for a conditional generator);
+- fine-tuning an encoder (encoder.init='checkpoint') keeps its input size: config.data.input_size
+  must equal the checkpoint's;
+- LPIPS needs images of at least lpips_min_size(net) pixels (31 alex, 16 vgg).
+"""
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+
+from e4e_jax import checkpoints
+from e4e_jax.generator import LoadedGenerator
+from e4e_jax.losses_checks import check_lpips_size
+from e4e_jax.train.errors import TrainingError
+
+RGB = 3
+
+
+def _meta(path: str, option: str) -> dict:
+    try:
+        return checkpoints.read_meta(os.fspath(path))
+    except checkpoints.ModelDirError as e:
+        raise TrainingError(f"{option}: {e}") from None
+
+
+def _generator_meta(config) -> tuple[dict, str]:
+    """(generator config.json, the option that names it); {} for a seeded random generator."""
+    if config.encoder.init == "checkpoint":
+        if not config.encoder.checkpoint:
+            raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
+        path = os.path.join(config.encoder.checkpoint, "generator")
+        return _meta(path, "config.encoder.checkpoint").get("config", {}), \
+            "config.encoder.checkpoint"
+    if config.generator.init.resolution or not config.generator.path:
+        return {}, "config.generator.init"
+    meta = _meta(config.generator.path, "config.generator.path")
+    if meta.get("kind") != "stylegan2_generator" and "generator" in meta.get("subdirs", []):
+        meta = _meta(os.path.join(config.generator.path, "generator"), "config.generator.path")
+    return meta.get("config", {}), "config.generator.path"
+
+
+def check_channels(meta: dict, option: str) -> None:
+    channels = int(meta.get("img_channels", RGB))
+    if channels != RGB:
+        raise TrainingError(
+            f"the generator of {option} makes {channels}-channel images (img_channels="
+            f"{channels}), but the encoder's input, the training images (read as RGB: "
+            f"{RGB} channels) and the loss networks (LPIPS, ArcFace / MoCo) take {RGB}. "
+            f"Training over a {'grayscale' if channels == 1 else f'{channels}-channel'} "
+            f"generator is not supported; use an RGB generator.")
+
+
+def check_class(config, meta: dict, option: str) -> None:
+    c_dim = int(meta.get("c_dim", 0))
+    k = config.get("generator_class", None)
+    if c_dim == 0:
+        if k is not None:
+            raise TrainingError(f"config.generator_class={k} but the generator of {option} is "
+                                f"unconditional (c_dim=0); leave config.generator_class=None.")
+        return
+    if k is None:
+        raise TrainingError(
+            f"the generator of {option} is class-conditional (c_dim={c_dim}): every mapped z "
+            f"(synthetic images, the latent discriminator's real w, latent_avg) needs a label. "
+            f"Set --config.generator_class=K with K in 0..{c_dim - 1}.")
+    if not 0 <= int(k) < c_dim:
+        raise TrainingError(f"config.generator_class={k} is out of range for the generator of "
+                            f"{option} (c_dim={c_dim}): use 0..{c_dim - 1}.")
+
+
+def check_encoder_input(config) -> None:
+    if config.encoder.init != "checkpoint":
+        return
+    meta = _meta(config.encoder.checkpoint, "config.encoder.checkpoint").get("config", {})
+    have = tuple(int(s) for s in meta.get("encoder", {}).get("input_size", ()))
+    want = tuple(int(s) for s in config.data.input_size)
+    if have and have != want:
+        raise TrainingError(
+            f"config.data.input_size={want} differs from the input size {have} of the encoder "
+            f"in config.encoder.checkpoint ({config.encoder.checkpoint}); a fine-tuned encoder "
+            f"keeps its input size: set --config.data.input_size='{have}'.")
+
+
+def check_lpips(config) -> None:
+    if not float(config.losses.get("lpips", 0) or 0):
+        return
+    net = "alex"
+    path = config.loss_nets.lpips
+    if path and os.path.isfile(os.path.join(path, checkpoints.CONFIG_FILE)):
+        net = _meta(path, "config.loss_nets.lpips").get("config", {}).get("net", net) or net
+    sizes = [(tuple(config.data.input_size), "config.data.input_size")]
+    if config.output.face_pool:
+        fp = int(config.output.face_pool)
+        sizes.append(((fp, fp), "config.output.face_pool"))
+    for shape, option in sizes:
+        try:
+            check_lpips_size(net, shape, option)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+
+
+def preflight(config) -> None:
+    """Every start-up check above; raises TrainingError naming the option to change."""
+    meta, option = _generator_meta(config)
+    check_channels(meta, option)
+    check_class(config, meta, option)
+    check_encoder_input(config)
+    check_lpips(config)
+
+
+class FixedClassGenerator(LoadedGenerator):
+    """A conditional generator whose mapping uses class `class_index` (one-hot, as the official
+    StyleGAN2-ADA labels) whenever no label is passed."""
+
+    def __init__(self, gen: LoadedGenerator, class_index: int):
+        super().__init__(gen.module, gen.variables, gen.config, gen.latent_avg)
+        self.class_index = int(class_index)
+
+    def _one_hot(self, n: int):
+        return jnp.zeros((n, self.c_dim), jnp.float32).at[:, self.class_index].set(1.0)
+
+    def map(self, variables, z, c=None):
+        return super().map(variables, z, self._one_hot(z.shape[0]) if c is None else c)
+
+    def _labels(self, c, n: int):
+        return super()._labels(self._one_hot(n) if c is None else c, n)
+
+
+def condition_generator(config, gen: LoadedGenerator) -> LoadedGenerator:
+    """`gen`, with config.generator_class as its label when it is conditional."""
+    if gen.c_dim == 0:
+        return gen
+    check_class(config, {"c_dim": gen.c_dim}, "the config")
+    return FixedClassGenerator(gen, int(config.generator_class))
