@@ -23,8 +23,9 @@ step), reported as updates/s.
 `--official-cmd` runs a command of yours (formatted with {resolution}, {steps}, {threads},
 {official_args}) right after each of our measurements, back to back on the same CPU, and reads the
 last JSON line it prints ({"steps_per_s": ...}). No official code ships with e4e_jax: write that
-harness from the official repository yourself (docs/pending/projector.md describes the one used
-for the published numbers).
+harness from the official repository yourself (docs/pending/invperf.md describes the projector and
+PTI harnesses used for the published numbers). `--loop scan` times the projector as one lax.scan
+(PTI: not available) to show the XLA:CPU while-loop slowdown that the shipped loop avoids.
 """
 from __future__ import annotations
 
@@ -161,6 +162,9 @@ def main(argv=None) -> int:
     print(f"command: python benchmarks/invert.py {shown}")
     print(f"{'method':>9} {'case':>7} {'batch':>5} {'first call s':>12} {'s/step':>8} "
           f"{'steps/s':>8} {'official steps/s':>16} {'speed-up':>8}")
+    if args.method == "pti" and args.loop == "scan":
+        print("error: --loop scan exists for the projector only.", file=sys.stderr)
+        return 2
     bench = bench_projector if args.method == "projector" else bench_pti
     for case in args.resolutions:
         res, cbase, cmax, net, extra = CASES[case]
