@@ -1,9 +1,9 @@
-"""Steps per second of the latent-optimisation inversions: the W projector (and PTI when
-`e4e_jax.pti` is installed), with the official PyTorch numbers beside ours.
+"""Steps per second of the latent-optimisation inversions, the W projector (`e4e_jax.project`)
+and PTI (`e4e_jax.pti.tune`), with the official PyTorch numbers beside ours.
 
     python benchmarks/invert.py                       # projector: fixture size, 256, 1024
     python benchmarks/invert.py --resolutions 256 --steps 10 --batches 1 4
-    python benchmarks/invert.py --method pti --resolutions 256
+    python benchmarks/invert.py --method pti --resolutions fixture 256 --steps 5
     python benchmarks/invert.py --official-cmd "python /tmp/official_bench/bench_official.py \\
         --resolution {resolution} --steps {steps} --threads {threads} {official_args}"
 
@@ -14,17 +14,23 @@ with LPIPS-VGG on the area-downsampled 256 px image, the official recipe. One ca
 projector runs all `--steps` steps (one lax.scan); we time a second call after a warm-up one and
 report steps/s per image (batch B: B images in parallel, vmapped).
 
+`--method pti` times the PTI tuning loop (one compiled while_loop over all steps, every synthesis
+parameter tuned, loss MSE + LPIPS at full resolution) on the same generators with LPIPS-alex
+(PTI's `lpips_type`), the early stop disabled so every call does `--steps` updates; a second call
+after a warm-up one, as for the projector. Batch B > 1 is PTI's multi-ID coach (B updates per
+step), reported as updates/s.
+
 `--official-cmd` runs a command of yours (formatted with {resolution}, {steps}, {threads},
 {official_args}) right after each of our measurements, back to back on the same CPU, and reads the
 last JSON line it prints ({"steps_per_s": ...}). No official code ships with e4e_jax: write that
-harness from the official repository yourself (docs/pending/projector.md describes the one used
-for the published numbers).
+harness from the official repository yourself (docs/pending/invperf.md describes the projector and
+PTI harnesses used for the published numbers). `--loop scan` times the projector as one lax.scan
+(PTI: not available) to show the XLA:CPU while-loop slowdown that the shipped loop avoids.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import shlex
@@ -88,7 +94,7 @@ def _time_twice(fn):
     return first, time.perf_counter() - t0
 
 
-def bench_projector(g, lp, steps: int, batch: int) -> dict:
+def bench_projector(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
     from e4e_jax import projector as pj
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 256, (batch, g.resolution, g.resolution, 3)).astype(np.float32)
@@ -99,20 +105,25 @@ def bench_projector(g, lp, steps: int, batch: int) -> dict:
     lr, scale = pj.projector_schedule(steps, 0.1, 1.0, 0.05, 0.25, 0.05, 0.75)
     args = (g.variables, lp.net, jnp.asarray(targets), w0, noise, w_noise, jnp.asarray(lr),
             jnp.asarray(scale), jnp.float32(1e5))
-    first, t = _time_twice(lambda: pj._project_batch(g.module, *args))
+    fn = pj._project_batch if loop == "step" else pj._project_batch_scan
+    first, t = _time_twice(lambda: fn(g.module, *args))
     return dict(first_call_s=first, s_per_step=t / steps, steps_per_s=steps * batch / t)
 
 
-def bench_pti(g, lp, steps: int, batch: int) -> dict:
+def bench_pti(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
     from e4e_jax import pti
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)), jnp.float32)
-    w_pivot = jnp.asarray(rng.standard_normal((batch, g.n_latent, g.style_dim)), jnp.float32)
-    # lpips_threshold=0 disables the early stop, so every run does `steps` updates
-    run = lambda: pti.tune(g, w_pivot, target, lpips=lp, steps=steps,  # noqa: E731
-                           lpips_threshold=0.0).history["loss"]
+    w = np.asarray(g.mapping(rng.standard_normal((batch, g.z_dim)).astype(np.float32)))
+    w_pivot = jnp.asarray(np.broadcast_to(w[:, None], (batch, g.n_latent, g.style_dim)))
+
+    def run():  # threshold -inf: no early stop, every call does `steps` * batch updates
+        res = pti.tune(g, w_pivot, target, lpips=lp, steps=steps, lpips_threshold=-np.inf)
+        assert res.num_updates == steps * batch, res.num_updates
+        return res.history["loss"]
     first, t = _time_twice(run)
-    return dict(first_call_s=first, s_per_step=t / steps, steps_per_s=steps / t)
+    return dict(first_call_s=first, s_per_step=t / (steps * batch),
+                steps_per_s=steps * batch / t)
 
 
 def run_official(cmd: str, resolution: int, steps: int, threads: int, extra: str) -> dict | None:
@@ -131,14 +142,16 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--steps", type=int, default=5, help="steps per timed call (default 5)")
     p.add_argument("--batches", type=int, nargs="+", default=[1])
+    p.add_argument("--loop", default="step", choices=["step", "scan"],
+                   help="step: the shipped loop (one jitted step per dispatch, state donated); "
+                        "scan: every step inside one lax.scan / while_loop (slower on XLA:CPU)")
     p.add_argument("--official-cmd", default=None,
                    help="command printing the official steps/s as a JSON line (see docstring)")
     p.add_argument("--official-steps", type=int, default=None,
                    help="steps the official harness times (default --steps)")
     args = p.parse_args(argv)
-    if args.method == "pti" and importlib.util.find_spec("e4e_jax.pti") is None:
-        print("error: --method pti needs e4e_jax.pti (PTI tuning), which this checkout does not "
-              "have yet; run --method projector, or update e4e_jax.", file=sys.stderr)
+    if min(args.batches) < 1 or args.steps < 1:
+        print("error: --steps and --batches must be >= 1.", file=sys.stderr)
         return 2
     dev = jax.devices()[0]
     threads = os.cpu_count()
@@ -149,15 +162,20 @@ def main(argv=None) -> int:
     print(f"command: python benchmarks/invert.py {shown}")
     print(f"{'method':>9} {'case':>7} {'batch':>5} {'first call s':>12} {'s/step':>8} "
           f"{'steps/s':>8} {'official steps/s':>16} {'speed-up':>8}")
+    if args.method == "pti" and args.loop == "scan":
+        print("error: --loop scan exists for the projector only.", file=sys.stderr)
+        return 2
     bench = bench_projector if args.method == "projector" else bench_pti
     for case in args.resolutions:
         res, cbase, cmax, net, extra = CASES[case]
         g = ada_generator(res, cbase, cmax)
+        if args.method == "pti":  # PTI's loss network is LPIPS-alex at every size
+            net, extra = "alex", extra.replace("--feature-net vgg", "--feature-net alex")
         lp = random_lpips(net)
         for b in args.batches:
-            m = bench(g, lp, args.steps, b)
+            m = bench(g, lp, args.steps, b, args.loop)
             off = None
-            if args.official_cmd and args.method == "projector" and b == 1:
+            if args.official_cmd and b == 1:
                 off = run_official(args.official_cmd, res, args.official_steps or args.steps,
                                    threads, extra)
             o = f"{off['steps_per_s']:>16.3f}" if off else f"{'-':>16}"

@@ -16,10 +16,14 @@ downsampled to 256 above 256 px); noise regularisation over each map's pyramid; 
 Adam step (betas 0.9 / 0.999, eps 1e-8) on w_opt and the noise maps; every map renormalised to
 zero mean and unit variance. At step 0 lr is 0: nothing moves but Adam's moments advance.
 
-The whole loop of one image is one `lax.scan` inside one `jax.jit` (generator and LPIPS weights are
-arguments). Several targets (N, H, W, 3) are projected independently and in parallel: the
-per-image loop is `jax.vmap`ed over the target, the start w, the initial noise maps and the w-noise
-draws, so N images cost one compiled call (a batch of N through every convolution per step).
+One optimisation step of all images is one `jax.jit` (generator and LPIPS weights are arguments,
+the optimiser state is donated and updated in place), dispatched num_steps times: dispatch is
+asynchronous and nothing returns to the host until the end. (A `lax.scan` over the steps was
+3-6x slower per step on XLA:CPU, whose while-loop bodies miss the fast convolution path for the
+backward convolutions; `_project_batch_scan` keeps that variant for the benchmark.) Several
+targets (N, H, W, 3) are projected independently and in parallel: the per-image step is
+`jax.vmap`ed over the target, the start w, the noise maps and the w-noise draws (a batch of N
+through every convolution per step).
 """
 from __future__ import annotations
 
@@ -115,13 +119,10 @@ def renormalize_noise(n: jax.Array) -> jax.Array:
     return n * jax.lax.rsqrt(jnp.mean(jnp.square(n)))
 
 
-def _single_image(module, g_vars, lpips_net, target_pixels, w_start, noise_init, w_noise, lr,
-                  w_noise_scale, reg_weight):
-    """One image's whole optimisation. target_pixels (H, W, 3); w_start (w_dim,); noise_init list
-    of (r, r); w_noise (num_steps, w_dim); lr, w_noise_scale (num_steps,)."""
-    target_feats = lpips_features(lpips_net, target_pixels[None])
+def _make_step(module, g_vars, lpips_net, target_feats, reg_weight):
+    """The per-step function step((p, opt_state), (raw, scale, lr)) -> (carry, per-step outputs)
+    of one image: p = (w (1, w_dim), list of (r, r) noise maps)."""
     adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
-    params = (w_start[None], list(noise_init))
     n_latent = module.n_latent
 
     def loss_fn(p, raw, scale):
@@ -143,17 +144,77 @@ def _single_image(module, g_vars, lpips_net, target_pixels, w_start, noise_init,
         p = (w, [renormalize_noise(n) for n in noises])
         return (p, opt_state), (loss, dist, reg, w[0])
 
+    return adam, step
+
+
+def _single_image(module, g_vars, lpips_net, target_pixels, w_start, noise_init, w_noise, lr,
+                  w_noise_scale, reg_weight):
+    """One image's whole optimisation. target_pixels (H, W, 3); w_start (w_dim,); noise_init list
+    of (r, r); w_noise (num_steps, w_dim); lr, w_noise_scale (num_steps,)."""
+    target_feats = lpips_features(lpips_net, target_pixels[None])
+    adam, step = _make_step(module, g_vars, lpips_net, target_feats, reg_weight)
+    params = (w_start[None], list(noise_init))
     (p, _), (loss, dist, reg, w_steps) = jax.lax.scan(
         step, (params, adam.init(params)), (w_noise, w_noise_scale, lr))
     return w_steps, p[1], loss, dist, reg
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _project_batch(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
-                   w_noise_scale, reg_weight):
+def _project_batch_scan(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
+                        w_noise_scale, reg_weight):
+    """The whole loop as one lax.scan (kept to measure it against `_project_batch`: on XLA:CPU
+    the convolutions of a while-loop body miss the fast convolution path, 3-6x slower)."""
     fn = functools.partial(_single_image, module, g_vars, lpips_net)
+    if targets.shape[0] == 1:
+        out = fn(targets[0], w_start[0], [n[0] for n in noise_init], w_noise[0], lr,
+                 w_noise_scale, reg_weight)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
     return jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None))(
         targets, w_start, noise_init, w_noise, lr, w_noise_scale, reg_weight)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _start(module, lpips_net, targets, w_start, noise_init):
+    """Target features (one (N, 1, h, w, c) per LPIPS layer) and the carry (params, Adam state)
+    with a leading N axis."""
+    feats = [f[:, None] for f in lpips_features(lpips_net, targets)]
+    adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+    params = (w_start[:, None], list(noise_init))
+    return feats, (params, jax.vmap(adam.init)(params))
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(3,))
+def _step_batch(module, g_vars, lpips_net, carry, target_feats, w_noise, lr, w_noise_scale,
+                reg_weight, s):
+    """Step s of all N images: carry (donated, updated in place) -> (carry, per-step outputs).
+    N = 1 runs the single-image step directly (vmap of one would only add batching rewrites)."""
+    def one(c, feats, raw):
+        _, step = _make_step(module, g_vars, lpips_net, feats, reg_weight)
+        return step(c, (raw, w_noise_scale[s], lr[s]))
+
+    raw = w_noise[:, s]
+    if raw.shape[0] == 1:
+        out = one(jax.tree_util.tree_map(lambda a: a[0], carry), [f[0] for f in target_feats],
+                  raw[0])
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.vmap(one)(carry, target_feats, raw)
+
+
+def _project_batch(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
+                   w_noise_scale, reg_weight):
+    """All N images, num_steps = len(lr) steps: (w_steps (N, S, w_dim), noises [(N, r, r)],
+    loss, dist, reg (N, S)). One compiled step, dispatched S times from Python with its state
+    donated: dispatch is asynchronous and nothing comes back to the host until the end, and the
+    step's convolutions take XLA:CPU's fast path, which those of a scan/while body miss
+    (docs: benchmarks, projector speed)."""
+    feats, carry = _start(module, lpips_net, targets, w_start, noise_init)
+    outs = []
+    for s in range(lr.shape[0]):
+        carry, out = _step_batch(module, g_vars, lpips_net, carry, feats, w_noise, lr,
+                                 w_noise_scale, reg_weight, jnp.int32(s))
+        outs.append(out)
+    loss, dist, reg, w = (jnp.stack(v, axis=1) for v in zip(*outs))
+    return w, carry[0][1], loss, dist, reg
 
 
 def _noise_sides(generator) -> list[int]:

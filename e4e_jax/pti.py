@@ -20,8 +20,10 @@ step (lr 3e-4, betas (0.9, 0.999), eps 1e-8) on every synthesis parameter (modul
 convolution weights and biases, noise strengths, the constant input). The mapping network never
 gets a gradient officially and stays as it is here; the noise buffers are not parameters.
 
-The whole loop is one compiled `lax.while_loop` (weights and images are arguments, so one
-compilation serves every image and generator of the same shapes); the early stop ends the loop.
+One loss evaluation + update is one compiled step (weights and images are arguments, so one
+compilation serves every image and generator of the same shapes; the optimiser state is donated
+and updated in place), dispatched once per step without waiting for results; the early stop ends
+the loop (see `_tune_loop` for why this is not a `lax.while_loop`).
 """
 from __future__ import annotations
 
@@ -126,45 +128,72 @@ def _loss(tuned, module, lpips_module, original, frozen, lpips_vars, latent_avg,
     return loss, terms
 
 
-@functools.partial(jax.jit, static_argnames=("module", "lpips_module", "steps", "locality"))
+def _loss_names(locality: bool) -> list[str]:
+    return ["loss", "l2", "lpips"] + (["reg_loss", "reg_l2", "reg_lpips"] if locality else [])
+
+
+@functools.partial(jax.jit, static_argnames=("module", "lpips_module", "locality"),
+                   donate_argnums=(0,))
+def _tune_step(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
+               learning_rate, threshold, *, module, lpips_module, locality: bool):
+    """One evaluation of the official loop (evaluation e uses image e % N), state donated:
+    state = (e, params, opt_state, history {name: (E,)}, stopped) -> (state, stopped).
+
+    Once stopped (or after the last evaluation) a call changes nothing; the stop test comes
+    before the update, as officially."""
+    e, params, opt_state, hist, stopped = state
+    total = zs.shape[0]
+    active = (~stopped) & (e < total)
+    e_safe = jnp.minimum(e, total - 1)
+    j = e_safe % w_pivots.shape[0]
+    w = jax.lax.dynamic_slice_in_dim(w_pivots, j, 1)
+    t = jax.lax.dynamic_slice_in_dim(targets, j, 1)
+    z = zs[e_safe] if locality else None
+    (_, terms), grads = jax.value_and_grad(_loss, has_aux=True)(
+        params, module, lpips_module, original, frozen, lpips_vars, latent_avg, w, t, z, lambdas,
+        locality)
+    hist = {k: v.at[e_safe].set(jnp.where(active, terms[k], v[e_safe])) for k, v in hist.items()}
+    stop = active & (terms["lpips"] <= threshold)
+    skip = stop | ~active
+    opt = scale_by_torch_adam(0.9, 0.999, 1e-8)
+    updates, new_state = opt.update(grads, opt_state)
+    new_params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(skip, b, a), new, old)  # noqa
+    stopped = stopped | stop
+    state = (e + active.astype(e.dtype), keep(new_params, params), keep(new_state, opt_state),
+             hist, stopped)
+    return state, stopped
+
+
 def _tune_loop(tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
                learning_rate, threshold, *, module, lpips_module, steps: int, locality: bool):
-    """The official loop over E = steps * N loss evaluations (evaluation e uses image e % N).
+    """The official loop over E = steps * N loss evaluations: one compiled step dispatched from
+    Python with its state donated (updated in place). Dispatch is asynchronous; the host reads
+    only the stop flag, one step behind (so the device never waits for it), and only when an
+    early stop is possible. A `lax.while_loop` over the steps was several times slower per step
+    on XLA:CPU, whose while-loop bodies miss the fast convolution path.
 
     Returns (tuned params, history {name: (E,)}, evaluations done, updates done)."""
-    n_img = w_pivots.shape[0]
-    total = steps * n_img
-    opt = scale_by_torch_adam(0.9, 0.999, 1e-8)
-    original = tuned
-    grad_fn = jax.value_and_grad(_loss, has_aux=True)
-    names = ["loss", "l2", "lpips"] + (["reg_loss", "reg_l2", "reg_lpips"] if locality else [])
-    hist0 = {k: jnp.zeros((total,), jnp.float32) for k in names}
-
-    def cond(carry):
-        e, _, _, _, stopped = carry
-        return (e < total) & ~stopped
-
-    def body(carry):
-        e, params, opt_state, hist, _ = carry
-        j = e % n_img
-        w = jax.lax.dynamic_slice_in_dim(w_pivots, j, 1)
-        t = jax.lax.dynamic_slice_in_dim(targets, j, 1)
-        z = zs[e] if locality else None
-        (_, terms), grads = grad_fn(params, module, lpips_module, original, frozen, lpips_vars,
-                                    latent_avg, w, t, z, lambdas, locality)
-        hist = {k: hist[k].at[e].set(terms[k]) for k in names}
-        stop = terms["lpips"] <= threshold  # tested before the update, as officially
-        updates, new_state = opt.update(grads, opt_state)
-        new_params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(stop, b, a), new, old)  # noqa
-        return e + 1, keep(new_params, params), keep(new_state, opt_state), hist, stop
-
-    init = (jnp.int32(0), tuned, opt.init(tuned), hist0, jnp.bool_(False))
-    e, params, _, hist, stopped = jax.lax.while_loop(cond, body, init)
+    total = steps * w_pivots.shape[0]
+    # device arrays once, not a host-to-device copy of every weight per dispatch
+    tuned, frozen, lpips_vars = jax.tree.map(jnp.asarray, (tuned, frozen, lpips_vars))
+    hist = {k: jnp.zeros((total,), jnp.float32) for k in _loss_names(locality)}
+    opt_state = jax.jit(scale_by_torch_adam(0.9, 0.999, 1e-8).init)(tuned)
+    # the step donates its state: work on copies so the caller's generator stays intact
+    params = jax.tree.map(jnp.copy, tuned)
+    state = (jnp.int32(0), params, opt_state, hist, jnp.bool_(False))
+    can_stop = bool(np.isfinite(threshold)) and total > 0
+    previous = None
+    for _ in range(total):
+        state, stopped = _tune_step(state, tuned, frozen, lpips_vars, latent_avg, w_pivots,
+                                    targets, zs, lambdas, learning_rate, threshold,
+                                    module=module, lpips_module=lpips_module, locality=locality)
+        if can_stop and previous is not None and bool(previous):
+            break
+        previous = stopped
+    e, params, _, hist, stopped = state
     return params, hist, e, e - stopped.astype(jnp.int32)
 
-
-# ----------------------------------------------------------------------------- public API
 
 def _check_inputs(generator, w_pivot, target, lpips):
     if not isinstance(generator, LoadedGenerator):
