@@ -124,6 +124,7 @@ def test_precision_reaches_generator_mapping_and_synthesis(variant):
                (gen.variables, z), "high")
 
 
+@pytest.mark.slow  # 123 s on the loaded 2-core CPU (tracing Inception-v3 and the loss nets)
 def test_precision_reaches_every_loss_network_and_inception_and_discriminator():
     for name, (module, variables, args) in tiny_loss_nets(**module_kwargs(None, "highest")).items():
         print(name, end=": ")
