@@ -23,8 +23,10 @@ precision: None (JAX's default, which on GPUs / TPUs may be TF32 / one bfloat16 
     "high" or "highest" (float32-exact; what the parity tests use). Passed to every
     `conv_general_dilated` and `dot_general` of every network, including the fixed resize
     matrices of e4e_jax.ops (which use "highest" when the policy says None, to stay exact).
-remat: "none" or "blocks" (recompute each generator layer and each encoder unit in the
-    backward pass of the training step; see e4e_jax.train_step).
+remat: "none" or "blocks" (training step: the synthesis network runs one image at a time as a
+    rematerialised scan over the batch, each generator layer and each encoder unit is
+    recomputed in the backward pass; `Generator.per_image_from`). XLA's estimate for the FFHQ
+    step at 1024 px batch 8 drops from 23.1 GiB to 10.7 GiB (float32) / 9.6 GiB (bfloat16).
 """
 from __future__ import annotations
 

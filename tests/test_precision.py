@@ -124,6 +124,7 @@ def test_precision_reaches_generator_mapping_and_synthesis(variant):
                (gen.variables, z), "high")
 
 
+@pytest.mark.slow  # 123 s on the loaded 2-core CPU (tracing Inception-v3 and the loss nets)
 def test_precision_reaches_every_loss_network_and_inception_and_discriminator():
     for name, (module, variables, args) in tiny_loss_nets(**module_kwargs(None, "highest")).items():
         print(name, end=": ")
@@ -210,6 +211,7 @@ def _golden_outputs():
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+@pytest.mark.slow  # 260 s on the loaded 2-core CPU (LPIPS-vgg full widths, ArcFace 256 px)
 def test_float32_default_is_bit_identical_to_the_code_before_the_policy():
     """dtype_golden.npz was written by the code before e4e_jax.precision existed (same tiny
     networks, same seeds); the default path must reproduce it exactly."""
@@ -228,15 +230,18 @@ def test_float32_default_is_bit_identical_to_the_code_before_the_policy():
 
 # ------------------------------------------------------------------ remat
 
+@pytest.mark.slow  # 240 s on the loaded 2-core CPU (three jitted value_and_grad compiles)
 def test_remat_gradients_equal_plain_gradients():
     """Same loss and the same encoder gradients (float32) through encoder + generator."""
     x = images()
 
-    def grads(remat):
+    def grads(remat, per_image_from=4):
         inv = tiny_inverter(remat=remat)
         g = inv.generator
-        # run the 8x8 and 16x16 layers one image at a time (the 512 / 1024 layers at full size)
-        inv.generator = type(g)(g.module.clone(per_image_from=8), g.variables, g.config)
+        # 4: the whole synthesis one image at a time (the default); 8: the 8x8 and 16x16 layers
+        # one at a time (as the 512 / 1024 layers with per_image_from=512)
+        inv.generator = type(g)(g.module.clone(per_image_from=per_image_from), g.variables,
+                                g.config)
         la = jnp.asarray(inv.latent_avg)
 
         def loss(params):
@@ -249,11 +254,14 @@ def test_remat_gradients_equal_plain_gradients():
 
         return jax.jit(jax.value_and_grad(loss))(inv.variables["params"])
 
-    (l0, g0), (l1, g1) = grads(False), grads(True)
-    np.testing.assert_allclose(float(l0), float(l1), rtol=1e-6)
-    leaves0, leaves1 = jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)
-    err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves0, leaves1))
-    print(f"remat vs plain: max gradient difference {err}")
-    # equal up to float32 rounding: remat changes XLA's fusion (and so the summation order)
-    for a, b in zip(leaves0, leaves1):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    l0, g0 = grads(False)
+    leaves0 = jax.tree_util.tree_leaves(g0)
+    for per_image_from in (4, 8):
+        l1, g1 = grads(True, per_image_from)
+        np.testing.assert_allclose(float(l0), float(l1), rtol=1e-6)
+        leaves1 = jax.tree_util.tree_leaves(g1)
+        err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves0, leaves1))
+        print(f"remat (per_image_from={per_image_from}) vs plain: max gradient difference {err}")
+        # equal up to float32 rounding: remat changes XLA's fusion (and so the summation order)
+        for a, b in zip(leaves0, leaves1):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))

@@ -405,8 +405,11 @@ class Generator(nn.Module):
     remat: bool = False    # recompute each synthesis layer in the backward pass
     # with remat: layers at this resolution and above run one image at a time (a scan over the
     # batch), so the backward pass of a 1024x1024 layer holds one image's intermediates, not
-    # the batch's (0: never)
-    per_image_from: int = 512
+    # the batch's (0: never). 4 (the default): the whole synthesis network runs one image at a
+    # time and is itself rematerialised, so the forward pass keeps only W+ and the noise; the
+    # backward pass regenerates one image, then differentiates it layer by layer (the generator's
+    # memory is then that of batch 1; it costs one more synthesis forward per step).
+    per_image_from: int = 4
 
     @property
     def log_size(self) -> int:
@@ -504,6 +507,30 @@ class Generator(nn.Module):
                              f"{tuple(w_plus.shape)}.")
         batch = w_plus.shape[0]
         noise = self._layer_noise(noise_mode, noises, batch)
+        if self.remat and batch > 1 and 0 < self.per_image_from <= 4:
+            return self._synthesize_per_image(w_plus, noise)
+        return self._synthesize(w_plus, noise)
+
+    def _synthesize_per_image(self, w_plus, noise):
+        """_synthesize as a rematerialised scan over the batch: the residuals of the forward
+        pass are the per-image W+ and noise; each image is recomputed in the backward pass."""
+        batch = w_plus.shape[0]
+        noise = [None if n is None else jnp.broadcast_to(n, (batch,) + n.shape[1:])
+                 for n in noise]
+
+        def one_image(mdl, carry, xs):
+            w, ns = xs
+            img = mdl._synthesize(w[None], [None if n is None else n[None] for n in ns])
+            return carry, img[0]
+
+        # "noises": setup() declares the stored buffers inside the lifted scope too
+        scan = nn.scan(nn.remat(one_image), variable_broadcast=["params", "noises"],
+                       split_rngs={"params": False})
+        _, images = scan(self, None, (w_plus, noise))
+        return images
+
+    def _synthesize(self, w_plus, noise):
+        batch = w_plus.shape[0]
         out = self.input(batch)
         out = self.conv1(out, w_plus[:, 0], noise[0])
         skip = self.to_rgb1(out, w_plus[:, 1])
