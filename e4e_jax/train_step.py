@@ -167,86 +167,109 @@ def _inputs_for(cfg: StepConfig, x, precision=None):
     return x
 
 
+def _step_inputs(models: StepModels, cfg: StepConfig, gen_vars, batch: Mapping, k_data):
+    """(x, extras): the batch's input images and, for the synthetic domain, its true w."""
+    if not cfg.synthetic:
+        return batch["image"], {}
+    # the synthetic domain is defined in float32 whatever the compute dtype: the data must
+    # not change with the policy
+    data_gen = models.inverter.generator.with_policy(None, models.inverter.precision)
+    x, w_true = synthetic_batch(data_gen, gen_vars, k_data, cfg.batch_size, cfg.synthetic_noise)
+    return _inputs_for(cfg, x, models.inverter.precision), {"w_true": w_true}
+
+
+def _r1_step(models: StepModels, cfg: StepConfig, step, disc_params, disc_opt_state, real_w):
+    """The lazy R1 update of Dw, every `d_reg_every` steps (official `train_discriminator`'s
+    `d_regularize` branch); returns (params, opt_state, r1 loss or 0)."""
+    d_module = models.discriminator
+
+    def r1_update(args):
+        p, o = args
+
+        def r1_fn(q):
+            r1 = L.discriminator_r1_loss(L.LossNet(d_module, {"params": q}), real_w)
+            return cfg.r1 / 2 * r1 * cfg.d_reg_every
+
+        r1_value, g = jax.value_and_grad(r1_fn)(p)
+        u, o = models.disc_optimizer.update(g, o, p)
+        return optax.apply_updates(p, u), o, r1_value
+
+    def no_r1(args):
+        p, o = args
+        return p, o, jnp.zeros((), jnp.float32)
+
+    return jax.lax.cond(step % cfg.d_reg_every == 0, r1_update, no_r1,
+                        (disc_params, disc_opt_state))
+
+
+def _discriminator_step(models: StepModels, cfg: StepConfig, state: TrainState, x, stage,
+                        latent_avg, gen_vars, keys):
+    """Dw's update on this batch, before the encoder's as officially (`train_discriminator`):
+    real w from the mapping network, fake w from the encoder (one random discriminated row per
+    sample through the W pools), the non-saturating loss, then lazy R1.
+
+    Returns (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats, metrics)."""
+    k_z, k_rows, k_pr, k_pf = keys
+    gen = models.inverter.generator
+    real_pool, fake_pool = state.real_pool, state.fake_pool
+    real_w = gen.map(gen_vars, jax.random.normal(k_z, (cfg.batch_size, gen.z_dim)))
+    fake_all, batch_stats = _encode(models, state.params, state.batch_stats, x, stage,
+                                    latent_avg, cfg)
+    fake_all = jax.lax.stop_gradient(fake_all)
+    real_w = jax.lax.stop_gradient(real_w)
+    if cfg.use_w_pool:
+        # the official pool picks one random discriminated row per sample
+        n_rows = num_discriminated_rows(stage, cfg.n_latent, cfg.progressive_steps is not None)
+        rows = jax.random.randint(k_rows, (cfg.batch_size,), 0, n_rows)
+        fake_w = jnp.take_along_axis(fake_all, rows[:, None, None], axis=1)[:, 0]
+        real_pool, real_w = pool_query(real_pool, real_w, k_pr)
+        fake_pool, fake_w = pool_query(fake_pool, fake_w, k_pf)
+    else:
+        fake_w = fake_all[:, 0]
+
+    def d_loss_fn(p):
+        return L.discriminator_loss(L.LossNet(models.discriminator, {"params": p}), real_w, fake_w)
+
+    (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.disc_params)
+    updates, disc_opt_state = models.disc_optimizer.update(d_grads, state.disc_opt_state,
+                                                           state.disc_params)
+    disc_params = optax.apply_updates(state.disc_params, updates)
+    metrics = dict(d_terms)
+    metrics["discriminator_loss"] = d_loss
+    metrics["grad_norm_discriminator"] = optax.tree.norm(d_grads)
+    disc_params, disc_opt_state, metrics["discriminator_r1_loss"] = _r1_step(
+        models, cfg, state.step, disc_params, disc_opt_state, real_w)
+    return disc_params, disc_opt_state, real_pool, fake_pool, batch_stats, metrics
+
+
 def train_step(models: StepModels, cfg: StepConfig, state: TrainState, frozen: Mapping,
                batch: Mapping) -> tuple[TrainState, dict]:
-    gen = models.inverter.generator
+    """One training step (official `Coach.train`'s loop body): Dw first when the adversarial
+    loss is on, then the encoder on the weighted loss terms; pure, jitted by the loop.
+
+    batch: {"image": (B, H, W, 3) float32 in [-1, 1]} ({} for the synthetic domain).
+    Returns (new state, metrics: scalar arrays, including `all_finite`)."""
     gen_vars = frozen["generator"]
     latent_avg = frozen["latent_avg"]
     rng = jax.random.wrap_key_data(state.rng)
     rng, k_data, k_z, k_rows, k_pr, k_pf, k_noise, k_loss = jax.random.split(rng, 8)
-    progressive = cfg.progressive_steps is not None
     stage = stage_at(state.step, cfg.progressive_steps)
-    loss_stage = stage if progressive else None
+    loss_stage = stage if cfg.progressive_steps is not None else None
     metrics: dict[str, jax.Array] = {}
 
-    extras = {}
-    if cfg.synthetic:
-        # the synthetic domain is defined in float32 whatever the compute dtype: the data must
-        # not change with the policy
-        data_gen = gen.with_policy(None, models.inverter.precision)
-        x, w_true = synthetic_batch(data_gen, gen_vars, k_data, cfg.batch_size,
-                                    cfg.synthetic_noise)
-        x = _inputs_for(cfg, x, models.inverter.precision)
-        extras["w_true"] = w_true
-    else:
-        x = batch["image"]
+    x, extras = _step_inputs(models, cfg, gen_vars, batch, k_data)
     y = x  # the official source transform is None: input and target are the same image
 
     batch_stats = state.batch_stats
     disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
     real_pool, fake_pool = state.real_pool, state.fake_pool
-    d_module = models.discriminator
-
-    if cfg.use_disc:
-        real_w = gen.map(gen_vars, jax.random.normal(k_z, (cfg.batch_size, gen.z_dim)))
-        fake_all, batch_stats = _encode(models, state.params, batch_stats, x, stage, latent_avg,
-                                        cfg)
-        fake_all = jax.lax.stop_gradient(fake_all)
-        real_w = jax.lax.stop_gradient(real_w)
-        if cfg.use_w_pool:
-            # the official pool picks one random discriminated row per sample
-            n_rows = num_discriminated_rows(stage, cfg.n_latent, progressive)
-            rows = jax.random.randint(k_rows, (cfg.batch_size,), 0, n_rows)
-            fake_w = jnp.take_along_axis(fake_all, rows[:, None, None], axis=1)[:, 0]
-            real_pool, real_w = pool_query(real_pool, real_w, k_pr)
-            fake_pool, fake_w = pool_query(fake_pool, fake_w, k_pf)
-        else:
-            fake_w = fake_all[:, 0]
-
-        def d_loss_fn(p):
-            net = L.LossNet(d_module, {"params": p})
-            return L.discriminator_loss(net, real_w, fake_w)
-
-        (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(disc_params)
-        updates, disc_opt_state = models.disc_optimizer.update(d_grads, disc_opt_state,
-                                                               disc_params)
-        disc_params = optax.apply_updates(disc_params, updates)
-        metrics.update(d_terms)
-        metrics["discriminator_loss"] = d_loss
-        metrics["grad_norm_discriminator"] = optax.tree.norm(d_grads)
-
-        def r1_update(args):
-            p, o = args
-
-            def r1_fn(q):
-                r1 = L.discriminator_r1_loss(L.LossNet(d_module, {"params": q}), real_w)
-                return cfg.r1 / 2 * r1 * cfg.d_reg_every
-
-            r1_value, g = jax.value_and_grad(r1_fn)(p)
-            u, o = models.disc_optimizer.update(g, o, p)
-            return optax.apply_updates(p, u), o, r1_value
-
-        def no_r1(args):
-            p, o = args
-            return p, o, jnp.zeros((), jnp.float32)
-
-        disc_params, disc_opt_state, r1_value = jax.lax.cond(
-            state.step % cfg.d_reg_every == 0, r1_update, no_r1, (disc_params, disc_opt_state))
-        metrics["discriminator_r1_loss"] = r1_value
-
     nets = dict(frozen.get("nets", {}))
     if cfg.use_disc:
-        nets["discriminator"] = L.LossNet(d_module, {"params": disc_params})
+        (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats,
+         d_metrics) = _discriminator_step(models, cfg, state, x, stage, latent_avg, gen_vars,
+                                          (k_z, k_rows, k_pr, k_pf))
+        metrics.update(d_metrics)
+        nets["discriminator"] = L.LossNet(models.discriminator, {"params": disc_params})
 
     def loss_fn(params):
         w_plus, new_stats = _encode(models, params, batch_stats, x, stage, latent_avg, cfg)
