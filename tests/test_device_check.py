@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_device_check_smoke_writes_a_complete_report(tmp_path):
     out = tmp_path / "report"
-    env = dict(os.environ, DEVICE_CHECK_TIMEOUT="300")
+    # the interpreter running the tests, whatever `python` is on PATH
+    env = dict(os.environ, DEVICE_CHECK_TIMEOUT="300", PYTHON=sys.executable)
     r = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"), "--smoke",
                         "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
     print(r.stdout[-3000:], r.stderr[-2000:])
@@ -30,5 +32,5 @@ def test_device_check_smoke_writes_a_complete_report(tmp_path):
     assert "Training step" in md and "bfloat16" in md
     # a second run never overwrites the first report
     again = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"),
-                            "--smoke", "--out", str(out)], capture_output=True, text=True)
+                            "--smoke", "--out", str(out)], capture_output=True, text=True, env=env)
     assert again.returncode == 2 and "already holds a report" in again.stderr
