@@ -208,3 +208,25 @@ def test_training_grid_captions_and_magnifies():
             np.testing.assert_array_equal(grid[top:top + h, left:left + w], want)
         caption_top = layout.caption_xy(r, 0)[1]
         assert (grid[caption_top:caption_top + layout.text_h] < 128).any()   # text drawn
+
+
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("max_steps", -5),
+                                         ("save_every", 0), ("test_batch_size", -1)])
+def test_counts_must_be_at_least_one(field, value):
+    """batch_size=0 used to fail inside BatchNorm with a traceback; max_steps=-5 exported an
+    untrained model and reported success."""
+    with pytest.raises(trainer.TrainingError, match=rf"config\.{field} must be .*>= 1"):
+        preflight(tiny_config(**{field: value}))
+
+
+def test_a_model_directory_is_refused_as_workdir(tmp_path):
+    """An export (config.json, no checkpoints/) passed as --workdir is not trained into."""
+    from e4e_jax.train.checks import check_workdir
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text("{}")
+    with pytest.raises(trainer.TrainingError, match="model directory"):
+        check_workdir(str(export))
+    check_workdir(str(tmp_path / "new_run"))        # a new folder is fine
+    (export / "checkpoints").mkdir()
+    check_workdir(str(export))                      # a real workdir that happens to hold one

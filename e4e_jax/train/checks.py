@@ -113,8 +113,34 @@ def check_lpips(config) -> None:
             raise TrainingError(str(e)) from None
 
 
+_POSITIVE_FIELDS = ("batch_size", "test_batch_size", "max_steps", "log_every", "image_every",
+                    "val_every", "save_every", "keep_checkpoints")
+
+
+def check_counts(config) -> None:
+    """Batch sizes, step counts and intervals must be whole numbers >= 1 (a batch of 0 would
+    fail deep inside BatchNorm, a negative max_steps would export an untrained model)."""
+    for name in _POSITIVE_FIELDS:
+        value = config.get(name, 1)
+        if not isinstance(value, int) or value < 1:
+            raise TrainingError(f"config.{name} must be a whole number >= 1, got {value!r}; "
+                                f"set --config.{name}=N.")
+
+
+def check_workdir(workdir: str) -> None:
+    """Refuses a model directory (an export or a converted model: it holds config.json but no
+    checkpoints/) as a training workdir, which would otherwise fill it with a new run."""
+    if (os.path.isfile(os.path.join(workdir, "config.json"))
+            and not os.path.isdir(os.path.join(workdir, "checkpoints"))):
+        raise TrainingError(f"--workdir {workdir} is a model directory (it holds config.json), "
+                            f"not a training workdir; pass a new folder, e.g. --workdir "
+                            f"runs/my_run (to fine-tune from it, set --config.encoder.init=checkpoint "
+                            f"and --config.encoder.checkpoint={workdir}).")
+
+
 def preflight(config) -> None:
     """Every start-up check above; raises TrainingError naming the option to change."""
+    check_counts(config)
     meta, option = _generator_meta(config)
     check_channels(meta, option)
     check_class(config, meta, option)

@@ -32,6 +32,7 @@ import numpy as np
 from e4e_jax import image_io
 from e4e_jax.data.train_sets import ImageData, SyntheticData
 from e4e_jax.grids import labelled_reconstruction_grid
+from e4e_jax.train.checks import check_workdir
 from e4e_jax.train.checkpointing import _managers, _restore, _save, export, latest_checkpoint
 from e4e_jax.train.console import say
 from e4e_jax.train.interrupts import StopSignals
@@ -101,6 +102,7 @@ class Run:
 def start_run(config, workdir: str) -> Run:
     """Builds everything, restores the latest checkpoint (or measures mse_before)."""
     maybe_initialize_distributed(config)
+    check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     setup = build(config)
     data = SyntheticData(config, setup) if setup.step_cfg.synthetic else ImageData(config)
