@@ -190,7 +190,10 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.checkpoints import ModelDirError
     try:

@@ -11,6 +11,8 @@ The grid is one PNG written exactly where --out says (replacing a file of that n
 """
 from __future__ import annotations
 
+import os
+
 import sys
 import time
 
@@ -111,6 +113,10 @@ def main(argv=None) -> int:
     cli.quiet_third_party_logs(args.verbose)
     if args.n < 1:
         p.error("--n must be at least 1")
+    ext = os.path.splitext(args.out)[1].lower()
+    if os.path.isdir(args.out) or ext not in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+        p.error(f"--out {args.out}: give an image file name ending in .png (or .jpg, .bmp, "
+                f".webp), e.g. --out samples.png")
     from e4e_jax.checkpoints import ModelDirError
     t0 = time.time()
     try:

@@ -421,3 +421,21 @@ def test_third_party_logs_quiet_unless_verbose(monkeypatch):
     cli.quiet_third_party_logs(verbose=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert logging.getLogger("absl").level == logging.ERROR
+
+
+@pytest.mark.parametrize("argv", [["--out", "."], ["--out", "samples.jpgx"]])
+def test_sample_refuses_an_output_that_is_not_an_image_file_before_sampling(argv, capsys):
+    from e4e_jax import sample
+    with pytest.raises(SystemExit) as e:
+        sample.main(argv)
+    assert e.value.code == 2
+    assert "give an image file name ending in .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_encode_refuses_a_batch_size_below_one(value, capsys):
+    from e4e_jax import encode
+    with pytest.raises(SystemExit) as e:
+        encode.main(["--checkpoint", "c", "--input", "i", "--output", "o", "--batch-size", value])
+    assert e.value.code == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
