@@ -73,6 +73,12 @@ def check_request(req: InvertRequest) -> list[str]:
     if req.pivot == "projector" and req.method != "pti":
         raise InvertError(f"--pivot chooses PTI's pivot; it needs --method pti, not "
                           f"--method {req.method}.")
+    if req.method == "e4e" and (req.steps is not None or req.lpips):
+        given = " and ".join(f for f, v in (("--steps", req.steps), ("--lpips", req.lpips))
+                             if v is not None and v != "")
+        raise InvertError(f"{given} only apply to --method projector or pti; --method e4e (the "
+                          f"default) runs the encoder alone. Add --method projector or --method "
+                          f"pti, or drop {given}.")
     if req.method != "e4e" and req.num_steps < 1:
         raise InvertError(f"--steps must be >= 1, got {req.steps}.")
     if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:

@@ -103,6 +103,9 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
                  "--lpips", lpips_dir, "--pivot_steps", "0"], "--pivot-steps must be >= 1"),
         (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
          "error:"),
+        # flags of the optimisation methods are not silently ignored by the default e4e method
+        (base + ["--output", tmp_path / "o12", "--lpips", lpips_dir, "--steps", "5"],
+         "--steps and --lpips only apply to --method projector or pti"),
     ]
     for args, message in cases:
         assert run(args) == 2, args
