@@ -71,7 +71,9 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
         try:
             return rel, _load_rows(os.path.join(folder, rel), rel, size, align_faces), None
         except image_io.ImageReadError as e:
-            return rel, None, str(e).replace(f"{os.path.join(folder, rel)!r}", "file")
+            # the line already names the file: drop PIL's repeat of its full path
+            return rel, None, " ".join(
+                str(e).replace(f"{os.path.join(folder, rel)!r}", "").split())
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         pending = collections.deque()
         it = iter(files)
