@@ -135,8 +135,11 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
                     batch_inputs.append(x)
                     if len(batch_names) == batch_size:
                         flush_batch()
-            progress.update(files_done, out.writer.rows + len(batch_names))
+            # latents written so far: rows still waiting for their batch are not counted, so
+            # the rate is the summary's (written latents per wall second, compile included)
+            progress.update(files_done, out.writer.rows)
         flush_batch()
+        progress.update(files_done, out.writer.rows, final=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -68,18 +68,19 @@ class Progress:
         self.start = time.perf_counter()
         self._last_line = -1.0
 
-    def update(self, done: int, rows: int) -> None:
+    def update(self, done: int, rows: int, final: bool = False) -> None:
         elapsed = time.perf_counter() - self.start
         rate = rows / elapsed if elapsed > 0 else 0.0
         file_rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / file_rate if rows and file_rate > 0 else float("nan")
         width = 30
         filled = int(width * done / max(self.total, 1))
+        eta_text = f"{eta:.0f}s" if np.isfinite(eta) else "?"
         line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-                f"{rows} latents, {rate:.2f} images/s incl. compile, ETA {eta:.0f}s")
+                f"{rows} latents, {rate:.2f} images/s incl. compile, ETA {eta_text}")
         if self.tty:
             self.stream.write("\r" + line)
-        elif elapsed - self._last_line >= 10 or done == self.total:
+        elif elapsed - self._last_line >= 10 or final:
             self.stream.write(line + "\n")
             self._last_line = elapsed
         self.stream.flush()
