@@ -159,6 +159,10 @@ class FixedClassGenerator(LoadedGenerator):
     def _one_hot(self, n: int):
         return jnp.zeros((n, self.c_dim), jnp.float32).at[:, self.class_index].set(1.0)
 
+    def with_policy(self, dtype=None, precision=None, remat: bool = False) -> LoadedGenerator:
+        # keeps the class: the train step re-derives the synthetic domain's generator this way
+        return FixedClassGenerator(super().with_policy(dtype, precision, remat), self.class_index)
+
     def map(self, variables, z, c=None):
         return super().map(variables, z, self._one_hot(z.shape[0]) if c is None else c)
 
