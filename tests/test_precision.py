@@ -216,16 +216,19 @@ def test_float32_default_is_bit_identical_to_the_code_before_the_policy():
     """dtype_golden.npz was written by the code before e4e_jax.precision existed (same tiny
     networks, same seeds); the default path must reproduce it exactly."""
     golden = np.load(GOLDEN)
-    if str(golden["jax_version"]) != jax.__version__:
-        pytest.skip(f"golden outputs were computed with jax {golden['jax_version']}, this is "
-                    f"{jax.__version__}: XLA may change the float32 rounding between versions")
+    # same jax: bit for bit; another jax release may round float32 differently, so there the
+    # outputs must agree to float32 rounding instead of being skipped
+    same_jax = str(golden["jax_version"]) == jax.__version__
+    check = (np.testing.assert_array_equal if same_jax else
+             lambda a, b, err_msg="": np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5,
+                                                                 err_msg=err_msg))
     got = _golden_outputs()
     explicit = tiny_inverter(dtype="float32").invert(images())[0]
     for k, v in got.items():
         err = float(np.max(np.abs(v - golden[k])))
         print(f"{k}: max abs error vs the unmodified code {err}")
-        np.testing.assert_array_equal(v, golden[k], err_msg=k)
-    np.testing.assert_array_equal(explicit, golden["w_plus"])
+        check(v, golden[k], err_msg=k)
+    check(explicit, golden["w_plus"])
 
 
 # ------------------------------------------------------------------ remat
