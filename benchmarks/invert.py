@@ -23,14 +23,15 @@ step), reported as updates/s.
 `--official-cmd` runs a command of yours (formatted with {resolution}, {steps}, {threads},
 {official_args}) right after each of our measurements, back to back on the same CPU, and reads the
 last JSON line it prints ({"steps_per_s": ...}). No official code ships with e4e_jax: write that
-harness from the official repository yourself (docs/pending/invperf.md describes the projector and
-PTI harnesses used for the published numbers). `--loop scan` times the projector as one lax.scan
-(PTI: not available) to show the XLA:CPU while-loop slowdown that the shipped loop avoids.
+harness from the official repository yourself (benchmarks/RESULTS.md describes the projector and
+PTI harnesses used for the published numbers). `--loop step` times the same step dispatched once
+per step from Python (state donated) instead of the shipped single compiled loop.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import shlex
@@ -94,7 +95,7 @@ def _time_twice(fn):
     return first, time.perf_counter() - t0
 
 
-def bench_projector(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
+def bench_projector(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
     from e4e_jax import projector as pj
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 256, (batch, g.resolution, g.resolution, 3)).astype(np.float32)
@@ -105,13 +106,14 @@ def bench_projector(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
     lr, scale = pj.projector_schedule(steps, 0.1, 1.0, 0.05, 0.25, 0.05, 0.75)
     args = (g.variables, lp.net, jnp.asarray(targets), w0, noise, w_noise, jnp.asarray(lr),
             jnp.asarray(scale), jnp.float32(1e5))
-    fn = pj._project_batch if loop == "step" else pj._project_batch_scan
+    fn = pj._project_batch_stepwise if loop == "step" else pj._project_batch
     first, t = _time_twice(lambda: fn(g.module, *args))
     return dict(first_call_s=first, s_per_step=t / steps, steps_per_s=steps * batch / t)
 
 
-def bench_pti(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
+def bench_pti(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
     from e4e_jax import pti
+    loop_fn = pti._tune_loop
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)), jnp.float32)
     w = np.asarray(g.mapping(rng.standard_normal((batch, g.z_dim)).astype(np.float32)))
@@ -121,7 +123,12 @@ def bench_pti(g, lp, steps: int, batch: int, loop: str = "step") -> dict:
         res = pti.tune(g, w_pivot, target, lpips=lp, steps=steps, lpips_threshold=-np.inf)
         assert res.num_updates == steps * batch, res.num_updates
         return res.history["loss"]
-    first, t = _time_twice(run)
+    if loop == "step":
+        pti._tune_loop = functools.partial(loop_fn, stepwise=True)
+    try:
+        first, t = _time_twice(run)
+    finally:
+        pti._tune_loop = loop_fn
     return dict(first_call_s=first, s_per_step=t / (steps * batch),
                 steps_per_s=steps * batch / t)
 
@@ -142,9 +149,10 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--steps", type=int, default=5, help="steps per timed call (default 5)")
     p.add_argument("--batches", type=int, nargs="+", default=[1])
-    p.add_argument("--loop", default="step", choices=["step", "scan"],
-                   help="step: the shipped loop (one jitted step per dispatch, state donated); "
-                        "scan: every step inside one lax.scan / while_loop (slower on XLA:CPU)")
+    p.add_argument("--loop", default="scan", choices=["scan", "step"],
+                   help="scan: the shipped loop, every step inside one compiled lax.scan "
+                        "(projector) / while_loop (PTI); step: one donated jitted step per "
+                        "dispatch from Python")
     p.add_argument("--official-cmd", default=None,
                    help="command printing the official steps/s as a JSON line (see docstring)")
     p.add_argument("--official-steps", type=int, default=None,
@@ -162,9 +170,6 @@ def main(argv=None) -> int:
     print(f"command: python benchmarks/invert.py {shown}")
     print(f"{'method':>9} {'case':>7} {'batch':>5} {'first call s':>12} {'s/step':>8} "
           f"{'steps/s':>8} {'official steps/s':>16} {'speed-up':>8}")
-    if args.method == "pti" and args.loop == "scan":
-        print("error: --loop scan exists for the projector only.", file=sys.stderr)
-        return 2
     bench = bench_projector if args.method == "projector" else bench_pti
     for case in args.resolutions:
         res, cbase, cmax, net, extra = CASES[case]

@@ -16,14 +16,15 @@ downsampled to 256 above 256 px); noise regularisation over each map's pyramid; 
 Adam step (betas 0.9 / 0.999, eps 1e-8) on w_opt and the noise maps; every map renormalised to
 zero mean and unit variance. At step 0 lr is 0: nothing moves but Adam's moments advance.
 
-One optimisation step of all images is one `jax.jit` (generator and LPIPS weights are arguments,
-the optimiser state is donated and updated in place), dispatched num_steps times: dispatch is
-asynchronous and nothing returns to the host until the end. (A `lax.scan` over the steps was
-3-6x slower per step on XLA:CPU, whose while-loop bodies miss the fast convolution path for the
-backward convolutions; `_project_batch_scan` keeps that variant for the benchmark.) Several
-targets (N, H, W, 3) are projected independently and in parallel: the per-image step is
-`jax.vmap`ed over the target, the start w, the noise maps and the w-noise draws (a batch of N
-through every convolution per step).
+The whole optimisation of all images is one compiled function, a `lax.scan` over the steps
+(generator and LPIPS weights are arguments, so one compilation serves every generator and target
+of the same shapes; nothing returns to the host until the end). Several targets (N, H, W, 3) are
+projected independently and in parallel: the per-image loop is `jax.vmap`ed over the target, the
+start w, the noise maps and the w-noise draws (a batch of N through every convolution per step).
+The generator and LPIPS convolutions differentiate through `e4e_jax.models.conv`, whose input
+gradient keeps XLA:CPU's fast convolution inside the loop body (autodiff's own falls back to a
+generic loop there, 3-4x slower per step). `_project_batch_stepwise` runs the same step as one
+donated jitted call per step instead (`benchmarks/invert.py --loop step` compares the two).
 """
 from __future__ import annotations
 
@@ -160,10 +161,10 @@ def _single_image(module, g_vars, lpips_net, target_pixels, w_start, noise_init,
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _project_batch_scan(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
-                        w_noise_scale, reg_weight):
-    """The whole loop as one lax.scan (kept to measure it against `_project_batch`: on XLA:CPU
-    the convolutions of a while-loop body miss the fast convolution path, 3-6x slower)."""
+def _project_batch(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
+                   w_noise_scale, reg_weight):
+    """All N images, num_steps = len(lr) steps, as one compiled lax.scan per image (vmapped over
+    the N images): (w_steps (N, S, w_dim), noises [(N, r, r)], loss, dist, reg (N, S))."""
     fn = functools.partial(_single_image, module, g_vars, lpips_net)
     if targets.shape[0] == 1:
         out = fn(targets[0], w_start[0], [n[0] for n in noise_init], w_noise[0], lr,
@@ -200,13 +201,10 @@ def _step_batch(module, g_vars, lpips_net, carry, target_feats, w_noise, lr, w_n
     return jax.vmap(one)(carry, target_feats, raw)
 
 
-def _project_batch(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise, lr,
-                   w_noise_scale, reg_weight):
-    """All N images, num_steps = len(lr) steps: (w_steps (N, S, w_dim), noises [(N, r, r)],
-    loss, dist, reg (N, S)). One compiled step, dispatched S times from Python with its state
-    donated: dispatch is asynchronous and nothing comes back to the host until the end, and the
-    step's convolutions take XLA:CPU's fast path, which those of a scan/while body miss
-    (docs: benchmarks, projector speed)."""
+def _project_batch_stepwise(module, g_vars, lpips_net, targets, w_start, noise_init, w_noise,
+                            lr, w_noise_scale, reg_weight):
+    """`_project_batch` with one compiled step dispatched S times from Python, its state
+    donated (same outputs; for `benchmarks/invert.py --loop step`)."""
     feats, carry = _start(module, lpips_net, targets, w_start, noise_init)
     outs = []
     for s in range(lr.shape[0]):

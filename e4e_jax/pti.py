@@ -20,10 +20,11 @@ step (lr 3e-4, betas (0.9, 0.999), eps 1e-8) on every synthesis parameter (modul
 convolution weights and biases, noise strengths, the constant input). The mapping network never
 gets a gradient officially and stays as it is here; the noise buffers are not parameters.
 
-One loss evaluation + update is one compiled step (weights and images are arguments, so one
-compilation serves every image and generator of the same shapes; the optimiser state is donated
-and updated in place), dispatched once per step without waiting for results; the early stop ends
-the loop (see `_tune_loop` for why this is not a `lax.while_loop`).
+The whole loop is one compiled `lax.while_loop` (weights and images are arguments, so one
+compilation serves every image and generator of the same shapes; the state is donated and
+updated in place); the early stop ends the loop. The convolutions differentiate through
+`e4e_jax.models.conv`, which keeps XLA:CPU's fast convolution inside the loop body and computes
+the weight gradients (PTI tunes every weight) as matmuls on CPU, 4x faster per step there.
 """
 from __future__ import annotations
 
@@ -132,11 +133,9 @@ def _loss_names(locality: bool) -> list[str]:
     return ["loss", "l2", "lpips"] + (["reg_loss", "reg_l2", "reg_lpips"] if locality else [])
 
 
-@functools.partial(jax.jit, static_argnames=("module", "lpips_module", "locality"),
-                   donate_argnums=(0,))
-def _tune_step(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
+def _evaluate(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
                learning_rate, threshold, *, module, lpips_module, locality: bool):
-    """One evaluation of the official loop (evaluation e uses image e % N), state donated:
+    """One evaluation of the official loop (evaluation e uses image e % N):
     state = (e, params, opt_state, history {name: (E,)}, stopped) -> (state, stopped).
 
     Once stopped (or after the last evaluation) a call changes nothing; the stop test comes
@@ -165,13 +164,28 @@ def _tune_step(state, original, frozen, lpips_vars, latent_avg, w_pivots, target
     return state, stopped
 
 
+_STATIC = ("module", "lpips_module", "locality")
+_tune_step = jax.jit(_evaluate, static_argnames=_STATIC, donate_argnums=(0,))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0,))
+def _tune_while(state, *args, module, lpips_module, locality: bool):
+    """Every evaluation of `_evaluate` in one lax.while_loop, until the last one or the stop."""
+    total = args[6].shape[0]  # zs: one entry per evaluation
+
+    def body(s):
+        return _evaluate(s, *args, module=module, lpips_module=lpips_module,
+                         locality=locality)[0]
+
+    return jax.lax.while_loop(lambda s: (s[0] < total) & ~s[4], body, state)
+
+
 def _tune_loop(tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
-               learning_rate, threshold, *, module, lpips_module, steps: int, locality: bool):
-    """The official loop over E = steps * N loss evaluations: one compiled step dispatched from
-    Python with its state donated (updated in place). Dispatch is asynchronous; the host reads
-    only the stop flag, one step behind (so the device never waits for it), and only when an
-    early stop is possible. A `lax.while_loop` over the steps was several times slower per step
-    on XLA:CPU, whose while-loop bodies miss the fast convolution path.
+               learning_rate, threshold, *, module, lpips_module, steps: int, locality: bool,
+               stepwise: bool = False):
+    """The official loop over E = steps * N loss evaluations, one compiled `_tune_while`.
+    stepwise=True dispatches the compiled `_tune_step` E times from Python instead (the host
+    reads the stop flag one step behind; `benchmarks/invert.py --loop step`).
 
     Returns (tuned params, history {name: (E,)}, evaluations done, updates done)."""
     total = steps * w_pivots.shape[0]
@@ -182,12 +196,15 @@ def _tune_loop(tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lam
     # the step donates its state: work on copies so the caller's generator stays intact
     params = jax.tree.map(jnp.copy, tuned)
     state = (jnp.int32(0), params, opt_state, hist, jnp.bool_(False))
+    args = (tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas, learning_rate,
+            threshold)
+    static = dict(module=module, lpips_module=lpips_module, locality=locality)
+    if not stepwise:
+        state = _tune_while(state, *args, **static)
     can_stop = bool(np.isfinite(threshold)) and total > 0
     previous = None
-    for _ in range(total):
-        state, stopped = _tune_step(state, tuned, frozen, lpips_vars, latent_avg, w_pivots,
-                                    targets, zs, lambdas, learning_rate, threshold,
-                                    module=module, lpips_module=lpips_module, locality=locality)
+    for _ in range(total if stepwise else 0):
+        state, stopped = _tune_step(state, *args, **static)
         if can_stop and previous is not None and bool(previous):
             break
         previous = stopped

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from e4e_jax.models.conv import conv_general_dilated
+
 # The shift and scale of the official BaseNet (ImageNet statistics expressed for [-1, 1] inputs).
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -85,6 +87,7 @@ class LPIPSFeatures(nn.Module):
                 _, features, k, s, p = convs[i]
                 x = nn.Conv(features, (k, k), strides=(s, s), padding=((p, p), (p, p)),
                             precision=self.precision, dtype=self.dtype,
+                            conv_general_dilated=conv_general_dilated,
                             name=f"features_{i}")(x)
             elif i in arch["pools"]:
                 k, s = arch["pools"][i]

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from e4e_jax.models.conv import conv2d
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -103,8 +105,6 @@ def _conv_transpose_phases(x, weight, precision=None):
     if kh % 2 == 0 or kw % 2 == 0 or min(kh, kw) < 3:
         raise ValueError(f"stride-2 transposed convolution needs an odd kernel >= 3, "
                          f"got {kh}x{kw}.")
-    dn = ("NHWC", "HWIO", "NHWC")
-
     def taps(k, phase):
         idx = list(range(phase, k, 2))[::-1]  # s descending: correlation order
         return np.array(idx), (len(idx) - 1, len(idx) - 1)
@@ -115,9 +115,7 @@ def _conv_transpose_phases(x, weight, precision=None):
         row = []
         for pw in (0, 1):
             iw, pad_w = taps(kw, pw)
-            row.append(jax.lax.conv_general_dilated(
-                x, weight[ih][:, iw], window_strides=(1, 1), padding=[pad_h, pad_w],
-                dimension_numbers=dn, precision=precision))
+            row.append(conv2d(x, weight[ih][:, iw], (1, 1), (pad_h, pad_w), precision))
         phases.append(row)
     return phases
 
@@ -204,7 +202,6 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
     weight = kernel * (1.0 / math.sqrt(cin * kh * kw)) if weight_gain else kernel
     x = x * style[:, None, None, :].astype(x.dtype)
     conv_weight = weight.astype(x.dtype)  # the convolution runs in the activations' dtype
-    dn = ("NHWC", "HWIO", "NHWC")
     demod = None
     if demodulate:
         # sum over (k, k, in) of (weight * style)^2 == style^2 @ sum_kk weight^2; float32
@@ -214,7 +211,6 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
         demod = demod[:, None, None, :].astype(x.dtype)
     if upsample:
         return upsample_conv_blur(x, conv_weight, blur_taps, demod, precision)
-    out = jax.lax.conv_general_dilated(
-        x, conv_weight, window_strides=(1, 1), padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)],
-        dimension_numbers=dn, precision=precision)
+    out = conv2d(x, conv_weight, (1, 1), ((kh // 2, kh // 2), (kw // 2, kw // 2)),
+                 precision)
     return out if demod is None else out * demod
