@@ -80,6 +80,9 @@ def build_parser():
                         help="strengths of every edit (default: the union of the specs' own "
                              "strengths, -3 0 3 for a spec without one)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the arrays and grids of an earlier run in --out (default: "
+                             "refuse)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-images", type=int, default=None, help="edit at most this many")
     parser.add_argument("--seed", type=int, default=0, help="seed of --synthetic images")
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
                   files=args.files, strengths=args.strengths, batch_size=args.batch_size,
                   num_images=args.num_images, min_cell=args.min_cell,
                   synthetic=args.synthetic, seed=args.seed, loader_kwargs=cli.loader_kwargs(args),
-                  generator=args.generator)
+                  generator=args.generator, overwrite=args.overwrite)
     except (ModelDirError, EditError, FileNotFoundError, image_io.ImageReadError,
             DataError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)

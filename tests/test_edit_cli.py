@@ -198,6 +198,32 @@ def test_edit_synthetic_images(model_dir, inv, tmp_path):
     np.testing.assert_allclose(np.load(out / "latents.npy"), np.asarray(inv.encode(x)), atol=1e-5)
 
 
+def test_edit_refuses_to_overwrite_an_earlier_run(model_dir, tmp_path, capsys):
+    """A second run into the same --out exits 2 before any work and keeps the first run's files;
+    --overwrite replaces them. An encode folder's latents.npy is protected the same way."""
+    out = tmp_path / "out"
+    args = ["--checkpoint", model_dir, "--synthetic", "1", "--edit", "sefa:0:1", "--out",
+            str(out)]
+    assert edit.main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert edit.main(args + ["--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds edits.json, edited_latents.npy, latents.npy, files.txt" in err, err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert edit.main(args + ["--seed", "3", "--overwrite"]) == 0
+    assert (out / "latents.npy").read_bytes() != before["latents.npy"]
+    encoded = tmp_path / "encoded"
+    encoded.mkdir()
+    np.save(encoded / "latents.npy", np.zeros((1, 8, 32), np.float32))
+    assert edit.main(args[:-1] + [str(encoded)]) == 2
+    assert "already holds latents.npy" in capsys.readouterr().err
+    # edits from saved latents write no latents.npy, so that folder's file is not in the way
+    (encoded / "files.txt").write_text("x\n")
+    assert edit.main(["--checkpoint", model_dir, "--latents", str(encoded / "latents.npy"),
+                      "--edit", "sefa:0:1", "--out", str(encoded)]) == 0
+
+
 def test_edit_errors(model_dir, images, edit_files, tmp_path, capsys):
     _, pca_path, ffhq_like = edit_files
     bad_latents = tmp_path / "bad.npy"

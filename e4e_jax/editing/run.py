@@ -237,12 +237,23 @@ def _check_synthetic(inv, synthetic: int | None) -> None:
                         f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
 
 
+def _check_out(out: str, has_source: bool, overwrite: bool) -> None:
+    """Refuses (EditError) to replace files an earlier run left in `out` without --overwrite."""
+    names = ["edits.json", "edited_latents.npy"] + (["latents.npy", "files.txt"] if has_source
+                                                     else [])
+    found = [n for n in names if os.path.exists(os.path.join(out, n))]
+    if found and not overwrite:
+        raise EditError(f"--out {out!r} already holds {', '.join(found)} of an earlier run; "
+                        f"pass --overwrite to replace them, or choose another --out.")
+
+
 def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | None = None,
               latents: str | None = None, files: str | None = None,
               strengths: Sequence[float] | None = None, batch_size: int = 8,
               num_images: int | None = None, min_cell: int = 128,
               synthetic: int | None = None, seed: int = 0, log=None,
-              loader_kwargs: dict | None = None, generator: str | None = None) -> dict:
+              loader_kwargs: dict | None = None, generator: str | None = None,
+              overwrite: bool = False) -> dict:
     """Runs the edit command; returns its summary (also OUT/edits.json).
 
     Input: `images` (a folder), `latents` (latents.npy) or `synthetic` (that many images
@@ -252,6 +263,9 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     to load_encoder. Grids are named by e4e_jax.output_names (unique, case-insensitively).
     `generator`: a generator directory (e.g. a PTI-tuned one from `python -m e4e_jax.invert`)
     that replaces the checkpoint's generator for decoding and edits (`use_generator`).
+    An OUT that already holds this run's arrays (edits.json, edited_latents.npy, and with a
+    source column latents.npy / files.txt, e.g. an encode run's) is refused (EditError) unless
+    `overwrite`.
     """
     from e4e_jax.output_names import OutputNames
     log = log or sys.stderr
@@ -260,6 +274,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     from e4e_jax.inverter import load_encoder
 
     specs = check_request(edits, images, latents, synthetic, batch_size)
+    _check_out(out, latents is None, overwrite)
     check_checkpoint(checkpoint)
     cols = _columns(specs, strengths)
     t0 = time.perf_counter()
