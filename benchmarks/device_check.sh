@@ -4,7 +4,8 @@
 # widths), compile times, XLA's memory estimate and peak device memory.
 #
 #   bash benchmarks/device_check.sh                 # on whatever accelerator JAX finds
-#   bash benchmarks/device_check.sh --smoke         # tiny sizes, < 3 min on CPU
+#   bash benchmarks/device_check.sh --smoke         # tiny sizes (train step at batch 2
+#                                                   # only), about 2 min on a 2-core CPU
 #   bash benchmarks/device_check.sh --out DIR       # where the reports go (default: a new
 #                                                   # device_check_<date> folder)
 #
@@ -38,10 +39,12 @@ LIMIT="${DEVICE_CHECK_TIMEOUT:-150}"
 
 if [ "$SMOKE" = 1 ]; then
   BATCHES="2 4"
+  TRAIN_BATCHES="2"  # each train-step run compiles the whole step (~30 s on a CPU): one is enough
   SIZE=(--resolution 64 --max-channels 32 --encoder-widths 8 16 16 32)
   PARITY=(tests/test_discriminator.py)
 else
   BATCHES="8 32"
+  TRAIN_BATCHES="$BATCHES"
   SIZE=(--resolution 1024)
   PARITY=(tests/test_generator.py tests/test_stylegan2_ada.py tests/test_encoders.py
           tests/test_lpips.py tests/test_arcface.py tests/test_moco.py
@@ -61,7 +64,7 @@ for dtype in float32 bfloat16; do
     --repeats 2 --repeats-large 2 --dtype "$dtype" "${SIZE[@]}" \
     --json "$OUT/invert_$dtype.json" > "$OUT/invert_$dtype.log" 2>&1 \
     || echo "invert $dtype failed (see $OUT/invert_$dtype.log)"
-  for b in $BATCHES; do
+  for b in $TRAIN_BATCHES; do
     echo "== train step, $dtype, batch $b"
     timeout "$LIMIT" "$PY" benchmarks/train_step.py --batch "$b" --steps 2 --dtype "$dtype" \
       --remat none "${SIZE[@]}" --json "$OUT/train_${dtype}_$b.json" \
@@ -70,4 +73,4 @@ for dtype in float32 bfloat16; do
   done
 done
 
-"$PY" benchmarks/device_report.py "$OUT" --smoke "$SMOKE" --batches $BATCHES
+"$PY" benchmarks/device_report.py "$OUT" --smoke "$SMOKE" --batches $TRAIN_BATCHES

@@ -241,11 +241,8 @@ def test_tfds_dataset_by_name(tmp_path):
 
 # ------------------------------------------------------------------ parallelism
 
-def run_worker(args, env_extra=None, timeout=900):
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    env["PYTHONPATH"] = os.pathsep.join([train_utils.ROOT, train_utils.HERE,
-                                         env.get("PYTHONPATH", "")])
+def run_worker(args, device_count: int, timeout=900):
+    env = train_utils.subprocess_env(f"--xla_force_host_platform_device_count={device_count}")
     return subprocess.Popen([sys.executable, WORKER] + args, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -262,8 +259,7 @@ def one_device_result(tmp_path_factory):
     folder = str(d / "imgs")
     write_images(folder, 16)
     out = str(d / "result.npz")
-    finish(run_worker(["--workdir", str(d / "run"), "--images", folder, "--out", out],
-                      {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}))
+    finish(run_worker(["--workdir", str(d / "run"), "--images", folder, "--out", out], 1))
     return folder, dict(np.load(out))
 
 
@@ -278,7 +274,7 @@ def test_eight_devices_match_one(one_device_result, tmp_path):
     folder, one = one_device_result
     out = str(tmp_path / "result.npz")
     log = finish(run_worker(["--workdir", str(tmp_path / "run"), "--images", folder, "--out", out],
-                            {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
+                            8))
     assert "on 8 device(s)" in log
     compare(one, dict(np.load(out)))
 
@@ -292,8 +288,7 @@ def test_two_processes_match_one(one_device_result, tmp_path):
     outs = [str(tmp_path / f"result{i}.npz") for i in range(2)]
     procs = [run_worker(["--workdir", str(tmp_path / "run"), "--images", folder, "--out", outs[i],
                          "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
-                         "--process_id", str(i)],
-                        {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+                         "--process_id", str(i)], 1)
              for i in range(2)]
     logs = [finish(p) for p in procs]
     assert "(2 process(es))" in logs[0]

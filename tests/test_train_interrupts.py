@@ -28,10 +28,7 @@ def command(workdir, steps=STEPS):
 
 
 def environment():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([train_utils.ROOT, train_utils.HERE,
-                                         env.get("PYTHONPATH", "")])
-    return env
+    return train_utils.subprocess_env()
 
 
 def start(workdir):
