@@ -237,6 +237,20 @@ def _check_synthetic(inv, synthetic: int | None) -> None:
                         f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
 
 
+def _summary(checkpoint, source, has_source, names, written, out, specs, cols, shape, skipped,
+             seconds) -> dict:
+    """The content of OUT/edits.json."""
+    return {
+        "checkpoint": os.path.abspath(checkpoint), "input": source,
+        "has_source_column": has_source,
+        "names": names, "grids": [os.path.relpath(p, out).replace(os.sep, "/") for p in written],
+        "edits": [s.text for s in specs], "edit_labels": [s.name for s in specs],
+        "strengths": list(cols), "edited_latents_shape": list(shape),
+        "edited_latents_axes": ["image", "edit", "strength", "w_plus_row", "style"],
+        "skipped": skipped, "seconds": round(seconds, 3),
+    }
+
+
 def _check_out(out: str, has_source: bool, overwrite: bool) -> None:
     """Refuses (EditError) to replace files an earlier run left in `out` without --overwrite."""
     names = ["edits.json", "edited_latents.npy"] + (["latents.npy", "files.txt"] if has_source
@@ -316,16 +330,9 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     edited_all = np.concatenate(edited_rows)
     write_arrays(out, edited_all, np.concatenate(inverted_rows) if has_source else None, names)
     seconds = time.perf_counter() - t0
-    summary = {
-        "checkpoint": os.path.abspath(checkpoint),
-        "input": f"synthetic (seed {seed})" if synthetic else os.path.abspath(images or latents),
-        "has_source_column": latents is None,
-        "names": names, "grids": [os.path.relpath(p, out).replace(os.sep, "/") for p in written],
-        "edits": [s.text for s in specs], "edit_labels": [s.name for s in specs],
-        "strengths": list(cols), "edited_latents_shape": list(edited_all.shape),
-        "edited_latents_axes": ["image", "edit", "strength", "w_plus_row", "style"],
-        "skipped": skipped, "seconds": round(seconds, 3),
-    }
+    source = f"synthetic (seed {seed})" if synthetic else os.path.abspath(images or latents)
+    summary = _summary(checkpoint, source, latents is None, names, written, out, specs, cols,
+                       edited_all.shape, skipped, seconds)
     with open(os.path.join(out, "edits.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"wrote {len(written)} grids ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
