@@ -1,7 +1,7 @@
 """Invert command: e4e, the StyleGAN2-ADA W projector or PTI over a folder of images.
 
     python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ \\
-        --output out/ --method pti --lpips weights/lpips_vgg [--pivot e4e|projector] [--steps N]
+        --output out/ --method pti --lpips weights/lpips_alex [--pivot e4e|projector] [--steps N]
     python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode \\
         --generator out/generators/face --latents out/latents/face.npy --edit sefa:0 --out e/
 
@@ -24,7 +24,7 @@ import sys
 
 EXAMPLES = [
     "python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ "
-    "--output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_vgg",
+    "--output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_alex",
     "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode "
     "--generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --out e/",
 ]

@@ -98,6 +98,9 @@ def check_request(req: InvertRequest) -> list[str]:
     if not files:
         raise InvertError(f"no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) under "
                           f"{req.input_dir!r}.")
+    if os.path.exists(req.output_dir) and not os.path.isdir(req.output_dir):
+        raise InvertError(f"--output {req.output_dir!r} is a file; give a folder (it is "
+                          f"created if missing).")
     for name in ("latents.npy", "generators"):
         path = os.path.join(req.output_dir, name)
         if os.path.exists(path) and not req.overwrite:
@@ -250,7 +253,7 @@ def invert_folder(req: InvertRequest, log=None, pipeline_factory=None) -> dict:
             try:
                 result = pipe.run(os.path.join(req.input_dir, rel), k)
             except image_io.ImageReadError as e:
-                ticker.skip(rel, str(e).replace(repr(os.path.join(req.input_dir, rel)), "file"))
+                ticker.skip(rel, str(e))
                 out.skip(rel, ticker.last_reason)
                 continue
             except Exception as e:  # noqa: BLE001 (keep going; the error is reported per file)

@@ -218,6 +218,8 @@ def test_edit_refuses_to_overwrite_an_earlier_run(model_dir, tmp_path, capsys):
     np.save(encoded / "latents.npy", np.zeros((1, 8, 32), np.float32))
     assert edit.main(args[:-1] + [str(encoded)]) == 2
     assert "already holds latents.npy" in capsys.readouterr().err
+    assert edit.main(args[:-1] + [str(encoded / "latents.npy")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
     # edits from saved latents write no latents.npy, so that folder's file is not in the way
     (encoded / "files.txt").write_text("x\n")
     assert edit.main(["--checkpoint", model_dir, "--latents", str(encoded / "latents.npy"),

@@ -115,6 +115,11 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
     np.save(tmp_path / "o9" / "latents.npy", np.zeros((1, 8, 32), np.float32))
     assert run(base + ["--output", tmp_path / "o9"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("keep me")
+    assert run(base + ["--output", tmp_path / "a_file"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file; give a folder" in err and "Traceback" not in err, err
+    assert (tmp_path / "a_file").read_text() == "keep me"
 
 
 def test_nothing_usable_exits_1(model_dir, tmp_path, capsys):

@@ -252,7 +252,10 @@ def _summary(checkpoint, source, has_source, names, written, out, specs, cols, s
 
 
 def _check_out(out: str, has_source: bool, overwrite: bool) -> None:
-    """Refuses (EditError) to replace files an earlier run left in `out` without --overwrite."""
+    """Refuses (EditError) an `out` that is a file, and files an earlier run left in `out`
+    without --overwrite."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise EditError(f"--out {out!r} is a file; give a folder (it is created if missing).")
     names = ["edits.json", "edited_latents.npy"] + (["latents.npy", "files.txt"] if has_source
                                                      else [])
     found = [n for n in names if os.path.exists(os.path.join(out, n))]
