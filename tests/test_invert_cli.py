@@ -222,6 +222,9 @@ def test_pti_end_to_end_and_edit_with_the_tuned_generator(model_dir, lpips_dir, 
     assert edit.main(common + ["--generator", str(out / "generators" / "a_jpg"),
                                "--out", str(e1)]) == 0
     assert edit.main(common + ["--out", str(e2)]) == 0
+    assert json.loads((e1 / "edits.json").read_text())["generator"] == os.path.abspath(
+        out / "generators" / "a_jpg")
+    assert json.loads((e2 / "edits.json").read_text())["generator"] is None
     grid_tuned = np.asarray(Image.open(e1 / "latent_00000.png"))
     assert not np.array_equal(grid_tuned, np.asarray(Image.open(e2 / "latent_00000.png")))
     bad = tiny_generator(64)

@@ -336,6 +336,8 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     source = f"synthetic (seed {seed})" if synthetic else os.path.abspath(images or latents)
     summary = _summary(checkpoint, source, latents is None, names, written, out, specs, cols,
                        edited_all.shape, skipped, seconds)
+    # None: the checkpoint's own generator decoded the inversions and edits
+    summary["generator"] = os.path.abspath(generator) if generator else None
     with open(os.path.join(out, "edits.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"wrote {len(written)} grids ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
