@@ -133,7 +133,7 @@ def _loss_names(locality: bool) -> list[str]:
 
 
 def _evaluate(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
-               learning_rate, threshold, *, module, lpips_module, locality: bool):
+              learning_rate, threshold, *, module, lpips_module, locality: bool):
     """One evaluation of the official loop (evaluation e uses image e % N):
     state = (e, params, opt_state, history {name: (E,)}, stopped) -> (state, stopped).
 
