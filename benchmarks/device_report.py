@@ -42,20 +42,18 @@ def collect(out: str, batches: list[int], smoke: bool) -> dict:
                          "seconds": int(status[1]), "log": "parity.log",
                          "matmul_precision": "highest"},
               "invert": {}, "train_step": {}, "missing": []}
-    for dtype in DTYPES:
-        inv = _load(os.path.join(out, f"invert_{dtype}.json"))
-        if inv is None:
-            report["missing"].append(f"invert_{dtype}.log")
+    def take(name: str, section: str, key: str) -> None:
+        got = _load(os.path.join(out, f"{name}.json"))
+        if got is None:
+            report["missing"].append(f"{name}.log")
         else:
-            report.setdefault("device", inv.get("device"))
-            report["invert"][dtype] = inv
+            report.setdefault("device", got.get("device"))
+            report[section][key] = got
+
+    for dtype in DTYPES:
+        take(f"invert_{dtype}", "invert", dtype)
         for b in batches:
-            tr = _load(os.path.join(out, f"train_{dtype}_{b}.json"))
-            if tr is None:
-                report["missing"].append(f"train_{dtype}_{b}.log")
-            else:
-                report.setdefault("device", tr.get("device"))
-                report["train_step"][f"{dtype}_{b}"] = tr
+            take(f"train_{dtype}_{b}", "train_step", f"{dtype}_{b}")
     report["ok"] = report["parity"]["passed"] and not report["missing"]
     return report
 

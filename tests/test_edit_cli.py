@@ -4,16 +4,14 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from e4e_jax import edit, editing, image_io
 from e4e_jax.edit import EditSpecError, parse_edit_spec
-from e4e_jax.inverter import load_encoder, save_inverter
-from e4e_jax.models import encoders as E
-from test_encoders import tiny_config, tiny_generator
+from e4e_jax.inverter import load_encoder
+from test_encoders import save_tiny_inverter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READABLE = ["a.png", "c.jpg", "d.png", "e.png", os.path.join("sub", "b.png")]
@@ -21,12 +19,7 @@ READABLE = ["a.png", "c.jpg", "d.png", "e.png", os.path.join("sub", "b.png")]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    g = tiny_generator(32)
-    cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
-    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
-    la = (0.1 * np.random.default_rng(0).standard_normal((g.n_latent, 32))).astype(np.float32)
-    return save_inverter(str(tmp_path_factory.mktemp("model") / "tiny"), cfg, v, g, la,
-                         face_pool=32)
+    return save_tiny_inverter(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,17 @@ def tiny_config(encoder_type="Encoder4Editing", n_styles=10, input_size=(64, 64)
     return E.encoder_config(encoder_type, n_styles, input_size, **TINY)
 
 
+
+def save_tiny_inverter(path):
+    """A 32px e4e inverter directory (tiny generator and encoder, seeded latent_avg): the model
+    the command tests (invert, edit, eval) run on. Returns the directory."""
+    from e4e_jax.inverter import save_inverter
+    g = tiny_generator(32)
+    cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
+    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
+    la = (0.1 * np.random.default_rng(0).standard_normal((g.n_latent, 32))).astype(np.float32)
+    return save_inverter(str(path), cfg, v, g, la, face_pool=32)
+
 def test_progressive_stage_is_traced_not_static():
     cfg = tiny_config()
     enc = E.build_encoder(cfg)

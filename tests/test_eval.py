@@ -20,7 +20,7 @@ from e4e_jax.loss_nets import moco_module
 from e4e_jax.models import encoders as E
 from e4e_jax.models.lpips import LPIPS
 from e4e_jax.ops import adaptive_avg_pool2d
-from test_encoders import tiny_config, tiny_generator
+from test_encoders import save_tiny_inverter, tiny_config, tiny_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCO_TINY = {"blocks": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "stem_width": 4, "input_size": 32}
@@ -61,12 +61,7 @@ class FakeInception:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    g = tiny_generator(32)
-    cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
-    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
-    la = (0.1 * np.random.default_rng(0).standard_normal((g.n_latent, 32))).astype(np.float32)
-    return save_inverter(str(tmp_path_factory.mktemp("model") / "tiny"), cfg, v, g, la,
-                         face_pool=32)
+    return save_tiny_inverter(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,10 +13,9 @@ import e4e_jax
 from e4e_jax import edit, image_io, invert, invert_run
 from e4e_jax.checkpoints import save_model_dir
 from e4e_jax.invert_outputs import output_names
-from e4e_jax.inverter import load_encoder, save_inverter
-from e4e_jax.models import encoders as E
+from e4e_jax.inverter import load_encoder
 from e4e_jax.models.lpips import LPIPS
-from test_encoders import tiny_config, tiny_generator
+from test_encoders import save_tiny_inverter, tiny_generator
 from test_eval import random_variables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,12 +26,7 @@ NAMES = ["A", "a_jpg", "a_png", "sub_b"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    g = tiny_generator(32)
-    cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
-    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
-    la = (0.1 * np.random.default_rng(0).standard_normal((g.n_latent, 32))).astype(np.float32)
-    return save_inverter(str(tmp_path_factory.mktemp("model") / "tiny"), cfg, v, g, la,
-                         face_pool=32)
+    return save_tiny_inverter(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")
