@@ -26,7 +26,7 @@ def main():
     import fixture_utils as fu
 
     import e4e_jax
-    from convert_weights import e4e as conv
+    from e4e_jax.convert import e4e as conv
     fx = fu.load_fixture("e4e_encoder")
     d = tempfile.mkdtemp(prefix="dtype-fixture-")
     src = fu.save_torch(fx.container(), os.path.join(d, "ckpt.pt"))

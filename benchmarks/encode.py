@@ -11,7 +11,7 @@ official full inversion). Per case: compile time (lower + compile), median step 
 `--repeats` runs after one warm-up, seconds per image, images/s, and XLA's buffer estimate
 (arguments + outputs + temporaries). Prints the device, thread count and load average; compare
 with the official PyTorch numbers of the README measured on the same machine class.
---dtype / --precision: the inverter's numeric policy (e4e_jax.precision); --json PATH writes
+--dtype / --precision: the inverter's numeric policy (e4e_jax.core.precision); --json PATH writes
 {"device", "dtype", "precision", "cases": [{case, batch, compile_s, step_s, images_per_s,
 "xla_bytes": {arguments, outputs, temporaries, total}, ...}]}; --resolution / --max-channels /
 --encoder-widths shrink the networks (smoke runs of device_check.sh).
@@ -38,7 +38,7 @@ if __package__ in (None, ""):
 
 def random_generator(resolution: int = 1024, seed: int = 0, max_channels: int | None = None):
     """Official-size generator with random raw weights drawn by numpy (fast to build)."""
-    from e4e_jax.generator import LoadedGenerator, expected_variables, module_from_config
+    from e4e_jax.nets.generator import LoadedGenerator, expected_variables, module_from_config
     from e4e_jax.models.stylegan2 import official_channels
     config = dict(resolution=resolution,
                   channels=list(official_channels(resolution, 2, max_channels)),
@@ -66,7 +66,7 @@ def random_generator(resolution: int = 1024, seed: int = 0, max_channels: int | 
 def build_inverter(dtype: str = "float32", precision: str | None = None,
                    resolution: int = 1024, max_channels: int | None = None,
                    encoder_widths=None):
-    from e4e_jax.inverter import Inverter
+    from e4e_jax.nets.encoder import Inverter
     from e4e_jax.models.encoders import encoder_config, init_encoder
     g = random_generator(resolution, max_channels=max_channels)
     small = ({"widths": tuple(encoder_widths), "units": (1, 1, 1, 1),

@@ -22,7 +22,7 @@ from _report import print_peak_memory  # noqa: E402
 
 
 def bench(resolution: int, batch: int, repeats: int, noise: str) -> dict:
-    from e4e_jax.generator import init_generator, _synthesis
+    from e4e_jax.nets.generator import init_generator, _synthesis
     g = init_generator(jax.random.key(0), resolution, channel_multiplier=2, with_latent_avg=False)
     w_plus = jax.random.normal(jax.random.key(1), (batch, g.n_latent, 512))
     rng = jax.random.key(2) if noise == "random" else None

@@ -29,7 +29,7 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
     from e4e_jax.models.stylegan2 import Generator, official_channels
-    from e4e_jax.ops import adaptive_avg_pool2d
+    from e4e_jax.core.ops import adaptive_avg_pool2d
     g = Generator(args.resolution, official_channels(args.resolution),
                   dtype=None if args.dtype == "float32" else jnp.bfloat16, remat=args.remat,
                   per_image_from=args.per_image_from)

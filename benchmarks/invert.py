@@ -1,5 +1,5 @@
 """Steps per second of the latent-optimisation inversions, the W projector (`e4e_jax.project`)
-and PTI (`e4e_jax.pti.tune`), with the official PyTorch numbers beside ours.
+and PTI (`e4e_jax.inversion.pti.tune`), with the official PyTorch numbers beside ours.
 
     python benchmarks/invert.py                       # projector: fixture size, 256, 1024
     python benchmarks/invert.py --resolutions 256 --steps 10 --batches 1 4
@@ -55,7 +55,7 @@ CASES = {
 
 
 def ada_generator(resolution: int, channel_base: int, channel_max: int, seed: int = 0):
-    from e4e_jax.generator import LoadedGenerator, _official_init, module_from_config
+    from e4e_jax.nets.generator import LoadedGenerator, _official_init, module_from_config
     log = int(np.log2(resolution))
     channels = [min(channel_base // 2 ** k, channel_max) for k in range(2, log + 1)]
     config = dict(resolution=resolution, channels=channels, style_dim=512, n_mlp=8, lr_mlp=0.01,
@@ -66,7 +66,7 @@ def ada_generator(resolution: int, channel_base: int, channel_max: int, seed: in
 
 def random_lpips(net: str, seed: int = 0):
     """LPIPS with He-normal backbone weights and lin weights in [0, 0.2) (speed only)."""
-    from e4e_jax.loss_nets import LoadedLPIPS
+    from e4e_jax.nets.loss_nets import LoadedLPIPS
     from e4e_jax.models.lpips import LPIPS
     module = LPIPS(net)
     probe = jnp.zeros((1, 64, 64, 3), jnp.float32)
@@ -96,7 +96,7 @@ def _time_twice(fn):
 
 
 def bench_projector(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
-    from e4e_jax import projector as pj
+    from e4e_jax.inversion import projector as pj
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 256, (batch, g.resolution, g.resolution, 3)).astype(np.float32)
     sides = [s[1] for s in g.module.noise_shapes()]
@@ -112,7 +112,7 @@ def bench_projector(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
 
 
 def bench_pti(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
-    from e4e_jax import pti
+    from e4e_jax.inversion import pti
     loop_fn = pti._tune_loop
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)), jnp.float32)

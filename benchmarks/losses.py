@@ -36,7 +36,7 @@ NETS = ("lpips_alex", "lpips_vgg", "arcface", "moco")
 
 
 def build(name: str, path: str | None) -> LossNet:
-    from e4e_jax import loss_nets
+    from e4e_jax.nets import loss_nets
     from e4e_jax.models.lpips import LPIPS
     if name.startswith("lpips"):
         if path:

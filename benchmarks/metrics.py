@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from e4e_jax import metrics
-from e4e_jax.optim import ranger
+from e4e_jax.evaluation import metrics
+from e4e_jax.core.optim import ranger
 
 
 def timed(fn, repeats):

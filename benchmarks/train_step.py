@@ -11,7 +11,7 @@ discriminator with R1 on the timed steps (step % 16 == 0 pays for it; the others
 kinds are timed), Ranger. Prints the device, compile time, XLA's memory estimate, per-step time,
 images/s and peak memory.
 
---dtype / --precision / --remat set the config fields of the same names (e4e_jax.precision);
+--dtype / --precision / --remat set the config fields of the same names (e4e_jax.core.precision);
 --json PATH writes {"device", "batch", "dtype", "remat", "compile_s", "step_s", "images_per_s",
 "xla_bytes": {"arguments", "outputs", "temporaries", "total"}} (`--compile-only`: step_s and
 images_per_s null). total = arguments + outputs + temporaries - aliased (the donated state).
@@ -63,7 +63,7 @@ def main():
 
     from configs import ffhq_encode
     from e4e_jax import losses as L
-    from e4e_jax import trainer
+    from e4e_jax import train as trainer
     from e4e_jax.models.arcface import ArcFace
     from e4e_jax.models.lpips import LPIPS
 
@@ -82,7 +82,7 @@ def main():
     config.progressive.start = 0          # every delta active: the most expensive stage
     config.latent_avg_samples = 1000
     key = jax.random.key(0)
-    from e4e_jax.precision import module_kwargs
+    from e4e_jax.core.precision import module_kwargs
     policy = module_kwargs(args.dtype, args.precision)
     arc_kw = ({"widths": tuple(args.encoder_widths), "units": (1, 1, 1, 1)}
               if args.encoder_widths else {})

@@ -6,7 +6,7 @@
 The TFDS copy of the dataset works too: --config.data.train=tfds:cars196:train
 --config.data.test=tfds:cars196:test --config.data.data_dir=/path/to/tensorflow_datasets
 """
-from e4e_jax.config_base import apply_args, base_config
+from e4e_jax.train.config import apply_args, base_config
 
 
 def get_config(arg=None):

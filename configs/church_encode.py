@@ -5,7 +5,7 @@
 
 The TFDS copy works too: --config.data.train=tfds:lsun/church_outdoor:train ... --config.data.data_dir=DIR
 """
-from e4e_jax.config_base import apply_args, base_config
+from e4e_jax.train.config import apply_args, base_config
 
 
 def get_config(arg=None):

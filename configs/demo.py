@@ -9,7 +9,7 @@ discriminator (the paper's configuration D without the perceptual networks, whic
 downloads). Finishes in a few minutes on 2 CPU cores; summary.json reports the held-out
 reconstruction MSE before and after training.
 """
-from e4e_jax.config_base import apply_args, base_config
+from e4e_jax.train.config import apply_args, base_config
 
 
 def get_config(arg=None):

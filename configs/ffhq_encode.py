@@ -9,7 +9,7 @@ Convert the pretrained files first (README, "Converting official weights"):
     pretrained/arcface_ir_se50       convert_weights/arcface.py model_ir_se50.pth
     pretrained/lpips_alex            convert_weights/lpips.py --net alex ...
 """
-from e4e_jax.config_base import apply_args, base_config
+from e4e_jax.train.config import apply_args, base_config
 
 
 def get_config(arg=None):

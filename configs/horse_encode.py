@@ -3,7 +3,7 @@
     python train.py --config configs/horse_encode.py --workdir runs/horse
     python train.py --config configs/horse_encode.py:A --workdir runs/horse_A
 """
-from e4e_jax.config_base import apply_args, base_config
+from e4e_jax.train.config import apply_args, base_config
 
 
 def get_config(arg=None):

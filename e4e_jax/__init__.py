@@ -7,29 +7,33 @@ from __future__ import annotations
 
 import importlib
 
+from e4e_jax import aliases
+
 __version__ = "0.1.0"
+
+aliases.install()
 
 # public name -> module that defines it
 _PUBLIC = {
     "align_faces": "e4e_jax.align",  # FFHQ face alignment (pip install .[align])
     # generator (models/stylegan2.py behind a loaded wrapper)
-    "load_generator": "e4e_jax.generator",
-    "init_generator": "e4e_jax.generator",
-    "save_generator": "e4e_jax.generator",
-    "LoadedGenerator": "e4e_jax.generator",
+    "load_generator": "e4e_jax.nets.generator",
+    "init_generator": "e4e_jax.nets.generator",
+    "save_generator": "e4e_jax.nets.generator",
+    "LoadedGenerator": "e4e_jax.nets.generator",
     # encoders / inversion
-    "load_encoder": "e4e_jax.inverter",
-    "Inverter": "e4e_jax.inverter",
-    "save_inverter": "e4e_jax.inverter",
+    "load_encoder": "e4e_jax.nets.encoder",
+    "Inverter": "e4e_jax.nets.encoder",
+    "save_inverter": "e4e_jax.nets.encoder",
     # frozen loss networks
-    "load_lpips": "e4e_jax.loss_nets",
-    "load_arcface": "e4e_jax.loss_nets",
-    "load_moco": "e4e_jax.loss_nets",
+    "load_lpips": "e4e_jax.nets.loss_nets",
+    "load_arcface": "e4e_jax.nets.loss_nets",
+    "load_moco": "e4e_jax.nets.loss_nets",
     # latent optimisation (StyleGAN2-ADA W projector)
-    "project": "e4e_jax.projector",
+    "project": "e4e_jax.inversion.projector",
     # optimisation
-    "ranger": "e4e_jax.optim",
-    "make_optimizer": "e4e_jax.optim",
+    "ranger": "e4e_jax.core.optim",
+    "make_optimizer": "e4e_jax.core.optim",
     # editing
     "sefa": "e4e_jax.editing.factorization",
     "interfacegan_edit": "e4e_jax.editing.directions",
@@ -42,18 +46,18 @@ _PUBLIC = {
     "LinearEdit": "e4e_jax.editing.linear",
     "convert_editing_file": "e4e_jax.editing.files",
     # metrics
-    "load_inception": "e4e_jax.metrics.fid_metric",
-    "maybe_load_inception": "e4e_jax.metrics.fid_metric",
-    "fid": "e4e_jax.metrics.fid_metric",
-    "fid_statistics": "e4e_jax.metrics.fid_metric",
-    "frechet_distance": "e4e_jax.metrics.fid_metric",
-    "swd": "e4e_jax.metrics.swd_metric",
-    "latent_editing_consistency": "e4e_jax.metrics.latent_metrics",
-    "latent_variation": "e4e_jax.metrics.latent_metrics",
-    "latent_deviation": "e4e_jax.metrics.latent_metrics",
+    "load_inception": "e4e_jax.evaluation.metrics.fid",
+    "maybe_load_inception": "e4e_jax.evaluation.metrics.fid",
+    "fid": "e4e_jax.evaluation.metrics.fid",
+    "fid_statistics": "e4e_jax.evaluation.metrics.fid",
+    "frechet_distance": "e4e_jax.evaluation.metrics.fid",
+    "swd": "e4e_jax.evaluation.metrics.swd",
+    "latent_editing_consistency": "e4e_jax.evaluation.metrics.latent",
+    "latent_variation": "e4e_jax.evaluation.metrics.latent",
+    "latent_deviation": "e4e_jax.evaluation.metrics.latent",
 }
 
-# submodules reachable as attributes without an explicit import (`e4e_jax.pti.tune(...)`)
+# submodules reachable as attributes without an explicit import (`e4e_jax.inversion.pti.tune(...)`)
 _SUBMODULES = ("pti",)
 
 

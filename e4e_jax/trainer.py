@@ -1,4 +1,4 @@
-"""The name `e4e_jax.trainer` of the README's API table (`e4e_jax.trainer.train_and_evaluate`).
+"""The name `e4e_jax.train` of the README's API table (`e4e_jax.train.train_and_evaluate`).
 
 The training code lives in e4e_jax/train/ (setup, loop, validation, checkpointing) and the
 training data in e4e_jax/data/train_sets.py; this module re-exports their public names so that

@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 
 from e4e_jax import align
+from e4e_jax.cli import align as align_cli
 
 IMAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "images")
 FACE = os.path.join(IMAGES, "input_img.jpg")  # the official FFHQ-aligned 1024x1024 photo
@@ -242,18 +243,18 @@ def test_import_works_and_align_faces_explains_the_install_without_mediapipe(mon
     src = tmp_path / "in"
     src.mkdir()
     img.save(src / "face.jpg")
-    assert align.main(["--input", str(src), "--output", str(tmp_path / "out")]) == 1
+    assert align_cli.main(["--input", str(src), "--output", str(tmp_path / "out")]) == 1
     assert "pip install .[align]" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
-    assert align.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert align_cli.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
     assert "input folder not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    assert align.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert align_cli.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
-    assert align.main(["--input", FACE, "--output", str(tmp_path / "o"), "--size", "4"]) == 2
+    assert align_cli.main(["--input", FACE, "--output", str(tmp_path / "o"), "--size", "4"]) == 2
     assert "--size" in capsys.readouterr().err
 
 
@@ -408,7 +409,7 @@ def test_cli_writes_one_png_per_face_and_reports_skips(aligner, face, tmp_path, 
     PIL.Image.open(NO_FACE).save(src / "church.jpg")
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     (src / "notes.txt").write_text("ignored")
-    code = align.main(["--input", str(src), "--output", str(dst), "--size", "128"])
+    code = align_cli.main(["--input", str(src), "--output", str(dst), "--size", "128"])
     out = capsys.readouterr().out
     print(out)
     assert code == 0
@@ -427,7 +428,7 @@ def test_cli_writes_one_png_per_face_and_reports_skips(aligner, face, tmp_path, 
     only = tmp_path / "landscapes"
     only.mkdir()
     PIL.Image.open(NO_FACE).save(only / "church.jpg")
-    assert align.main(["--input", str(only), "--output", str(tmp_path / "none")]) == 1
+    assert align_cli.main(["--input", str(only), "--output", str(tmp_path / "none")]) == 1
     assert "no face found" in capsys.readouterr().out
 
 
@@ -457,7 +458,7 @@ def test_cli_output_names_never_collide(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(align, "FaceAligner", FakeAligner)
     dst = tmp_path / "out"
-    assert align.main(["--input", str(src), "--output", str(dst), "--size", "16"]) == 0
+    assert align_cli.main(["--input", str(src), "--output", str(dst), "--size", "16"]) == 0
     rows = [line.split("\t") for line in (dst / "manifest.tsv").read_text().splitlines()[1:]]
     pngs = [r[0] for r in rows]
     assert len(pngs) == 6 and len({p.lower() for p in pngs}) == 6

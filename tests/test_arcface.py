@@ -2,7 +2,7 @@
 
 The fixture weights are written as model_ir_se50.pth (a plain state dict) with torch.save,
 converted by convert_weights/arcface.py's CLI and read back with e4e_jax.load_arcface. Also checks
-the PyTorch adaptive-pooling windows of e4e_jax.ops.adaptive_avg_pool2d that the loss relies on.
+the PyTorch adaptive-pooling windows of e4e_jax.core.ops.adaptive_avg_pool2d that the loss relies on.
 """
 import jax
 import jax.numpy as jnp
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import e4e_jax
-from convert_weights import arcface as arcface_cli
+from e4e_jax.convert import arcface as arcface_cli
 from e4e_jax import losses
 from e4e_jax.models.arcface import crop_and_pool
-from e4e_jax.ops import adaptive_avg_pool2d
+from e4e_jax.core.ops import adaptive_avg_pool2d
 from fixture_utils import (assert_close, load_fixture, nchw_to_nhwc, save_torch,
                            suggested_atol)
 

@@ -21,11 +21,16 @@ import fixture_utils as fu  # noqa: E402
 from synth_weights import synth  # noqa: E402
 
 import e4e_jax  # noqa: E402
-from convert_weights import arcface, e4e, fid_inception, lpips, moco, stylegan2  # noqa: E402
-from convert_weights._common import (ConversionError, UnsafeCheckpointError,  # noqa: E402
+from e4e_jax.convert import arcface
+from e4e_jax.convert import e4e
+from e4e_jax.convert import fid_inception
+from e4e_jax.convert import lpips
+from e4e_jax.convert import moco
+from e4e_jax.convert import stylegan2  # noqa: E402
+from e4e_jax.convert.common import (ConversionError, UnsafeCheckpointError,  # noqa: E402
                                      load_torch_file)
-from convert_weights._pickle_scan import file_kind, pickle_globals  # noqa: E402
-from e4e_jax.checkpoints import flatten_tree  # noqa: E402
+from e4e_jax.convert.pickle_scan import file_kind, pickle_globals  # noqa: E402
+from e4e_jax.nets.model_dir import flatten_tree  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "marker_written_by_setstate"
@@ -128,14 +133,14 @@ def _refused_checks(err: str):
 
 
 def test_unknown_class_is_refused_by_the_cli(rosinality_files, tmp_path, monkeypatch):
-    """`python -m convert_weights.stylegan2` on a file with a non-allowed class: exit 2, the
+    """`python -m e4e_jax.convert.stylegan2` on a file with a non-allowed class: exit 2, the
     class named with what to do, no traceback, no colour codes, nothing of it run."""
     monkeypatch.chdir(tmp_path)
     ckpt = torch.load(rosinality_files[1], weights_only=True)
     ckpt["args"] = TrainingOptions()
     torch.save(ckpt, tmp_path / "custom.pt")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "convert_weights.stylegan2", "custom.pt", "out"],
+    proc = subprocess.run([sys.executable, "-m", "e4e_jax.convert.stylegan2", "custom.pt", "out"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: 'custom.pt' refers to Python classes")
@@ -248,7 +253,7 @@ def test_stylegan2_ada_pickle_given_to_the_rosinality_converter(tmp_path, capsys
     assert stylegan2.main([pkl, str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "torch_utils.persistence._reconstruct_persistent_obj" in err
-    assert "python -m convert_weights.stylegan2_ada" in err and "Warning" not in err
+    assert "python -m e4e_jax.convert.stylegan2_ada" in err and "Warning" not in err
 
 
 @pytest.mark.parametrize("payload,cause", [

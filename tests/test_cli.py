@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from e4e_jax import cli
-from e4e_jax.output_names import OutputNames
+from e4e_jax.outputs.names import OutputNames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -22,14 +22,14 @@ COMMANDS = [
     ("e4e_jax.edit", "python -m e4e_jax.edit"),
     ("e4e_jax.sample", "python -m e4e_jax.sample"),
     ("e4e_jax.invert", "python -m e4e_jax.invert"),
-    ("e4e_jax.evaluation.cli", "python eval.py"),
-    ("convert_weights.stylegan2", "python -m convert_weights.stylegan2"),
-    ("convert_weights.stylegan2_ada", "python -m convert_weights.stylegan2_ada"),
-    ("convert_weights.e4e", "python -m convert_weights.e4e"),
-    ("convert_weights.lpips", "python -m convert_weights.lpips"),
-    ("convert_weights.arcface", "python -m convert_weights.arcface"),
-    ("convert_weights.moco", "python -m convert_weights.moco"),
-    ("convert_weights.fid_inception", "python -m convert_weights.fid_inception"),
+    ("e4e_jax.cli.eval", "python eval.py"),
+    ("e4e_jax.convert.stylegan2", "python -m e4e_jax.convert.stylegan2"),
+    ("e4e_jax.convert.stylegan2_ada", "python -m e4e_jax.convert.stylegan2_ada"),
+    ("e4e_jax.convert.e4e", "python -m e4e_jax.convert.e4e"),
+    ("e4e_jax.convert.lpips", "python -m e4e_jax.convert.lpips"),
+    ("e4e_jax.convert.arcface", "python -m e4e_jax.convert.arcface"),
+    ("e4e_jax.convert.moco", "python -m e4e_jax.convert.moco"),
+    ("e4e_jax.convert.fid_inception", "python -m e4e_jax.convert.fid_inception"),
 ]
 
 
@@ -52,7 +52,7 @@ def test_help_exits_0_with_real_invocation_and_example(module, invocation, capsy
 def test_help_of_the_real_entry_points_in_subprocesses():
     """The very commands a user types (python -m ..., python eval.py) exit 0 on --help."""
     for module, invocation in COMMANDS:
-        if module == "e4e_jax.evaluation.cli":
+        if module == "e4e_jax.cli.eval":
             argv = [sys.executable, "eval.py", "--help"]
         else:
             argv = [sys.executable, "-m", module, "--help"]
@@ -85,11 +85,11 @@ def test_underscore_and_dash_spellings_parse_alike():
     ("e4e_jax.edit", "--min_cell", "--min-cell", "min_cell"),
     ("e4e_jax.encode", "--batch_size", "--batch-size", "batch_size"),
     ("e4e_jax.align", "--max_faces", "--max-faces", "max_faces"),
-    ("e4e_jax.evaluation.cli", "--num_images", "--num-images", "num_images"),
-    ("e4e_jax.evaluation.cli", "--batch_size", "--batch-size", "batch_size"),
-    ("e4e_jax.evaluation.cli", "--deviation_samples", "--deviation-samples",
+    ("e4e_jax.cli.eval", "--num_images", "--num-images", "num_images"),
+    ("e4e_jax.cli.eval", "--batch_size", "--batch-size", "batch_size"),
+    ("e4e_jax.cli.eval", "--deviation_samples", "--deviation-samples",
      "deviation_samples"),
-    ("e4e_jax.evaluation.cli", "--num_grid", "--num-grid", "num_grid"),
+    ("e4e_jax.cli.eval", "--num_grid", "--num-grid", "num_grid"),
 ])
 def test_command_aliases(module, old, new, dest):
     import importlib
@@ -99,7 +99,7 @@ def test_command_aliases(module, old, new, dest):
                                  "--out", "o"],
                 "e4e_jax.encode": ["--checkpoint", "c", "--input", "i", "--output", "o"],
                 "e4e_jax.align": ["--input", "i", "--output", "o"],
-                "e4e_jax.evaluation.cli": ["--checkpoint", "c", "--data", "d", "--out", "o"]}
+                "e4e_jax.cli.eval": ["--checkpoint", "c", "--data", "d", "--out", "o"]}
     a = parser.parse_args(required[module] + [old, "7"])
     b = parser.parse_args(required[module] + [new, "7"])
     assert getattr(a, dest) == getattr(b, dest) == 7
@@ -132,7 +132,7 @@ def test_output_names_rule():
 
 
 def test_model_dirs_follow_umask(tmp_path):
-    from e4e_jax.checkpoints import save_model_dir
+    from e4e_jax.nets.model_dir import save_model_dir
     old = os.umask(0o022)
     try:
         path = save_model_dir(str(tmp_path / "m"), "test", {"x": 1}, arrays={"a": np.zeros(2)})
@@ -146,8 +146,8 @@ def test_model_dirs_follow_umask(tmp_path):
 
 def test_workdir_hint_is_shared(tmp_path):
     """Any loader or check given a training workdir names WORKDIR/export."""
-    from e4e_jax import checkpoints
-    from e4e_jax.encoder_dirs import check_checkpoint
+    from e4e_jax.nets import model_dir as checkpoints
+    from e4e_jax.nets.encoder import check_checkpoint
     workdir = tmp_path / "run"
     checkpoints.save_model_dir(str(workdir / "export"), "test", {})
     (workdir / "checkpoints").mkdir()
@@ -169,9 +169,9 @@ def tiny_models(tmp_path_factory):
     class-conditional StyleGAN2-ADA generator (c_dim 5)."""
     import jax
     import ada_pickle_writer as writer
-    from convert_weights import stylegan2_ada
-    from e4e_jax.generator import save_generator
-    from e4e_jax.inverter import save_inverter
+    from e4e_jax.convert import stylegan2_ada
+    from e4e_jax.nets.generator import save_generator
+    from e4e_jax.nets.encoder import save_inverter
     from e4e_jax.models import encoders as E
     from test_encoders import tiny_config, tiny_generator
     root = tmp_path_factory.mktemp("models")
@@ -193,7 +193,7 @@ def test_sample_class_option(tiny_models, tmp_path, capsys):
     from PIL import Image
     import jax
     import e4e_jax
-    from e4e_jax import sample
+    from e4e_jax.cli import sample
     cond, gen = tiny_models["cond"], tiny_models["gen"]
     out = str(tmp_path / "s.png")
     assert sample.main(["--generator", cond, "--n", "2", "--out", out]) == 2
@@ -214,7 +214,7 @@ def test_sample_class_option(tiny_models, tmp_path, capsys):
     g = e4e_jax.load_generator(cond)
     want = np.asarray(g.sample(jax.random.key(1), 2, noise="const",
                                c=np.eye(5, dtype=np.float32)[3]))
-    from e4e_jax.image_io import to_uint8
+    from e4e_jax.data.image_io import to_uint8
     h = want.shape[1]
     assert np.abs(grids[3][:h, :h].astype(int) - to_uint8(want[0]).astype(int)).max() <= 1
     assert not np.array_equal(grids[0], grids[3])
@@ -239,8 +239,8 @@ def _record_kwargs(monkeypatch, module, name):
 @pytest.mark.slow
 def test_dtype_precision_reach_the_loaders(tiny_models, tmp_path, monkeypatch):
     import e4e_jax
-    import e4e_jax.inverter as inverter
-    from e4e_jax import edit, sample
+    import e4e_jax.nets.encoder as inverter
+    from e4e_jax.cli import edit, sample
     from e4e_jax.evaluation import cli as eval_cli
     seen_g = _record_kwargs(monkeypatch, e4e_jax, "load_generator")
     seen_e = _record_kwargs(monkeypatch, inverter, "load_encoder")
@@ -269,7 +269,7 @@ def test_dtype_precision_reach_the_loaders(tiny_models, tmp_path, monkeypatch):
 
 def test_exit_codes_edit_and_eval(tiny_models, tmp_path, capsys):
     """0 done, 1 nothing readable, 2 bad arguments (issue 13 item 5)."""
-    from e4e_jax import edit
+    from e4e_jax.cli import edit
     from e4e_jax.evaluation import cli as eval_cli
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -293,8 +293,9 @@ def test_exit_codes_edit_and_eval(tiny_models, tmp_path, capsys):
 
 
 def test_exit_codes_converters_and_sample(tmp_path, capsys):
-    from convert_weights import e4e as conv_e4e, stylegan2
-    from e4e_jax import sample
+    from e4e_jax.convert import e4e as conv_e4e
+    from e4e_jax.convert import stylegan2
+    from e4e_jax.cli import sample
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     for conv in (stylegan2, conv_e4e):
@@ -308,7 +309,7 @@ def test_exit_codes_converters_and_sample(tmp_path, capsys):
 def test_edit_grid_names_never_collide(tiny_models, tmp_path):
     import json
     from PIL import Image
-    from e4e_jax import edit
+    from e4e_jax.cli import edit
     src = tmp_path / "in"
     src.mkdir()
     for i, n in enumerate(["a.jpg", "a.png", "A.bmp"]):
@@ -323,7 +324,7 @@ def test_edit_grid_names_never_collide(tiny_models, tmp_path):
 
 
 def test_eval_cost_estimate_and_eta():
-    from e4e_jax.evaluation.base import EvalOptions
+    from e4e_jax.evaluation.evaluators.base import EvalOptions
     from e4e_jax.evaluation.cost import EtaTracker, cost_plan, describe, total_passes
     opts = EvalOptions(deviation_samples=500, lec_edit="sefa:0", edits=None)
     plan = cost_plan(20, opts, n_edits=1, has_inception=True)
@@ -337,7 +338,7 @@ def test_eval_cost_estimate_and_eta():
     small = cost_plan(4, EvalOptions(deviation_samples=0, lec_edit=None, edits=[]), 0, False)
     assert [(s.name, s.passes) for s in small] == [("inversion metrics", 8)]
     # the paper's setting costs 10x the default deviation stage
-    from e4e_jax.evaluation.base import DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES
+    from e4e_jax.evaluation.evaluators.base import DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES
     assert (DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES) == (500, 5000)
     # ETA from the second batch (after compile): 20 images in batches of 8, 0.5 s per batch
     notes, clock = [], iter([0.0, 10.0, 10.5]).__next__
@@ -389,9 +390,9 @@ def test_conditional_generator_refusals_in_edit_and_eval(tiny_models, tmp_path, 
     an e4e model over a class-conditional generator is refused with the option named."""
     import jax
     import e4e_jax
-    from e4e_jax import edit
+    from e4e_jax.cli import edit
     from e4e_jax.evaluation import cli as eval_cli
-    from e4e_jax.inverter import save_inverter
+    from e4e_jax.nets.encoder import save_inverter
     from e4e_jax.models import encoders as E
     from test_encoders import tiny_config
     g = e4e_jax.load_generator(tiny_models["cond"])
@@ -425,7 +426,7 @@ def test_third_party_logs_quiet_unless_verbose(monkeypatch):
 
 @pytest.mark.parametrize("argv", [["--out", "."], ["--out", "samples.jpgx"]])
 def test_sample_refuses_an_output_that_is_not_an_image_file_before_sampling(argv, capsys):
-    from e4e_jax import sample
+    from e4e_jax.cli import sample
     with pytest.raises(SystemExit) as e:
         sample.main(argv)
     assert e.value.code == 2
@@ -434,7 +435,7 @@ def test_sample_refuses_an_output_that_is_not_an_image_file_before_sampling(argv
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_encode_refuses_a_batch_size_below_one(value, capsys):
-    from e4e_jax import encode
+    from e4e_jax.cli import encode
     with pytest.raises(SystemExit) as e:
         encode.main(["--checkpoint", "c", "--input", "i", "--output", "o", "--batch-size", value])
     assert e.value.code == 2

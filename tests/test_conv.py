@@ -1,4 +1,4 @@
-"""e4e_jax.models.conv: same forward and input gradient as lax.conv_general_dilated, the weight
+"""e4e_jax.core.conv: same forward and input gradient as lax.conv_general_dilated, the weight
 gradient within float32 rounding, and an input gradient that keeps the plain kernel layout inside
 a compiled loop (the reason the module exists)."""
 import re
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from e4e_jax.models.conv import conv2d, conv_general_dilated
+from e4e_jax.core.conv import conv2d, conv_general_dilated
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (size, in, out, kernel, stride, pad): the generator's 3x3 and its up-sampling phases (2 and 1

@@ -10,9 +10,9 @@ import pytest
 import fixture_utils as fu
 
 import e4e_jax
-from convert_weights import e4e as conv
-from convert_weights._common import ConversionError
-from e4e_jax import checkpoints
+from e4e_jax.convert import e4e as conv
+from e4e_jax.convert.common import ConversionError
+from e4e_jax.nets import model_dir as checkpoints
 from e4e_jax.models.encoders import encoder_shapes
 
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import e4e_jax
-from convert_weights import arcface as arcface_cli
-from convert_weights import lpips as lpips_cli
-from convert_weights import moco as moco_cli
-from convert_weights._common import ConversionError
-from e4e_jax.checkpoints import check_tree
-from e4e_jax.loss_nets import arcface_module, moco_module
+from e4e_jax.convert import arcface as arcface_cli
+from e4e_jax.convert import lpips as lpips_cli
+from e4e_jax.convert import moco as moco_cli
+from e4e_jax.convert.common import ConversionError
+from e4e_jax.nets.model_dir import check_tree
+from e4e_jax.nets.loss_nets import arcface_module, moco_module
 from e4e_jax.models.lpips import LPIPS
 from fixture_utils import REAL_SIZE, build_container, load_fixture, load_real_size, save_torch
 

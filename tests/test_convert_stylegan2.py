@@ -8,9 +8,9 @@ import pytest
 import fixture_utils as fu
 
 import e4e_jax
-from convert_weights import stylegan2 as conv
-from convert_weights._common import ConversionError
-from e4e_jax.checkpoints import flatten_tree
+from e4e_jax.convert import stylegan2 as conv
+from e4e_jax.convert.common import ConversionError
+from e4e_jax.nets.model_dir import flatten_tree
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 
 import fixture_utils as fu
 
-from convert_weights import e4e as conv
-from convert_weights._common import ConversionError, load_torch_file
-from e4e_jax import adversarial as adv
+from e4e_jax.convert import e4e as conv
+from e4e_jax.convert.common import ConversionError, load_torch_file
+from e4e_jax.losses import adversarial as adv
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
 
 FIX = "latent_discriminator"

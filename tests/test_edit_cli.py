@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import edit, editing, image_io
-from e4e_jax.edit import EditSpecError, parse_edit_spec
-from e4e_jax.inverter import load_encoder
+from e4e_jax import editing
+from e4e_jax.apps import edit as edit_app
+from e4e_jax.cli import edit
+from e4e_jax.data import image_io
+from e4e_jax.editing.spec import EditSpecError, parse_edit_spec
+from e4e_jax.nets.encoder import load_encoder
+from e4e_jax.outputs.grids import grid_layout
 from test_encoders import save_tiny_inverter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,9 +93,9 @@ def test_bad_edit_specs(text, message):
 
 def test_strength_columns():
     a, b = parse_edit_spec("sefa:0:5"), parse_edit_spec("sefa:1")
-    assert edit._columns([a], None) == (5.0,)
-    assert edit._columns([a, b], None) == (-3.0, 0.0, 3.0, 5.0)
-    assert edit._columns([a, b], [1, -1]) == (1.0, -1.0)
+    assert edit_app.columns([a], None) == (5.0,)
+    assert edit_app.columns([a, b], None) == (-3.0, 0.0, 3.0, 5.0)
+    assert edit_app.columns([a, b], [1, -1]) == (1.0, -1.0)
 
 
 # ---------------------------------------------------------------------- the command
@@ -143,7 +147,7 @@ def test_edit_images(model_dir, inv, images, edit_files, tmp_path, capsys):
     # the grid of sub/b.png: rows = edits, columns = source | inversion | 3 strengths
     i = names.index(os.path.join("sub", "b.png"))
     grid = np.asarray(Image.open(out / "sub" / "b.png"))
-    layout = edit.grid_layout(3, 5, 32, 32)
+    layout = grid_layout(3, 5, 32, 32)
     assert grid.shape[:2] == layout.shape and layout.scale == 4
     np.testing.assert_array_equal(cell(grid, layout, 1, 0),
                                   magnified(image_io.to_uint8(x[i]), 4))
@@ -166,7 +170,7 @@ def test_edit_images(model_dir, inv, images, edit_files, tmp_path, capsys):
     ed2 = np.load(out2 / "edited_latents.npy")
     assert ed2.shape == (4, 1, 1, inv.n_latent, 32)
     grid = np.asarray(Image.open(out2 / "a.png"))
-    layout = edit.grid_layout(1, 2, 32, 32)
+    layout = grid_layout(1, 2, 32, 32)
     assert grid.shape[:2] == layout.shape
     inversion = image_io.to_uint8(np.asarray(inv.decode(lat[:1]))[0])
     assert np.abs(cell(grid, layout, 0, 0).astype(int) - magnified(inversion, 4)).max() <= 1
@@ -185,7 +189,7 @@ def test_edit_synthetic_images(model_dir, inv, tmp_path):
     assert summary["has_source_column"] is True and summary["input"] == "synthetic (seed 5)"
     x = np.concatenate([b.images[:b.valid] for b in SyntheticImages(3, 5).batches(inv, 3)])
     grid = np.asarray(Image.open(out / "synthetic_00002.png"))
-    layout = edit.grid_layout(1, 3, 32, 32)
+    layout = grid_layout(1, 3, 32, 32)
     assert grid.shape[:2] == layout.shape
     np.testing.assert_array_equal(cell(grid, layout, 0, 0), magnified(image_io.to_uint8(x[2]), 4))
     np.testing.assert_allclose(np.load(out / "latents.npy"), np.asarray(inv.encode(x)), atol=1e-5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fixture_utils as fu
-from convert_weights import stylegan2 as conv_sg2
+from e4e_jax.convert import stylegan2 as conv_sg2
 
 import e4e_jax
 from e4e_jax.editing import (LinearEdit, compute_ganspace_pca, convert_editing_file,

@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 import e4e_jax
-from e4e_jax import encode, image_io
-from e4e_jax.inverter import save_inverter
+from e4e_jax.apps import encode as encode_app
+from e4e_jax.cli import encode
+from e4e_jax.data import image_io
+from e4e_jax.nets.encoder import save_inverter
 from e4e_jax.models import encoders as E
 from test_encoders import tiny_config, tiny_generator
 
@@ -89,14 +91,14 @@ def test_encode_folder(model_dir, images, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_keeps_written_rows(model_dir, images, tmp_path, monkeypatch):
-    real = encode._load_rows
+    real = encode_app.load_rows
 
     def load(path, rel, size, align):
         if rel == "e.jpg":
             raise KeyboardInterrupt
         return real(path, rel, size, align)
 
-    monkeypatch.setattr(encode, "_load_rows", load)
+    monkeypatch.setattr(encode_app, "load_rows", load)
     out = tmp_path / "out"
     rc = encode.main(["--checkpoint", model_dir, "--input", images, "--output", str(out),
                       "--batch-size", "2"])
@@ -260,7 +262,7 @@ def test_workdir_hint(model_dir, images, tmp_path, capsys):
 
 
 def test_dtype_precision_reach_loader(model_dir, images, tmp_path, monkeypatch):
-    import e4e_jax.inverter as inverter
+    import e4e_jax.nets.encoder as inverter
     seen = []
     real = inverter.load_encoder
 

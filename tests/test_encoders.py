@@ -9,8 +9,8 @@ import pytest
 import fixture_utils as fu
 
 import e4e_jax
-from convert_weights import e4e as conv
-from e4e_jax.inverter import Inverter, face_pool
+from e4e_jax.convert import e4e as conv
+from e4e_jax.nets.encoder import Inverter, face_pool
 from e4e_jax.models import encoders as E
 from e4e_jax.models import irse
 
@@ -80,7 +80,7 @@ TINY = dict(widths=(8, 16, 16, 32), units=(1, 2, 1, 1), style_dim=32)
 def tiny_generator(resolution=32, style_dim=32, channels=16, seed=0):
     """A small random LoadedGenerator drawn with numpy (init_generator compiles a threefry
     graph per parameter, which is slow on CPU and irrelevant to these tests)."""
-    from e4e_jax.generator import LoadedGenerator, expected_variables, module_from_config
+    from e4e_jax.nets.generator import LoadedGenerator, expected_variables, module_from_config
     from e4e_jax.models.stylegan2 import official_channels
     config = dict(resolution=resolution, style_dim=style_dim, n_mlp=2, lr_mlp=0.01,
                   channels=list(official_channels(resolution, 2, channels)),
@@ -124,7 +124,7 @@ def tiny_config(encoder_type="Encoder4Editing", n_styles=10, input_size=(64, 64)
 def save_tiny_inverter(path):
     """A 32px e4e inverter directory (tiny generator and encoder, seeded latent_avg): the model
     the command tests (invert, edit, eval) run on. Returns the directory."""
-    from e4e_jax.inverter import save_inverter
+    from e4e_jax.nets.encoder import save_inverter
     g = tiny_generator(32)
     cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
     v = E.init_encoder(jax.random.PRNGKey(0), cfg)

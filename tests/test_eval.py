@@ -13,13 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import editing, evaluation as ev, image_io, metrics
-from e4e_jax.checkpoints import save_model_dir
-from e4e_jax.inverter import load_encoder, save_inverter
-from e4e_jax.loss_nets import moco_module
+from e4e_jax import editing, evaluation as ev
+from e4e_jax.apps import evaluate as ev_app
+from e4e_jax.cli import eval as ev_cli
+from e4e_jax.nets.encoder import checkpoint_names
+from e4e_jax.data import image_io
+from e4e_jax.evaluation import metrics
+from e4e_jax.nets.model_dir import save_model_dir
+from e4e_jax.nets.encoder import load_encoder, save_inverter
+from e4e_jax.nets.loss_nets import moco_module
 from e4e_jax.models import encoders as E
 from e4e_jax.models.lpips import LPIPS
-from e4e_jax.ops import adaptive_avg_pool2d
+from e4e_jax.core.ops import adaptive_avg_pool2d
 from test_encoders import save_tiny_inverter, tiny_config, tiny_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +92,7 @@ def nets(net_dirs):
 
 
 def test_checkpoint_names_disambiguate_basenames():
-    assert ev.checkpoint_names(["runs/a/export", "runs/b/export/", "x/e4e", "runs/c/export"]) \
+    assert checkpoint_names(["runs/a/export", "runs/b/export/", "x/e4e", "runs/c/export"]) \
         == ["export", "export-2", "e4e", "export-3"]
 
 
@@ -95,12 +100,12 @@ def test_checkpoint_names_disambiguate_basenames():
 def test_every_metric_matches_the_library_and_compiles_once(inv, nets, tmp_path):
     """36 synthetic images in batches of 8 (the last padded): each number equals the metric
     library called directly on all images, and no batch after the first compiles anything."""
-    data = ev.open_data("synthetic", num_images=36, seed=3)
+    data = ev_app.open_data("synthetic", num_images=36, seed=3)
     opts = ev.EvalOptions(batch_size=8, seed=3, edits=["sefa:1:2", "sefa:0:-4:1-3"],
                           lec_edit="sefa:0:3", deviation_samples=20)
     seen = []
     with ev.CompileCounter() as counter:
-        entry = ev.evaluate_checkpoint(
+        entry = ev_app.evaluate_checkpoint(
             inv, data, nets, opts, name="tiny", grid_dir=str(tmp_path / "grids"),
             progress=lambda name, stage, done, total: seen.append((stage, done, counter.count)))
     # compilations: the count after every batch from the second on equals the one after the
@@ -180,7 +185,7 @@ def test_folder_cli_two_names_and_reasons(model_dir, net_dirs, inv, tmp_path, ca
         image_io.save_png(image_io.to_uint8(im), str(folder / f"img_{i:02d}.png"))
     (folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    rc = ev.main(["--checkpoint", model_dir, "--checkpoint", model_dir + os.sep, "--data",
+    rc = ev_cli.main(["--checkpoint", model_dir, "--checkpoint", model_dir + os.sep, "--data",
                   str(folder), "--out", str(out), "--num_images", "9", "--batch_size", "4",
                   "--lpips", net_dirs[0], "--edits", "none", "--lec_edit", "none",
                   "--deviation_samples", "0", "--num_grid", "2"])
@@ -227,7 +232,7 @@ def test_reasons_for_sizes_the_metrics_cannot_take(tmp_path):
                       g, np.zeros((g.n_latent, 32), np.float32), face_pool=64)
     inv = load_encoder(d)
     nets = ev.Networks(similarity=object(), similarity_kind="arcface", similarity_reason=None)
-    entry = ev.evaluate_checkpoint(inv, ev.open_data("synthetic", num_images=8), nets,
+    entry = ev_app.evaluate_checkpoint(inv, ev_app.open_data("synthetic", num_images=8), nets,
                                    ev.EvalOptions(batch_size=8, deviation_samples=8))
     assert entry["image_size"] == [64, 64]
     for k in ("mse", "swd", "identity", "swd_edit"):
@@ -240,7 +245,7 @@ def test_reasons_for_sizes_the_metrics_cannot_take(tmp_path):
 @pytest.mark.slow
 def test_arcface_needs_256px(inv):
     nets = ev.Networks(similarity=object(), similarity_kind="arcface", similarity_reason=None)
-    entry = ev.evaluate_checkpoint(inv, ev.open_data("synthetic", num_images=4), nets,
+    entry = ev_app.evaluate_checkpoint(inv, ev_app.open_data("synthetic", num_images=4), nets,
                                    ev.EvalOptions(batch_size=4, edits=[], lec_edit=None,
                                                   deviation_samples=0))
     assert entry["identity"] is None and "256x256" in entry["identity_reason"]
@@ -263,7 +268,7 @@ def test_cli_errors(model_dir, tmp_path, capsys):
     for args, message in cases:
         if "--data" not in args:
             args = args + ["--data", "synthetic", "--num_images", "8"]
-        assert ev.main(args + ["--out", out, "--deviation_samples", "0"]) == 2, args
+        assert ev_cli.main(args + ["--out", out, "--deviation_samples", "0"]) == 2, args
         err = capsys.readouterr().err
         assert message in err, (args, err)
 
@@ -275,13 +280,14 @@ def test_demo_training_then_eval_and_edit(tmp_path, capsys):
     """A few demo training steps, then eval.py on the synthetic domain and on a folder of
     generated PNGs, and the edit command: the JSON, the report and the PNGs."""
     from train_utils import tiny_config as tiny_train_config
-    from e4e_jax import edit, trainer
+    from e4e_jax.cli import edit
+    from e4e_jax import train as trainer
     workdir = str(tmp_path / "run")
     trainer.train_and_evaluate(tiny_train_config(max_steps=4), workdir)
     export = os.path.join(workdir, "export")
 
     out = tmp_path / "eval_synthetic"
-    assert ev.main(["--checkpoint", export, "--data", "synthetic", "--num_images", "16",
+    assert ev_cli.main(["--checkpoint", export, "--data", "synthetic", "--num_images", "16",
                     "--out", str(out), "--deviation_samples", "16"]) == 0
     r = json.loads((out / "metrics.json").read_text())["export"]
     for k in ("mse", "swd", "swd_edit", "lec", "latent_variation", "w_deviation"):
@@ -308,7 +314,7 @@ def test_demo_training_then_eval_and_edit(tmp_path, capsys):
     os.makedirs(copy.parent)
     os.symlink(export, copy)
     out2 = tmp_path / "eval_folder"
-    assert ev.main(["--checkpoint", export, "--checkpoint", str(copy), "--data", str(folder),
+    assert ev_cli.main(["--checkpoint", export, "--checkpoint", str(copy), "--data", str(folder),
                     "--out", str(out2), "--deviation_samples", "8"]) == 0
     both = json.loads((out2 / "metrics.json").read_text())
     assert list(both) == ["export", "export-2"]

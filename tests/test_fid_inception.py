@@ -12,10 +12,10 @@ import pytest
 
 from fixture_utils import (assert_close, load_fixture, load_real_size, nchw_to_nhwc, save_torch,
                            suggested_atol)
-from convert_weights._common import ConversionError
-from convert_weights.fid_inception import convert_fid_inception, main as convert_main
-from e4e_jax.checkpoints import ModelDirError, check_tree, save_model_dir
-from e4e_jax.metrics import (fid_from_features, fid_statistics, frechet_distance,
+from e4e_jax.convert.common import ConversionError
+from e4e_jax.convert.fid_inception import convert_fid_inception, main as convert_main
+from e4e_jax.nets.model_dir import ModelDirError, check_tree, save_model_dir
+from e4e_jax.evaluation.metrics import (fid_from_features, fid_statistics, frechet_distance,
                              frechet_distance_details, load_inception, maybe_load_inception)
 from e4e_jax.models.inception import expected_variables
 

@@ -10,7 +10,7 @@ import fixture_utils as fu
 from synth_weights import uniform
 
 import e4e_jax
-from convert_weights import stylegan2 as conv
+from e4e_jax.convert import stylegan2 as conv
 
 FIX = "stylegan2_generator"
 
@@ -150,7 +150,7 @@ def test_bad_inputs(g):
 
 
 def test_jit_compiles_once_per_shape(g):
-    from e4e_jax import generator as gen_mod
+    from e4e_jax.nets import generator as gen_mod
     w_plus = np.zeros((2, 10, 512), np.float32)
     g.synthesis(w_plus)
     before = gen_mod._synthesis._cache_size()
@@ -195,7 +195,7 @@ def test_gradient_through_synthesis_is_finite():
 
 
 def test_load_errors(tmp_path):
-    from e4e_jax.checkpoints import ModelDirError
+    from e4e_jax.nets.model_dir import ModelDirError
     with pytest.raises(ModelDirError, match="not a directory"):
         e4e_jax.load_generator(str(tmp_path / "missing"))
     os.makedirs(tmp_path / "empty")

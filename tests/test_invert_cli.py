@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 
 import e4e_jax
-from e4e_jax import edit, image_io, invert, invert_run
-from e4e_jax.checkpoints import save_model_dir
-from e4e_jax.invert_outputs import output_names
-from e4e_jax.inverter import load_encoder
+from e4e_jax.cli import edit, invert
+from e4e_jax.data import image_io
+from e4e_jax.apps import invert as invert_run
+from e4e_jax.nets.model_dir import save_model_dir
+from e4e_jax.apps.invert import output_names
+from e4e_jax.nets.encoder import load_encoder
 from e4e_jax.models.lpips import LPIPS
 from test_encoders import save_tiny_inverter, tiny_generator
 from test_eval import random_variables

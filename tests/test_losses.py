@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convert_weights.e4e import convert_discriminator
-from e4e_jax import adversarial, losses
+from e4e_jax.convert.e4e import convert_discriminator
+from e4e_jax import losses
+from e4e_jax.losses import adversarial
 from e4e_jax.losses import LossInputs, LossNet
 from e4e_jax.models.arcface import ArcFace
 from e4e_jax.models.discriminator import LatentCodesDiscriminator

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import e4e_jax
-from convert_weights import lpips as lpips_cli
+from e4e_jax.convert import lpips as lpips_cli
 from e4e_jax import losses
-from e4e_jax.checkpoints import ModelDirError, load_model_dir, save_model_dir
+from e4e_jax.nets.model_dir import ModelDirError, load_model_dir, save_model_dir
 from e4e_jax.models.lpips import unit_normalize
 from fixture_utils import (assert_close, load_fixture, nchw_to_nhwc, save_torch,
                            suggested_atol)

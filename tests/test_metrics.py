@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from fixture_utils import assert_close
-from e4e_jax import metrics
+from e4e_jax.evaluation import metrics
 from e4e_jax.editing import LinearEdit
-from e4e_jax.metrics import (filter_outliers, images_to_uint8, iterate_batches,
+from e4e_jax.evaluation.metrics import (filter_outliers, images_to_uint8, iterate_batches,
                              laplacian_pyramid, latent_deviation, latent_editing_consistency,
                              latent_variation, sliced_wasserstein, swd, swd_resolutions)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import e4e_jax
-from convert_weights import moco as moco_cli
+from e4e_jax.convert import moco as moco_cli
 from e4e_jax import losses
 from e4e_jax.models.resnet import l2_normalize, resize_nearest
 from fixture_utils import (assert_close, load_fixture, nchw_to_nhwc, save_torch,

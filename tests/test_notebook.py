@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from e4e_jax.inverter import save_inverter
+from e4e_jax.nets.encoder import save_inverter
 from e4e_jax.models import encoders as E
 from test_encoders import tiny_generator
 

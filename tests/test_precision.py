@@ -1,4 +1,4 @@
-"""The numeric policy (e4e_jax.precision): precision reaches every conv / matmul of every network
+"""The numeric policy (e4e_jax.core.precision): precision reaches every conv / matmul of every network
 and entry point (jaxpr inspection), bfloat16 forwards run and stay finite with float32 outputs,
 float32 stays bit-identical to the code before the policy existed (golden outputs), and
 rematerialisation leaves the gradients unchanged."""
@@ -13,16 +13,16 @@ import pytest
 from train_utils import tiny_config
 
 from e4e_jax import losses as L
-from e4e_jax import trainer
-from e4e_jax.generator import init_generator
-from e4e_jax.inverter import Inverter
+from e4e_jax import train as trainer
+from e4e_jax.nets.generator import init_generator
+from e4e_jax.nets.encoder import Inverter
 from e4e_jax.models.arcface import ArcFace
 from e4e_jax.models.discriminator import LatentCodesDiscriminator
 from e4e_jax.models.encoders import encoder_config, init_encoder
 from e4e_jax.models.inception import fid_inception
 from e4e_jax.models.lpips import LPIPS
 from e4e_jax.models.resnet import MocoFeatures
-from e4e_jax.precision import Policy, module_kwargs
+from e4e_jax.core.precision import Policy, module_kwargs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "fixtures", "dtype_golden.npz")
@@ -155,7 +155,7 @@ def test_precision_reaches_the_train_step(remat):
     nets["id"] = nets.pop("moco")
     setup = trainer.build(c, nets=nets)
     state = trainer.create_train_state(setup)
-    from e4e_jax import train_step as ts
+    from e4e_jax.train import step as ts
     fn = lambda s, f: ts.train_step(setup.models, setup.step_cfg, s, f, {})  # noqa: E731
     assert_all(fn, (state, setup.frozen), "highest")
 
@@ -213,7 +213,7 @@ def _golden_outputs():
 
 @pytest.mark.slow  # 260 s on the loaded 2-core CPU (LPIPS-vgg full widths, ArcFace 256 px)
 def test_float32_default_is_bit_identical_to_the_code_before_the_policy():
-    """dtype_golden.npz was written by the code before e4e_jax.precision existed (same tiny
+    """dtype_golden.npz was written by the code before e4e_jax.core.precision existed (same tiny
     networks, same seeds); the default path must reproduce it exactly."""
     golden = np.load(GOLDEN)
     # same jax: bit for bit; another jax release may round float32 differently, so there the

@@ -12,12 +12,12 @@ import pytest
 
 import e4e_jax
 import fixture_utils as fu
-from convert_weights.lpips import convert_lpips
-from convert_weights.stylegan2_ada import convert_ada_generator
-from e4e_jax.generator import LoadedGenerator, module_from_config
-from e4e_jax.loss_nets import LoadedLPIPS
+from e4e_jax.convert.lpips import convert_lpips
+from e4e_jax.convert.stylegan2_ada import convert_ada_generator
+from e4e_jax.nets.generator import LoadedGenerator, module_from_config
+from e4e_jax.nets.loss_nets import LoadedLPIPS
 from e4e_jax.models.lpips import LPIPS
-from e4e_jax.projector import (ProjectorError, noise_regularization, project,
+from e4e_jax.inversion.projector import (ProjectorError, noise_regularization, project,
                                renormalize_noise, w_statistics)
 from synth_weights import build_state_dict
 
@@ -83,7 +83,7 @@ def test_w_statistics(fixture, generator):
 
 def test_target_features_are_lpips(fixture, lpips):
     """The projector's feature distance on [0, 255] pixels equals the loaded LPIPS on [-1, 1]."""
-    from e4e_jax.inversion_common import lpips_feature_distance, lpips_features
+    from e4e_jax.inversion.common import lpips_feature_distance, lpips_features
     t = fixture.inputs["target_u8"].astype(np.float32)[None]
     grey = np.full_like(t, 128.0)
     ours = lpips_feature_distance(lpips.net, lpips_features(lpips.net, t),

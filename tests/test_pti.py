@@ -1,4 +1,4 @@
-"""PTI (e4e_jax.pti.tune) against the official danielroich/PTI tuning loop, and its behaviour.
+"""PTI (e4e_jax.inversion.pti.tune) against the official danielroich/PTI tuning loop, and its behaviour.
 
 Parity: the pti_tuning fixture (a 32 px StyleGAN2-ADA generator and LPIPS-alex on synthetic
 weights, rebuilt from its manifest): the plain run, the early stop at the LPIPS threshold and the
@@ -16,11 +16,11 @@ import fixture_utils as fu
 from synth_weights import build_state_dict
 
 import e4e_jax
-from convert_weights.lpips import convert_lpips
-from convert_weights.stylegan2_ada import convert_ada_generator
-from e4e_jax import pti
-from e4e_jax.generator import LoadedGenerator, module_from_config
-from e4e_jax.loss_nets import LoadedLPIPS
+from e4e_jax.convert.lpips import convert_lpips
+from e4e_jax.convert.stylegan2_ada import convert_ada_generator
+from e4e_jax.inversion import pti
+from e4e_jax.nets.generator import LoadedGenerator, module_from_config
+from e4e_jax.nets.loss_nets import LoadedLPIPS
 from e4e_jax.models.lpips import LPIPS
 
 FIX = "pti_tuning"

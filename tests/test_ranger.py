@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from fixture_utils import FIXTURES, assert_close
-from e4e_jax.optim import centralize_gradients, lookahead, make_optimizer, ranger
+from e4e_jax.core.optim import centralize_gradients, lookahead, make_optimizer, ranger
 
 NAMES = ("conv.weight", "linear.weight", "linear.bias")
 STEPS = 20
@@ -153,7 +153,7 @@ def test_make_optimizer_names():
 def test_radam_table_joins_float32_formula():
     # Past the float64 table the float32 formula takes over; a run that switches at step 300
     # follows the one that stays on the table to float32 rounding.
-    from e4e_jax.optim import scale_by_official_radam
+    from e4e_jax.core.optim import scale_by_official_radam
 
     grads = jax.random.normal(jax.random.PRNGKey(0), (700, 16))
 

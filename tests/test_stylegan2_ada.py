@@ -20,9 +20,9 @@ import ada_pickle_writer as writer
 import fixture_utils as fu
 
 import e4e_jax
-from convert_weights import stylegan2_ada as conv
-from convert_weights._common import ConversionError
-from convert_weights._safe_pickle import (PersistentObject, UnsafePickleError,
+from e4e_jax.convert import stylegan2_ada as conv
+from e4e_jax.convert.common import ConversionError
+from e4e_jax.convert.safe_pickle import (PersistentObject, UnsafePickleError,
                                           load_network_pickle)
 
 FIX = "stylegan2_ada_generator"
@@ -563,7 +563,7 @@ STEPS = 24
 def test_training_over_a_converted_ada_generator(tmp_path):
     """train.py's loop (tiny demo config) with generator.path = a converted ADA snapshot."""
     from train_utils import tiny_config
-    from e4e_jax import trainer
+    from e4e_jax import train as trainer
     kw = writer.tiny_init_kwargs(resolution=16, w_dim=64, num_layers=2, channel_base=256,
                                  channel_max=16, conv_clamp=256)
     state = writer.synthetic_generator_state(kw, seed=11)

@@ -16,9 +16,9 @@ import train_utils
 from train_utils import tiny_config
 
 from e4e_jax import losses as L
-from e4e_jax import trainer
-from e4e_jax import train_step as ts
-from e4e_jax.checkpoints import flatten_tree, load_model_dir
+from e4e_jax import train as trainer
+from e4e_jax.train import step as ts
+from e4e_jax.nets.model_dir import flatten_tree, load_model_dir
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_worker.py")
 
@@ -79,7 +79,7 @@ def test_outputs_of_a_run(demo_run):
     grids = sorted(os.listdir(os.path.join(workdir, "images")))               # image grids
     assert grids
     # captioned input | reconstruction columns, the 16 px images magnified for display
-    from e4e_jax.grids import grid_layout
+    from e4e_jax.outputs.grids import grid_layout
     grid = np.asarray(Image.open(os.path.join(workdir, "images", grids[-1])))
     layout = grid_layout(2, 2, 16, 16)
     assert layout.scale == 8 and grid.shape[:2] == layout.shape

@@ -14,8 +14,8 @@ import ada_pickle_writer as writer
 import train_utils
 from train_utils import tiny_config
 
-from e4e_jax import trainer
-from e4e_jax.losses_checks import check_lpips_size, lpips_min_size
+from e4e_jax import train as trainer
+from e4e_jax.losses.checks import check_lpips_size, lpips_min_size
 from e4e_jax.train.checks import FixedClassGenerator, condition_generator, preflight
 
 TRAIN = os.path.join(train_utils.ROOT, "train.py")
@@ -23,7 +23,7 @@ CONFIG = os.path.join(train_utils.HERE, "tiny_train_config.py")
 
 
 def converted_ada(tmp_path, name, **kwargs):
-    from convert_weights import stylegan2_ada as conv
+    from e4e_jax.convert import stylegan2_ada as conv
     kw = writer.tiny_init_kwargs(resolution=16, w_dim=32, num_layers=2, channel_base=128,
                                  channel_max=16, **kwargs)
     state = writer.synthetic_generator_state(kw, seed=5)
@@ -56,7 +56,7 @@ def test_lpips_minimum_is_where_the_distance_stops_being_nan(net):
 
 
 def test_lpips_loss_network_refuses_small_images():
-    from e4e_jax.loss_nets import LoadedLPIPS
+    from e4e_jax.nets.loss_nets import LoadedLPIPS
     from e4e_jax.models.lpips import LPIPS
     module = LPIPS("alex")
     v = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 32, 32, 3)))
@@ -194,8 +194,8 @@ def test_start_up_error_exits_1_with_one_line(tmp_path):
 # ------------------------------------------------------------------ training image grids
 
 def test_training_grid_captions_and_magnifies():
-    from e4e_jax.grids import grid_layout, labelled_reconstruction_grid
-    from e4e_jax.image_io import to_uint8
+    from e4e_jax.outputs.grids import grid_layout, labelled_reconstruction_grid
+    from e4e_jax.data.image_io import to_uint8
     x = np.random.RandomState(0).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
     y = -x
     grid = labelled_reconstruction_grid(x, y, 2, title="step 4")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train_utils
-from e4e_jax.checkpoints import flatten_tree, load_model_dir
+from e4e_jax.nets.model_dir import flatten_tree, load_model_dir
 
 TRAIN = os.path.join(train_utils.ROOT, "train.py")
 CONFIG = os.path.join(train_utils.HERE, "tiny_train_config.py")

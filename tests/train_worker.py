@@ -19,8 +19,8 @@ def main():
 
     import numpy as np
     from train_utils import tiny_config
-    from e4e_jax import trainer
-    from e4e_jax.checkpoints import flatten_tree, load_model_dir
+    from e4e_jax import train as trainer
+    from e4e_jax.nets.model_dir import flatten_tree, load_model_dir
 
     config = tiny_config(max_steps=args.steps)
     config.batch_size = 8
@@ -29,7 +29,7 @@ def main():
     config.data.train = args.images
     config.data.test = args.images
     config.data.flip_prob = 0.5
-    # SGD keeps parameters comparable across device counts (see e4e_jax.optim.OPTIMIZERS)
+    # SGD keeps parameters comparable across device counts (see e4e_jax.core.optim.OPTIMIZERS)
     config.optimizer.name = "sgd"
     config.optimizer.lr = 0.05
     if args.coordinator:

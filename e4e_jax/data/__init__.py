@@ -10,9 +10,16 @@ The pipeline's names are re-exported here (`from e4e_jax.data import make_source
 """
 from __future__ import annotations
 
-from e4e_jax.data.pipeline import (BatchLoader, BatchSpec, DataError, FolderSource,
-                                   TFDSSource, hide_accelerators_from_tensorflow, make_source,
-                                   synthetic_batch)
+from e4e_jax.data.pipeline import (
+                                   BatchLoader,
+                                   BatchSpec,
+                                   DataError,
+                                   FolderSource,
+                                   TFDSSource,
+                                   hide_accelerators_from_tensorflow,
+                                   make_source,
+                                   synthetic_batch,
+)
 
 __all__ = ["BatchLoader", "BatchSpec", "DataError", "FolderSource", "TFDSSource",
            "hide_accelerators_from_tensorflow", "make_source", "synthetic_batch"]

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from e4e_jax import image_io
+from e4e_jax.data import image_io
 from e4e_jax.data.pipeline import DataError
 
 
@@ -110,7 +110,8 @@ class SyntheticImages:
     def _fn(self, inv):
         import jax
         import jax.numpy as jnp
-        from e4e_jax.ops import adaptive_avg_pool2d
+
+        from e4e_jax.core.ops import adaptive_avg_pool2d
         g = inv.generator
         if g.c_dim:
             raise DataError("--data synthetic needs an unconditional generator; this one takes "

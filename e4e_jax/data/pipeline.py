@@ -11,7 +11,7 @@ endless stream of per-epoch permutations, horizontal flips drawn from (seed, ste
   with prefetching, deterministic order.
 
 Images are decoded and resized with PIL exactly like the official transforms
-(e4e_jax.image_io). An unreadable file is counted, reported once, and replaced by the next
+(e4e_jax.data.image_io). An unreadable file is counted, reported once, and replaced by the next
 readable file of the epoch's order, so a corrupt file never stops a run and batch shapes never
 change.
 
@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from e4e_jax import image_io
+from e4e_jax.data import image_io
 
 log = logging.getLogger(__name__)
 

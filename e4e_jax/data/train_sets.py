@@ -65,7 +65,7 @@ class SyntheticData:
         def make(variables, key, n):
             x, _ = data_lib.synthetic_batch(gen, variables, key, n, config.data.synthetic_noise)
             if tuple(x.shape[1:3]) != size:
-                from e4e_jax.ops import adaptive_avg_pool2d
+                from e4e_jax.core.ops import adaptive_avg_pool2d
                 x = adaptive_avg_pool2d(x, size)
             return x
         self._make = make

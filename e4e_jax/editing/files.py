@@ -30,7 +30,7 @@ def _load_any(path: str) -> Any:
             return {k: f[k] for k in f.files}
     if ext in (".pt", ".pth"):
         try:
-            from convert_weights._common import load_torch_file
+            from e4e_jax.convert.common import load_torch_file
         except ImportError as e:  # pragma: no cover - the package ships convert_weights
             raise ImportError("reading .pt files needs the convert_weights package and torch") from e
         return load_torch_file(path)

@@ -25,6 +25,7 @@ class PreparedEdit:
     def __init__(self, spec: EditSpec, generator, n_latent: int,
                  sefa_cache: dict | None = None):
         import jax
+
         from e4e_jax import editing
         self.spec = spec
         self.n_latent = int(n_latent)

@@ -19,7 +19,6 @@ import math
 import os
 from typing import Any
 
-
 EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
 DEFAULT_STRENGTH = {"interfacegan": 3.0, "ganspace": 5.0, "sefa": 5.0}
 DEFAULT_STRENGTHS = (-3.0, 0.0, 3.0)

@@ -24,30 +24,36 @@ Everything runs in fixed-size batches (the last one padded and its padding dropp
 jitted function compiles once; `recompilations` in an entry counts compilations after the second
 batch of each loop (0: every later batch, the padded last one included, reused the programs).
 
-Modules: `base` (metric table, options, context, entries), one evaluator per metric family
-(`distortion`, `distribution`, `editability`, `proximity`), `networks` (the optional metric
-networks), `monitoring` (compile counting, progress), `loop` (evaluate_checkpoint, run),
-`report` (report.md, metrics.json entries, grids), `cli` (eval.py's flags and exit codes).
+Modules: `metrics/` (FID, SWD, LEC, proximity to W as functions), `evaluators/` (`base`: the
+metric table, options, context, entries; one evaluator per metric family: `distortion`,
+`distribution`, `editability`, `proximity`), `networks` (the optional metric networks),
+`monitoring` (compile counting, progress), `cost` (the plan and ETA), `report` (report.md,
+metrics.json entries, grids). The loop over checkpoints is the eval command's library,
+e4e_jax/apps/evaluate.py (evaluate_checkpoint, run); its flags are e4e_jax/cli/eval.py.
 """
 from __future__ import annotations
 
 from e4e_jax.data.images import Batch, SourceImages, SyntheticImages, pad_batch
-from e4e_jax.encoder_dirs import check_checkpoint, checkpoint_names, make_decoder
-from e4e_jax.evaluation.base import (LEC_GROUP_SIZE, METADATA, METRIC_KEYS, METRICS, SYNTHETIC,
-                                     Context, EvalError, EvalOptions)
-from e4e_jax.evaluation.cli import build_parser, main
-from e4e_jax.evaluation.distortion import DistortionEvaluator
-from e4e_jax.evaluation.distribution import DistributionEvaluator
-from e4e_jax.evaluation.editability import EditabilityEvaluator
-from e4e_jax.evaluation.loop import evaluate_checkpoint, open_data, run
+from e4e_jax.evaluation.evaluators.base import (
+                                     LEC_GROUP_SIZE,
+                                     METADATA,
+                                     METRIC_KEYS,
+                                     METRICS,
+                                     SYNTHETIC,
+                                     Context,
+                                     EvalError,
+                                     EvalOptions,
+)
+from e4e_jax.evaluation.evaluators.distortion import DistortionEvaluator
+from e4e_jax.evaluation.evaluators.distribution import DistributionEvaluator
+from e4e_jax.evaluation.evaluators.editability import EditabilityEvaluator
+from e4e_jax.evaluation.evaluators.proximity import ProximityEvaluator
 from e4e_jax.evaluation.monitoring import CompileCounter, ProgressPrinter
 from e4e_jax.evaluation.networks import Networks, load_networks
-from e4e_jax.evaluation.proximity import ProximityEvaluator
 from e4e_jax.evaluation.report import write_report
 
 __all__ = ["Batch", "CompileCounter", "Context", "DistortionEvaluator", "DistributionEvaluator",
            "EditabilityEvaluator", "EvalError", "EvalOptions", "LEC_GROUP_SIZE", "METADATA",
            "METRICS", "METRIC_KEYS", "Networks", "ProgressPrinter", "ProximityEvaluator",
-           "SYNTHETIC", "SourceImages", "SyntheticImages", "build_parser", "check_checkpoint",
-           "checkpoint_names", "evaluate_checkpoint", "load_networks", "main", "make_decoder",
-           "open_data", "pad_batch", "run", "write_report"]
+           "SYNTHETIC", "SourceImages", "SyntheticImages", "load_networks", "pad_batch",
+           "write_report"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from e4e_jax.evaluation.base import LEC_GROUP_SIZE
+from e4e_jax.evaluation.evaluators.base import LEC_GROUP_SIZE
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from e4e_jax.evaluation.base import EvalError
+from e4e_jax.evaluation.evaluators.base import EvalError
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ class Networks:
 
     def __post_init__(self):
         if self.inception is None and self.inception_reason is None:
-            from e4e_jax import metrics
+            from e4e_jax.evaluation import metrics
             self.inception_reason = metrics.maybe_load_inception(None)[1]
         self._sim_fn = None
 
@@ -44,7 +44,8 @@ def load_networks(lpips: str | None = None, arcface: str | None = None, moco: st
     """Loads the given directories (an explicitly given directory that fails is an error).
     `loader_kwargs` (dtype / precision, only those the user gave) go to every loader."""
     kw = dict(loader_kwargs or {})
-    from e4e_jax import loss_nets, metrics
+    from e4e_jax.evaluation import metrics
+    from e4e_jax.nets import loss_nets
     if arcface and moco:
         raise EvalError("give --arcface (faces) or --moco (other domains), not both: they fill "
                         "the same 'identity' metric.")

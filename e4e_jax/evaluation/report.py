@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from e4e_jax import image_io
-from e4e_jax.evaluation.base import METRIC_KEYS, METRICS
-from e4e_jax.grids import labelled_grid
+from e4e_jax.data import image_io
+from e4e_jax.evaluation.evaluators.base import METRIC_KEYS, METRICS
+from e4e_jax.outputs.grids import labelled_grid
 
 
 def _fmt(v: Any) -> str:

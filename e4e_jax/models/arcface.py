@@ -27,9 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from e4e_jax.core.ops import adaptive_avg_pool2d
 from e4e_jax.models.irse import OFFICIAL_WIDTHS, BatchNorm, IRBody, IRInputLayer
 from e4e_jax.models.resnet import l2_normalize
-from e4e_jax.ops import adaptive_avg_pool2d
 
 FACE_SIZE = 112
 IMAGE_SIZE = 256

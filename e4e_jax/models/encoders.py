@@ -53,9 +53,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.models.irse import IRBody, IRInputLayer, OFFICIAL_WIDTHS, conv2d
+from e4e_jax.core.ops import upsample_bilinear
+from e4e_jax.models.irse import OFFICIAL_WIDTHS, IRBody, IRInputLayer, conv2d
 from e4e_jax.models.stylegan2 import EqualDense as EqualLinear  # same layer as StyleGAN2's
-from e4e_jax.ops import upsample_bilinear
 
 ENCODER_TYPES = ("Encoder4Editing", "GradualStyleEncoder", "SingleStyleCodeEncoder")
 COARSE_IND = 3
@@ -116,7 +116,7 @@ class _Backbone(nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:3]) != want or x.shape[3] != 3:
             raise ValueError(f"{type(self).__name__} expects images of shape (N, {want[0]}, "
                              f"{want[1]}, 3) (NHWC in [-1, 1]), got {tuple(x.shape)}. Resize the "
-                             f"images to the model's input size first (e4e_jax.image_io).")
+                             f"images to the model's input size first (e4e_jax.data.image_io).")
 
     def _body(self) -> IRBody:
         return IRBody(num_layers=self.num_layers, mode=self.mode, widths=tuple(self.widths),
@@ -254,9 +254,9 @@ def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
                   precision: Any = None, dtype: Any = None, remat: bool = False) -> nn.Module:
     """The Flax encoder module described by an encoder config.
 
-    precision / dtype: see e4e_jax.precision (None: JAX's default precision, float32).
+    precision / dtype: see e4e_jax.core.precision (None: JAX's default precision, float32).
     remat: recompute each IR unit in the backward pass (training memory)."""
-    from e4e_jax.precision import module_kwargs
+    from e4e_jax.core.precision import module_kwargs
     cfg = encoder_config(**{k: config[k] for k in CONFIG_KEYS if k in config})
     cls = _CLASSES[cfg["encoder_type"]]
     return cls(n_styles=cfg["n_styles"], input_size=tuple(cfg["input_size"]),

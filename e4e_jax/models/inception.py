@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from e4e_jax.core.ops import upsample_bilinear
 from e4e_jax.models.irse import BatchNorm
-from e4e_jax.ops import upsample_bilinear
 
 FID_SIZE = 299
 FEATURE_DIM = 2048
@@ -214,8 +214,8 @@ class FIDInceptionV3(nn.Module):
 
 def fid_inception(precision: Any = None, dtype: Any = None, **kwargs) -> "FIDInceptionV3":
     """The FID network with a numeric policy: precision None / "default" / "high" / "highest",
-    dtype None / "float32" / "bfloat16" (e4e_jax.precision); ValueError for other values."""
-    from e4e_jax.precision import module_kwargs
+    dtype None / "float32" / "bfloat16" (e4e_jax.core.precision); ValueError for other values."""
+    from e4e_jax.core.precision import module_kwargs
     return FIDInceptionV3(**module_kwargs(dtype, precision), **kwargs)
 
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from e4e_jax.models.conv import conv_general_dilated
+from e4e_jax.core.conv import conv_general_dilated
 
 # The shift and scale of the official BaseNet (ImageNet statistics expressed for [-1, 1] inputs).
 SHIFT = (-0.030, -0.088, -0.188)

@@ -30,7 +30,14 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from e4e_jax.models.stylegan2_ops import (  # noqa: F401  (re-exported layer names)
-    SQRT2, EqualDense, fir_taps, fused_leaky_relu, modulated_conv, pixel_norm, upfirdn2d)
+    SQRT2,
+    EqualDense,
+    fir_taps,
+    fused_leaky_relu,
+    modulated_conv,
+    pixel_norm,
+    upfirdn2d,
+)
 
 NOISE_MODES = ("const", "random", "none", "explicit")
 VARIANTS = ("rosinality", "ada")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from e4e_jax.models.conv import conv2d
+from e4e_jax.core.conv import conv2d
 
 SQRT2 = math.sqrt(2.0)
 
@@ -205,7 +205,7 @@ def modulated_conv(x, style, kernel, demodulate: bool, upsample: bool, blur_taps
     demod = None
     if demodulate:
         # sum over (k, k, in) of (weight * style)^2 == style^2 @ sum_kk weight^2; float32
-        # whatever the compute dtype (e4e_jax.precision.FLOAT32_PARTS)
+        # whatever the compute dtype (e4e_jax.core.precision.FLOAT32_PARTS)
         w2 = jnp.sum(jnp.square(weight), axis=(0, 1))                     # (cin, cout)
         demod = jax.lax.rsqrt(jnp.dot(jnp.square(style), w2, precision=precision) + 1e-8)
         demod = demod[:, None, None, :].astype(x.dtype)

@@ -14,9 +14,18 @@ from e4e_jax.data.train_sets import ImageData, SyntheticData
 from e4e_jax.train.checkpointing import export
 from e4e_jax.train.interrupts import Interrupted
 from e4e_jax.train.loop import Run, train_and_evaluate
-from e4e_jax.train.setup import (Compiled, Setup, TrainingError, build, compile_functions,
-                                 create_train_state, host_to_global,
-                                 maybe_initialize_distributed, to_global, to_host)
+from e4e_jax.train.setup import (
+                                 Compiled,
+                                 Setup,
+                                 TrainingError,
+                                 build,
+                                 compile_functions,
+                                 create_train_state,
+                                 host_to_global,
+                                 maybe_initialize_distributed,
+                                 to_global,
+                                 to_host,
+)
 from e4e_jax.train.validation import holdout_mse, validate
 
 __all__ = ["Compiled", "ImageData", "Interrupted", "Run", "Setup", "SyntheticData", "TrainingError", "build",

@@ -3,13 +3,13 @@
 - WORKDIR/checkpoints: periodic saves (keep N), WORKDIR/best: the best-by-validation state;
   both hold the whole TrainState (parameters, optimizer states, discriminator, W pools, RNG and
   the data position, which is the step) and the run metadata, so a killed run resumes exactly;
-- WORKDIR/export: an inverter directory (e4e_jax.checkpoints format) for inference.
+- WORKDIR/export: an inverter directory (e4e_jax.nets.model_dir format) for inference.
 """
 from __future__ import annotations
 
 import os
 
-from e4e_jax.inverter import save_inverter
+from e4e_jax.nets.encoder import save_inverter
 from e4e_jax.train.setup import Setup, to_host
 
 

@@ -22,9 +22,9 @@ import os
 
 import jax.numpy as jnp
 
-from e4e_jax import checkpoints
-from e4e_jax.generator import LoadedGenerator
-from e4e_jax.losses_checks import check_lpips_size
+from e4e_jax.losses.checks import check_lpips_size
+from e4e_jax.nets import model_dir as checkpoints
+from e4e_jax.nets.generator import LoadedGenerator
 from e4e_jax.train.errors import TrainingError
 
 RGB = 3

@@ -24,7 +24,6 @@ import threading
 
 import numpy as np
 
-
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}   # 128 + the signal number (shell rule)
 
 

@@ -29,16 +29,25 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from e4e_jax import image_io
+from e4e_jax.data import image_io
 from e4e_jax.data.train_sets import ImageData, SyntheticData
-from e4e_jax.grids import labelled_reconstruction_grid
-from e4e_jax.train.checks import check_workdir
+from e4e_jax.outputs.grids import labelled_reconstruction_grid
 from e4e_jax.train.checkpointing import _managers, _restore, _save, export, latest_checkpoint
+from e4e_jax.train.checks import check_workdir
 from e4e_jax.train.console import say
 from e4e_jax.train.interrupts import StopSignals
-from e4e_jax.train.setup import (Compiled, Setup, TrainingError, build, compile_functions,
-                                 create_train_state, host_to_global,
-                                 maybe_initialize_distributed, to_global, to_host)
+from e4e_jax.train.setup import (
+    Compiled,
+    Setup,
+    TrainingError,
+    build,
+    compile_functions,
+    create_train_state,
+    host_to_global,
+    maybe_initialize_distributed,
+    to_global,
+    to_host,
+)
 from e4e_jax.train.validation import _pad_to, holdout_mse, validate
 
 
@@ -180,7 +189,7 @@ def log_step(run: Run, step: int, metrics) -> None:
 
 def write_images(run: Run, done: int) -> None:
     """Input | reconstruction grid of the held-out images every image_every steps (columns
-    captioned, small images magnified for display: e4e_jax.grids)."""
+    captioned, small images magnified for display: e4e_jax.outputs.grids)."""
     config = run.config
     if not (done % config.image_every == 0 or done == run.max_steps):
         return

@@ -21,15 +21,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from e4e_jax import losses as L
-from e4e_jax import optim
-from e4e_jax import train_step as ts
-from e4e_jax.generator import LoadedGenerator, init_generator, load_generator
-from e4e_jax.inverter import Inverter, load_encoder
+from e4e_jax.core import optim
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
 from e4e_jax.models.encoders import encoder_config, init_encoder
+from e4e_jax.nets.encoder import Inverter, load_encoder
+from e4e_jax.nets.generator import LoadedGenerator, init_generator, load_generator
+from e4e_jax.train import step as ts
 from e4e_jax.train.checks import condition_generator, preflight
 from e4e_jax.train.errors import TrainingError
 
@@ -94,8 +95,8 @@ def _latent_avg(config, gen: LoadedGenerator, n_latent: int) -> np.ndarray | Non
 
 
 def _loss_nets(config) -> dict:
-    from e4e_jax.loss_nets import load_arcface, load_lpips, load_moco
-    from e4e_jax.precision import Policy
+    from e4e_jax.core.precision import Policy
+    from e4e_jax.nets.loss_nets import load_arcface, load_lpips, load_moco
     policy = Policy.from_config(config).loader_kwargs()
     nets = {}
     if config.losses.get("lpips", 0):
@@ -118,7 +119,7 @@ def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
     variables = init_encoder(rng, enc_cfg)
     if init == "arcface":
         # the official pSp loads model_ir_se50.pth with strict=False: input layer and body
-        from e4e_jax.loss_nets import load_arcface
+        from e4e_jax.nets.loss_nets import load_arcface
         arc = load_arcface(config.encoder.arcface)
         for col in ("params", "batch_stats"):
             for part in ("input_layer", "body"):
@@ -140,7 +141,7 @@ def build(config, nets: dict | None = None) -> Setup:
     preflight(config)
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
-    from e4e_jax.precision import Policy
+    from e4e_jax.core.precision import Policy
     try:
         policy = Policy.from_config(config)
     except ValueError as e:

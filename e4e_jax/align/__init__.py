@@ -1,0 +1,21 @@
+"""Face alignment without dlib: MediaPipe landmarks (detect.py) and the FFHQ crop (crop.py).
+
+    from e4e_jax.align import align_faces, ffhq_align
+"""
+from e4e_jax.align.crop import eye_mouth_points, ffhq_align, ffhq_quad, ffhq_template, to_rgb  # noqa: F401
+from e4e_jax.align.detect import (  # noqa: F401
+                                IMAGE_EXTENSIONS,
+                                INSTALL_HINT,
+                                MANIFEST,
+                                MESH_EYE_LEFT,
+                                MESH_EYE_RIGHT,
+                                MESH_MOUTH_LEFT,
+                                MESH_MOUTH_RIGHT,
+                                DetectedFace,
+                                FaceAligner,
+                                align_faces,
+                                detect_face_points,
+                                list_images,
+                                mesh_to_points,
+                                open_image,
+)

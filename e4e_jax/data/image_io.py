@@ -1,0 +1,88 @@
+"""Reading, resizing and saving images the way the official code does.
+
+    x = load_image("face.jpg", (256, 256))        # (256, 256, 3) float32 in [-1, 1]
+    x = load_images(paths, (192, 256))            # (N, 192, 256, 3)
+    save_png(to_uint8(recon[0]), "recon.png")
+
+Official test transform (configs/transforms_config.py): PIL image -> RGB
+(`Image.open(p).convert('RGB')`) -> `transforms.Resize((H, W))`, which on a PIL image is
+`img.resize((W, H), Image.BILINEAR)` (PIL's bilinear, antialiased when shrinking) -> ToTensor
+(u8 / 255) -> Normalize(0.5, 0.5). The float32 arithmetic here matches torch's bit for bit.
+Images going out use the official `tensor2im`: ((x + 1) / 2) clipped to [0, 1], times 255,
+truncated to uint8. Grids of images live in e4e_jax.outputs.grids.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image."""
+
+
+def list_images(folder: str, recursive: bool = True) -> list[str]:
+    """Image files under `folder` (by extension, case-insensitive), sorted, relative paths."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder!r} is not a directory.")
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for f in files:
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                out.append(os.path.relpath(os.path.join(root, f), folder))
+        if not recursive:
+            break
+    return sorted(out)
+
+
+def read_rgb(path: str) -> Image.Image:
+    """Opens any PIL-readable file as an RGB image (palette, grey, alpha and CMYK converted)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as e:  # PIL raises many types for broken files (OSError, SyntaxError, ...)
+        raise ImageReadError(f"cannot read {path!r} as an image: {type(e).__name__}: {e}") from e
+
+
+def resize(img: Image.Image, size: Sequence[int]) -> Image.Image:
+    """torchvision Resize((H, W)) on a PIL image: PIL bilinear to (W, H)."""
+    h, w = int(size[0]), int(size[1])
+    if img.size == (w, h):
+        return img
+    return img.resize((w, h), Image.BILINEAR)
+
+
+def to_model_input(u8: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) -> float32 in [-1, 1]: ToTensor then Normalize(0.5, 0.5), in float32."""
+    x = np.asarray(u8).astype(np.float32) / np.float32(255)
+    return (x - np.float32(0.5)) / np.float32(0.5)
+
+
+def load_image(src: str | Image.Image, size: Sequence[int]) -> np.ndarray:
+    """A file path or PIL image -> (H, W, 3) float32 in [-1, 1], like the official transform."""
+    img = read_rgb(src) if isinstance(src, (str, os.PathLike)) else src.convert("RGB")
+    return to_model_input(np.asarray(resize(img, size)))
+
+
+def load_images(paths: Iterable[str], size: Sequence[int]) -> np.ndarray:
+    return np.stack([load_image(p, size) for p in paths])
+
+
+def to_uint8(x) -> np.ndarray:
+    """Model-range image(s) (values around [-1, 1]) -> uint8, the official tensor2im."""
+    x = (np.asarray(x, np.float32) + 1) / 2
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def save_png(u8: np.ndarray, path: str) -> str:
+    """Writes a uint8 (H, W, 3) array as PNG, creating the folder; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(np.asarray(u8, np.uint8)).save(path)
+    return path
