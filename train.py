@@ -56,10 +56,10 @@ def print_help(argv) -> int:
     except Exception as e:                                  # noqa: BLE001 -- help must not fail
         print(f"(cannot load the config to list its fields: {e})")
         return 0
-    from e4e_jax.train.loop import _flat_config
+    from e4e_jax.train.loop import flat_config
     print(f"--config.FIELD=VALUE overrides (defaults of {spec}; field meanings: "
           f"e4e_jax/config_base.py):")
-    for key, value in _flat_config(config).items():
+    for key, value in flat_config(config).items():
         print(f"  --config.{key}={value!r}")
     return 0
 

@@ -1,12 +1,9 @@
 import os
 import shutil
-import sys
 import tempfile
 
 import pytest
 
-# Tests import the fixture helpers as top-level modules.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # The temporary root this session created (None when the user gave both --basetemp and a cache

@@ -19,3 +19,11 @@ from e4e_jax.align.detect import (  # noqa: F401
                                 mesh_to_points,
                                 open_image,
 )
+
+
+def __getattr__(name: str):
+    # `e4e_jax.align.main` of the flat layout: the command lives above this layer (cli/align.py)
+    if name in ("main", "build_parser"):
+        from e4e_jax.cli import align as command
+        return getattr(command, name)
+    raise AttributeError(f"module 'e4e_jax.align' has no attribute {name!r}")

@@ -186,7 +186,7 @@ def ffhq_align(
     pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
            max(pad[2] - img.size[0] + border, 0), max(pad[3] - img.size[1] + border, 0))
     if enable_padding and max(pad) > border - 4:
-        img, pad = _pad_with_blur(img, pad, qsize)
+        img, pad = pad_with_blur(img, pad, qsize)
         quad += pad[:2]
 
     # PIL maps output pixel corners to the quad's corners; the quad is in pixel-index coordinates
@@ -198,7 +198,7 @@ def ffhq_align(
     return img
 
 
-def _pad_with_blur(img: PIL.Image.Image, pad, qsize: float) -> tuple[PIL.Image.Image, np.ndarray]:
+def pad_with_blur(img: PIL.Image.Image, pad, qsize: float) -> tuple[PIL.Image.Image, np.ndarray]:
     """Reflect-pad and hide the seam: blur and fade to the median colour towards the outside."""
     import scipy.ndimage  # a jax dependency; imported here to keep module import light
 

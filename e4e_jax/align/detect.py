@@ -27,7 +27,7 @@ import PIL.Image
 import PIL.ImageOps
 
 from e4e_jax.align.crop import (  # noqa: F401
-    _pad_with_blur,
+    pad_with_blur,
     eye_mouth_points,
     ffhq_align,
     ffhq_quad,

@@ -24,7 +24,7 @@ from e4e_jax.editing.spec import (
     SPEC_HELP,
     EditError,
     EditSpec,
-    _fmt,
+    format_number,
     parse_edit_spec,
 )
 from e4e_jax.outputs.grids import labelled_grid
@@ -314,7 +314,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
             else "latent codes")
     print(f"editing {total or 'the'} {what} "
           f"with {inv}: {', '.join(s.name for s in specs)} at strengths "
-          f"{', '.join(_fmt(s) for s in cols)}", file=log)
+          f"{', '.join(format_number(s) for s in cols)}", file=log)
     has_source = latents is None
     edited_rows, inverted_rows, names, written = [], [], [], []
     grid_names = OutputNames()

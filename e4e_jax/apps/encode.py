@@ -100,7 +100,7 @@ class MissingExtrasError(SystemExit):
     """--align without the face-alignment extras (exit code 1, as `python -m e4e_jax.align`)."""
 
 
-def _import_align():
+def import_align():
     try:
         from e4e_jax.align import align_faces
     except ImportError as e:
@@ -111,7 +111,7 @@ def _import_align():
     return align_faces
 
 
-def _image_name(row_name: str) -> str:
+def image_name(row_name: str) -> str:
     """The image name of a files.txt row when it clashes with no other (see output_names)."""
     from e4e_jax.outputs.names import OutputNames
     return OutputNames().row(row_name)
@@ -137,7 +137,7 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
     latents_path = os.path.join(output_dir, "latents.npy")
     if os.path.exists(latents_path) and not overwrite:
         raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
-    align_faces = _import_align() if align else None
+    align_faces = import_align() if align else None
     inv = load_encoder(checkpoint, **(loader_kwargs or {}))
     n_dev = jax.local_device_count()
     batch_size = max(1, int(batch_size))
@@ -212,7 +212,7 @@ def encode_batch(inv, inputs: list[np.ndarray], batch_size: int, save_images: bo
     return w, rec, time.perf_counter() - tb
 
 
-def _summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, batch_size, n_dev,
+def run_summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, batch_size, n_dev,
              interrupted, inv, save_images) -> dict:
     rows = out.writer.rows
     return {
@@ -328,7 +328,7 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
         progress.close()
         out.close()
     seconds = time.perf_counter() - t0
-    summary = _summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
+    summary = run_summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
                        interrupted, inv, save_images)
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -32,7 +32,7 @@ from e4e_jax.evaluation.evaluators.base import (
     EvalError,
     EvalOptions,
     NothingEvaluatedError,
-    _edit_id,
+    edit_id,
 )
 from e4e_jax.evaluation.evaluators.distortion import DistortionEvaluator
 from e4e_jax.evaluation.evaluators.distribution import DistributionEvaluator
@@ -40,7 +40,7 @@ from e4e_jax.evaluation.evaluators.editability import EditabilityEvaluator
 from e4e_jax.evaluation.evaluators.proximity import ProximityEvaluator
 from e4e_jax.evaluation.monitoring import BatchMarks, CompileCounter, ProgressPrinter
 from e4e_jax.evaluation.networks import Networks
-from e4e_jax.evaluation.report import _fmt, _json_entry, write_grids, write_report
+from e4e_jax.evaluation.report import format_metric, json_entry, write_grids, write_report
 
 
 def _compare_fn():
@@ -131,8 +131,8 @@ def metadata(ctx: Context) -> dict:
     return {
         "checkpoint": None, "model": repr(ctx.inv), "data": ctx.data.description,
         "num_images": None, "image_size": list(ctx.out_hw), "skipped_images": [],
-        "edits": [_edit_id(p.spec, p.spec.default_strength) for p in ctx.edits],
-        "lec_edit": None if ctx.lec_edit is None else _edit_id(lec_spec,
+        "edits": [edit_id(p.spec, p.spec.default_strength) for p in ctx.edits],
+        "lec_edit": None if ctx.lec_edit is None else edit_id(lec_spec,
                                                                lec_spec.default_strength),
         "deviation_samples": int(options.deviation_samples),
         "lpips_net": None if nets.lpips is None else nets.lpips.net_type,
@@ -265,9 +265,9 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         entry["checkpoint"] = os.path.abspath(path)
         results[name] = entry
         with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump({k: _json_entry(v, out) for k, v in results.items()}, f, indent=2)
+            json.dump({k: json_entry(v, out) for k, v in results.items()}, f, indent=2)
         write_report(out, results, argv, images.description)
-        summary = ", ".join(f"{k} {_fmt(entry.get(k))}" for k in METRIC_KEYS)
+        summary = ", ".join(f"{k} {format_metric(entry.get(k))}" for k in METRIC_KEYS)
         print(f"[{name}] {summary} ({entry['seconds']} s)", file=log)
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'report.md')} "
           f"({len(results)} checkpoint(s))", file=log)

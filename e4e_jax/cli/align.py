@@ -24,7 +24,7 @@ from typing import Sequence
 
 from e4e_jax import cli
 from e4e_jax.align.crop import (  # noqa: F401
-    _pad_with_blur,
+    pad_with_blur,
     eye_mouth_points,
     ffhq_align,
     ffhq_quad,

@@ -15,17 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.editing.files import _pca_dict
+from e4e_jax.editing.files import pca_dict
 
 
-def _as_wplus(w_plus: Any) -> jax.Array:
+def as_wplus(w_plus: Any) -> jax.Array:
     w = jnp.asarray(w_plus, jnp.float32)
     if w.ndim != 3:
         raise ValueError(f"W+ codes must be (N, n_latent, style_dim), got shape {tuple(w.shape)}.")
     return w
 
 
-def _broadcast_direction(direction: Any, w: jax.Array) -> jax.Array:
+def broadcast_direction(direction: Any, w: jax.Array) -> jax.Array:
     d = jnp.asarray(direction, jnp.float32)
     if d.ndim == 1:
         d = d[None]
@@ -51,8 +51,8 @@ def interfacegan_edit(w_plus: Any, direction: Any, factor: float = 1.0,
     `range(*factor_range)` is applied and the results are stacked factor-major:
     (len(range) * N, n_latent, 512).
     """
-    w = _as_wplus(w_plus)
-    d = _broadcast_direction(direction, w)
+    w = as_wplus(w_plus)
+    d = broadcast_direction(direction, w)
     if factor_range is None:
         return w + factor * d
     factors = list(range(*factor_range))
@@ -83,8 +83,8 @@ def ganspace_edit(w_plus: Any, pca: Mapping[str, Any],
     comp[pca_idx] * std[pca_idx], added to rows start..end-1. Output (N * E, n_latent, 512),
     code-major as the official loop (for latent: for edit: ...).
     """
-    w = _as_wplus(w_plus)
-    p = _pca_dict(pca, "pca")
+    w = as_wplus(w_plus)
+    p = pca_dict(pca, "pca")
     edits = _edit_tuples(edits)
     n, k, s = w.shape
     if p["mean"].shape[1] != s:

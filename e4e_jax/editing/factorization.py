@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.editing.directions import _as_wplus
+from e4e_jax.editing.directions import as_wplus
 
 
 def _params_of(generator: Any) -> Mapping[str, Any]:
@@ -108,7 +108,7 @@ def sefa_edit(w_plus: Any, eigenvectors: Any, semantic: int | Sequence[int] = 0,
     S), ordered semantic, code, distance as the official loops; see `sefa_rows` for which rows
     move and `official_rows`.
     """
-    w = _as_wplus(w_plus)
+    w = as_wplus(w_plus)
     n, k, s = w.shape
     vecs = jnp.asarray(eigenvectors, jnp.float32)
     if vecs.ndim == 1:

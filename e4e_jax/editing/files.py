@@ -66,7 +66,7 @@ def load_interfacegan_direction(path: str) -> np.ndarray:
     return _direction_array(_load_any(path), repr(os.fspath(path)))
 
 
-def _pca_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
+def pca_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, Mapping) or any(k not in obj for k in PCA_KEYS):
         found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
         raise ValueError(f"{what}: a GANSpace PCA holds 'mean' (1, 512), 'comp' (k, 1, 512) and "
@@ -86,7 +86,7 @@ def _pca_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
 def load_ganspace_pca(path: str) -> dict[str, np.ndarray]:
     """A GANSpace PCA {'mean' (1, 512), 'comp' (k, 1, 512), 'std' (k,)} from .pt (official,
     needs torch) or .npz."""
-    return _pca_dict(_load_any(path), repr(os.fspath(path)))
+    return pca_dict(_load_any(path), repr(os.fspath(path)))
 
 
 def convert_editing_file(src: str, dst: str | None = None) -> str:
@@ -96,7 +96,7 @@ def convert_editing_file(src: str, dst: str | None = None) -> str:
     """
     obj = _load_any(src)
     if isinstance(obj, Mapping) and all(k in obj for k in PCA_KEYS):
-        pca = _pca_dict(obj, repr(src))
+        pca = pca_dict(obj, repr(src))
         dst = dst or os.path.splitext(src)[0] + ".npz"
         np.savez(dst, **pca)
     else:

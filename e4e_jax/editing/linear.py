@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.editing.directions import _as_wplus, _broadcast_direction
+from e4e_jax.editing.directions import as_wplus, broadcast_direction
 from e4e_jax.editing.factorization import sefa_rows
-from e4e_jax.editing.files import _pca_dict
+from e4e_jax.editing.files import pca_dict
 
 
 def interpolate(w_a: Any, w_b: Any, alpha: float | Sequence[float]) -> jax.Array:
@@ -43,13 +43,13 @@ class LinearEdit:
 
     def __call__(self, w_plus: Any) -> jax.Array:
         """w_plus (N, n_latent, S) + delta."""
-        w = _as_wplus(w_plus)
-        return w + _broadcast_direction(self.delta, w)
+        w = as_wplus(w_plus)
+        return w + broadcast_direction(self.delta, w)
 
     def inverse(self, w_plus: Any) -> jax.Array:
         """w_plus - delta: undoes `__call__` exactly."""
-        w = _as_wplus(w_plus)
-        return w - _broadcast_direction(self.delta, w)
+        w = as_wplus(w_plus)
+        return w - broadcast_direction(self.delta, w)
 
     @classmethod
     def interfacegan(cls, direction: Any, factor: float) -> "LinearEdit":
@@ -64,7 +64,7 @@ class LinearEdit:
         The official GANSpace edit sets the coordinate to `strength` (a projection, not
         invertible); for LEC it is taken as this shift, which has an exact inverse.
         """
-        p = _pca_dict(pca, "pca")
+        p = pca_dict(pca, "pca")
         if not 0 <= start < end <= n_latent:
             raise ValueError(f"GANSpace rows {start}..{end} do not fit {n_latent} W+ rows.")
         delta = np.zeros((1, n_latent, p["mean"].shape[1]), np.float32)

@@ -61,14 +61,14 @@ class EditSpec:
 
     def describe(self, strength: float) -> str:
         """The label of this edit at `strength`, e.g. 'sefa:0 +5'."""
-        return f"{self.name} {_fmt(strength)}"
+        return f"{self.name} {format_number(strength)}"
 
 
 def _stem(path: str | None) -> str:
     return os.path.splitext(os.path.basename(path or ""))[0]
 
 
-def _fmt(strength: float) -> str:
+def format_number(strength: float) -> str:
     return f"{float(strength):+g}"
 
 

@@ -12,7 +12,7 @@ from e4e_jax.evaluation.evaluators.base import METRIC_KEYS, METRICS
 from e4e_jax.outputs.grids import labelled_grid
 
 
-def _fmt(v: Any) -> str:
+def format_metric(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
@@ -57,7 +57,7 @@ def write_report(out: str, results: dict[str, dict], argv: Sequence[str] | None 
                     footnotes.append(reason)
                 cells.append(f"n/a [{footnotes.index(reason) + 1}]")
             else:
-                cells.append(_fmt(v))
+                cells.append(format_metric(v))
         desc = desc.replace("|", "\\|")
         lines.append(f"| `{key}` ({desc}) | {family} | {better} | " + " | ".join(cells) + " |")
     if footnotes:
@@ -80,7 +80,7 @@ def write_report(out: str, results: dict[str, dict], argv: Sequence[str] | None 
     return path
 
 
-def _json_entry(entry: dict, out: str) -> dict:
+def json_entry(entry: dict, out: str) -> dict:
     e = dict(entry)
     if "grids" in e:
         e["grids"] = {k: os.path.relpath(v, out).replace(os.sep, "/")

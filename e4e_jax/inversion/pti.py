@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax.core.optim import scale_by_torch_adam
-from e4e_jax.nets.generator import LoadedGenerator, _torch_lerp
+from e4e_jax.nets.generator import LoadedGenerator, torch_lerp
 
 __all__ = ["tune", "PTIResult", "morph", "morphed_codes", "REGULIZER"]
 
@@ -94,7 +94,7 @@ def _sample_w(module, frozen, latent_avg, z, variant: str, psi: float):
     w_plus = jnp.broadcast_to(w[:, None, :], (w.shape[0], module.n_latent, w.shape[-1]))
     avg = latent_avg.reshape(1, 1, -1)
     if variant == "ada":  # ADA: w_avg.lerp(w, psi) with torch.lerp's rounding
-        return _torch_lerp(avg, w_plus, psi)
+        return torch_lerp(avg, w_plus, psi)
     return avg + psi * (w_plus - avg)
 
 

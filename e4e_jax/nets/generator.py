@@ -67,7 +67,7 @@ def _mapping(module, variables, z, c=None):
     return module.apply(variables, z, c, method="mapping")
 
 
-def _torch_lerp(start, end, weight: float):
+def torch_lerp(start, end, weight: float):
     """torch.lerp's float32 formula (ADA's truncation): the form depends on |weight| < 0.5."""
     if abs(weight) < 0.5:
         return start + np.float32(weight) * (end - start)
@@ -229,7 +229,7 @@ class LoadedGenerator:
                                      "truncation_latent.")
                 truncation_latent = self.latent_avg
             t = jnp.asarray(truncation_latent, jnp.float32).reshape(1, 1, -1)
-            moved = _torch_lerp(t, w_plus, float(psi))
+            moved = torch_lerp(t, w_plus, float(psi))
         else:
             moved = self.truncate(w_plus, psi, truncation_latent)
         if cutoff is None:

@@ -13,7 +13,7 @@ from e4e_jax.nets.encoder import save_inverter
 from e4e_jax.train.setup import Setup, to_host
 
 
-def _managers(workdir: str, keep: int):
+def checkpoint_managers(workdir: str, keep: int):
     """(periodic, best) orbax CheckpointManagers under WORKDIR/checkpoints (keep the last
     `keep`) and WORKDIR/best (the lowest val_loss)."""
     import orbax.checkpoint as ocp
@@ -36,7 +36,7 @@ def latest_checkpoint(workdir: str) -> int | None:
     return max(steps) if steps else None
 
 
-def _save(manager, step: int, state, meta: dict, metrics: dict | None = None) -> None:
+def save_checkpoint(manager, step: int, state, meta: dict, metrics: dict | None = None) -> None:
     """Saves the TrainState and the JSON run metadata (`meta`) at `step` (async)."""
     import orbax.checkpoint as ocp
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -44,7 +44,7 @@ def _save(manager, step: int, state, meta: dict, metrics: dict | None = None) ->
                  metrics=metrics)
 
 
-def _restore(manager, abstract_state):
+def restore_checkpoint(manager, abstract_state):
     """(state, meta) of the latest step restored onto `abstract_state`'s shardings, or (None,
     None) when the manager holds no checkpoint."""
     import orbax.checkpoint as ocp

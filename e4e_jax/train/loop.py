@@ -32,7 +32,7 @@ import numpy as np
 from e4e_jax.data import image_io
 from e4e_jax.data.train_sets import ImageData, SyntheticData
 from e4e_jax.outputs.grids import labelled_reconstruction_grid
-from e4e_jax.train.checkpointing import _managers, _restore, _save, export, latest_checkpoint
+from e4e_jax.train.checkpointing import checkpoint_managers, restore_checkpoint, save_checkpoint, export, latest_checkpoint
 from e4e_jax.train.checks import check_workdir
 from e4e_jax.train.console import say
 from e4e_jax.train.interrupts import StopSignals
@@ -48,7 +48,7 @@ from e4e_jax.train.setup import (
     to_global,
     to_host,
 )
-from e4e_jax.train.validation import _pad_to, holdout_mse, validate
+from e4e_jax.train.validation import pad_to, holdout_mse, validate
 
 
 def _check_finite(step: int, metrics: dict) -> None:
@@ -67,13 +67,13 @@ def _host_metrics(pending):
     return step, to_host(metrics)
 
 
-def _flat_config(config, prefix: str = "") -> dict:
+def flat_config(config, prefix: str = "") -> dict:
     """{"a.b.c": value} of a nested config (the hparams written at step 0)."""
     out = {}
     for k, v in config.items():
         key = f"{prefix}{k}"
         if hasattr(v, "items"):
-            out.update(_flat_config(v, key + "."))
+            out.update(flat_config(v, key + "."))
         else:
             out[key] = v
     return out
@@ -117,10 +117,10 @@ def start_run(config, workdir: str) -> Run:
     data = SyntheticData(config, setup) if setup.step_cfg.synthetic else ImageData(config)
     compiled = compile_functions(setup)
     state = create_train_state(setup)
-    periodic, best = _managers(workdir, int(config.keep_checkpoints))
+    periodic, best = checkpoint_managers(workdir, int(config.keep_checkpoints))
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored, meta = _restore(periodic, abstract)
+    restored, meta = restore_checkpoint(periodic, abstract)
     holdout = data.holdout_images()
     if restored is not None:
         state = restored
@@ -141,7 +141,7 @@ def open_writers(run: Run) -> None:
     run.writer = metric_writers.create_default_writer(
         os.path.join(run.workdir, "tensorboard"), just_logging=not run.is_main)
     if run.start == 0 and run.is_main:
-        run.writer.write_hparams({k: str(v) for k, v in _flat_config(config).items()})
+        run.writer.write_hparams({k: str(v) for k, v in flat_config(config).items()})
     run.hooks = [periodic_actions.ReportProgress(num_train_steps=run.max_steps,
                                                  writer=run.writer, every_steps=config.log_every)]
     say(f"training {setup.encoder_config['encoder_type']} over a "
@@ -195,7 +195,7 @@ def write_images(run: Run, done: int) -> None:
         return
     grid_images = run.holdout[:config.num_grid_images]
     _, rec = run.compiled.reconstruct(run.state, run.setup.frozen,
-                                      host_to_global(_pad_to(grid_images,
+                                      host_to_global(pad_to(grid_images,
                                                              config.test_batch_size),
                                                      run.compiled.batch_sharding))
     grid = labelled_reconstruction_grid(grid_images, to_host(rec), config.num_grid_images,
@@ -248,10 +248,10 @@ def save_at(run: Run, step: int, metrics, val_loss: float | None, force: bool = 
     # multi-host barrier names
     if periodic_due:
         run.best.wait_until_finished()
-        _save(run.periodic, done, run.state, meta)
+        save_checkpoint(run.periodic, done, run.state, meta)
     if improved:
         run.periodic.wait_until_finished()
-        _save(run.best, done, run.state, meta, metrics={"val_loss": val_loss})
+        save_checkpoint(run.best, done, run.state, meta, metrics={"val_loss": val_loss})
 
 
 def check_last(run: Run) -> None:

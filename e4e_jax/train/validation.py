@@ -22,7 +22,7 @@ def holdout_mse(compiled: Compiled, state, frozen, images: np.ndarray, batch: in
     return float(np.mean(np.concatenate(errs)))
 
 
-def _pad_to(images: np.ndarray, multiple: int) -> np.ndarray:
+def pad_to(images: np.ndarray, multiple: int) -> np.ndarray:
     """Zero-pads the batch axis up to a multiple of `multiple`."""
     pad = (-len(images)) % multiple
     if not pad:

@@ -155,16 +155,16 @@ def set_metric(entry: dict, key: str, value: Any, reason: str | None = None) -> 
         entry.pop(f"{key}_reason", None)
 
 
-def _reason_for_all(entry: dict, keys: Sequence[str], reason: str) -> None:
+def reason_for_all(entry: dict, keys: Sequence[str], reason: str) -> None:
     for k in keys:
         set_metric(entry, k, None, reason)
 
 
-def _edit_id(spec, strength: float) -> str:
+def edit_id(spec, strength: float) -> str:
     return f"{spec.name}:{strength:+g}"
 
 
-def _runs_on(fn: Callable, *shapes) -> str | None:
+def runs_on(fn: Callable, *shapes) -> str | None:
     """None when fn traces on arrays of these shapes, else the error text."""
     import jax
     import jax.numpy as jnp

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from e4e_jax.evaluation.evaluators.base import BatchOutputs, Context, _runs_on, set_metric
+from e4e_jax.evaluation.evaluators.base import BatchOutputs, Context, runs_on, set_metric
 
 
 class DistortionEvaluator:
@@ -39,7 +39,7 @@ class DistortionEvaluator:
         if not ctx.same_size:
             return ctx.size_reason
         out_h, out_w = ctx.out_hw
-        err = _runs_on(lambda a, b: nets.lpips.module.apply(nets.lpips.variables, a, b),
+        err = runs_on(lambda a, b: nets.lpips.module.apply(nets.lpips.variables, a, b),
                        (1, out_h, out_w, 3), (1, out_h, out_w, 3))
         return err and (f"LPIPS-{nets.lpips.net_type} cannot run on {out_h}x{out_w} "
                         f"images: {err}")
@@ -55,7 +55,7 @@ class DistortionEvaluator:
         if nets.similarity_kind == "arcface" and (out_h, out_w) != (256, 256):
             return (f"ArcFace identity takes 256x256 aligned faces (it crops rows 35:223, "
                     f"columns 32:220); these images are {out_h}x{out_w}")
-        err = _runs_on(lambda a: nets.similarity.module.apply(nets.similarity.variables, a),
+        err = runs_on(lambda a: nets.similarity.module.apply(nets.similarity.variables, a),
                        (1, out_h, out_w, 3))
         return err and (f"{nets.similarity_kind} cannot run on {out_h}x{out_w} "
                         f"images: {err}")

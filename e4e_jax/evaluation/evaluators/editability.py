@@ -19,8 +19,8 @@ from e4e_jax.evaluation.evaluators.base import (
     LEC_GROUP_SIZE,
     BatchOutputs,
     Context,
-    _edit_id,
-    _reason_for_all,
+    edit_id,
+    reason_for_all,
     set_metric,
 )
 from e4e_jax.evaluation.monitoring import BatchMarks
@@ -59,11 +59,11 @@ class EditabilityEvaluator:
         options, edits = ctx.options, ctx.edits
         if not edits:
             why = "no --edits given" if options.edits is not None else "no edit (--lec_edit none)"
-            _reason_for_all(entry, ("swd_edit", "fid_edit"), why)
+            reason_for_all(entry, ("swd_edit", "fid_edit"), why)
             return
         swd_values, fid_values = [], []
         for e, p in enumerate(edits):
-            eid = _edit_id(p.spec, p.spec.default_strength)
+            eid = edit_id(p.spec, p.spec.default_strength)
             if real.swd_reason is None:
                 v = metrics.swd_between(real.swd_real, self.swd_edits[e],
                                         seed=options.seed)["swd"]

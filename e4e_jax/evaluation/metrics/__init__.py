@@ -2,7 +2,7 @@
 
 Perception / editability
     load_inception(dir) -> LoadedInception           FID Inception-v3 of pytorch-fid (converted
-                                                     with convert_weights/fid_inception.py)
+                                                     with `e4e-jax convert fid_inception`)
     inception.features(images) -> (N, 2048)          pool3 features, batched, jitted once
     fid_statistics(features) -> (mu, sigma)          np.mean / np.cov(rowvar=False), float64
     frechet_distance(mu1, sigma1, mu2, sigma2)       pytorch-fid's calculate_frechet_distance
@@ -22,14 +22,14 @@ repeating its last image) and the padded rows are dropped, so each jitted functi
 for a whole evaluation. Inputs are numpy / jax arrays (N, ...) or iterables of such batches
 (tuples `(images, ...)` from a data loader are accepted; the first item is used).
 
-Modules: `batching`, `fid_metric`, `swd_metric`, `latent_metrics`; every name is re-exported here.
+Modules: `batching`, `fid`, `swd`, `latent`; their public names are re-exported here.
 """
 from __future__ import annotations
 
 from e4e_jax.evaluation.metrics.batching import (  # noqa: F401
     HIGHEST,
-    _as_float_images,
-    _first,
+    as_float_images,
+    first_leaf,
     images_to_uint8,
     iterate_batches,
     run_batched,
@@ -39,9 +39,6 @@ from e4e_jax.evaluation.metrics.fid import (  # noqa: F401
     INCEPTION_KIND,
     FrechetResult,
     LoadedInception,
-    _sqrtm,
-    _trace_sqrt_eigen,
-    _trace_sqrt_features,
     fid,
     fid_from_features,
     fid_statistics,
@@ -51,8 +48,6 @@ from e4e_jax.evaluation.metrics.fid import (  # noqa: F401
     maybe_load_inception,
 )
 from e4e_jax.evaluation.metrics.latent import (  # noqa: F401
-    _variation,
-    _wplus_distance,
     filter_outliers,
     latent_deviation,
     latent_editing_consistency,
@@ -62,12 +57,6 @@ from e4e_jax.evaluation.metrics.swd import (  # noqa: F401
     BINOMIAL,
     SWD_MIN_RESOLUTION,
     SWDDescriptors,
-    _blur,
-    _blur_axis,
-    _normalize_descriptors,
-    _sorted_projection_distance,
-    _swd_descriptors,
-    _swd_directions,
     laplacian_pyramid,
     pyr_down,
     pyr_up,

@@ -15,7 +15,7 @@ import numpy as np
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _first(item):
+def first_leaf(item):
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
@@ -31,7 +31,7 @@ def iterate_batches(data: Any, batch_size: int) -> Iterator[tuple[np.ndarray | j
         n = data.shape[0]
         batches = (data[i:i + batch_size] for i in range(0, n, batch_size))
     else:
-        batches = (_first(b) for b in data)
+        batches = (first_leaf(b) for b in data)
     for batch in batches:
         if not (hasattr(batch, "shape") and hasattr(batch, "dtype")):
             batch = np.asarray(batch)
@@ -59,7 +59,7 @@ def run_batched(fn: Callable, data: Any, batch_size: int) -> Any:
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outs)
 
 
-def _as_float_images(x: Any) -> jax.Array:
+def as_float_images(x: Any) -> jax.Array:
     """uint8 images become u8 / 255 (as torchvision's ToTensor); anything else float32."""
     x = jnp.asarray(x)
     if x.dtype == jnp.uint8:

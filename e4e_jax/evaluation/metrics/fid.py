@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.evaluation.metrics.batching import _as_float_images, run_batched
+from e4e_jax.evaluation.metrics.batching import as_float_images, run_batched
 
 INCEPTION_KIND = "fid_inception"
 
@@ -58,7 +58,7 @@ class LoadedInception:
 
         def one(batch):
             is_u8 = getattr(batch, "dtype", None) == np.uint8
-            x = _as_float_images(batch)
+            x = as_float_images(batch)
             if x.ndim != 4 or x.shape[-1] != 3:
                 raise ValueError(f"FID needs NHWC RGB images (N, H, W, 3), got shape "
                                  f"{tuple(x.shape)}.")

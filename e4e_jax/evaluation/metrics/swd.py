@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.evaluation.metrics.batching import HIGHEST, _as_float_images, iterate_batches
+from e4e_jax.evaluation.metrics.batching import HIGHEST, as_float_images, iterate_batches
 
 BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 SWD_MIN_RESOLUTION = 16
@@ -179,7 +179,7 @@ class SWDDescriptors:
         """Adds images (N, H, W, C) (array or iterable of batches; uint8 or float)."""
         key = jax.random.key(self.seed)
         for batch, m in iterate_batches(images, self.batch_size):
-            x = _as_float_images(batch)
+            x = as_float_images(batch)
             if x.ndim != 4:
                 raise ValueError(f"SWD needs NHWC images, got shape {tuple(x.shape)}")
             if self.levels is None:

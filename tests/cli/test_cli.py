@@ -1,0 +1,441 @@
+"""The command-line conventions shared by every command (e4e_jax/cli.py, docs/pending/cli.md):
+dash flags with underscore aliases, --help exit 0 with the real invocation, exit codes,
+--dtype / --precision reaching the loaders, --class on sample, unique output names, model
+directory modes and hints, eval's cost estimate."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from e4e_jax import cli
+from e4e_jax.outputs.names import OutputNames
+
+from tests.support.paths import REPO  # noqa: E402
+
+# module, the invocation its --help must show
+COMMANDS = [
+    ("e4e_jax.encode", "python -m e4e_jax.encode"),
+    ("e4e_jax.align", "python -m e4e_jax.align"),
+    ("e4e_jax.edit", "python -m e4e_jax.edit"),
+    ("e4e_jax.sample", "python -m e4e_jax.sample"),
+    ("e4e_jax.invert", "python -m e4e_jax.invert"),
+    ("e4e_jax.cli.eval", "python eval.py"),
+    ("e4e_jax.convert.stylegan2", "python -m e4e_jax.convert.stylegan2"),
+    ("e4e_jax.convert.stylegan2_ada", "python -m e4e_jax.convert.stylegan2_ada"),
+    ("e4e_jax.convert.e4e", "python -m e4e_jax.convert.e4e"),
+    ("e4e_jax.convert.lpips", "python -m e4e_jax.convert.lpips"),
+    ("e4e_jax.convert.arcface", "python -m e4e_jax.convert.arcface"),
+    ("e4e_jax.convert.moco", "python -m e4e_jax.convert.moco"),
+    ("e4e_jax.convert.fid_inception", "python -m e4e_jax.convert.fid_inception"),
+]
+
+
+@pytest.mark.parametrize("module,invocation", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_help_exits_0_with_real_invocation_and_example(module, invocation, capsys):
+    import importlib
+    mod = importlib.import_module(module)
+    try:
+        code = mod.main(["--help"])  # commands either return their exit code ...
+    except SystemExit as e:  # ... or leave through argparse's exit
+        code = e.code
+    assert code in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: " + invocation), out[:200]
+    assert "examples:\n  " + invocation in out               # an example to copy
+    assert "underscore spelling" in out
+
+
+@pytest.mark.slow
+def test_help_of_the_real_entry_points_in_subprocesses():
+    """The very commands a user types (python -m ..., python eval.py) exit 0 on --help."""
+    for module, invocation in COMMANDS:
+        if module == "e4e_jax.cli.eval":
+            argv = [sys.executable, "eval.py", "--help"]
+        else:
+            argv = [sys.executable, "-m", module, "--help"]
+        r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=REPO))
+        assert r.returncode == 0, (module, r.stderr[-2000:])
+        assert r.stdout.startswith("usage: " + invocation)
+
+
+def test_underscore_and_dash_spellings_parse_alike():
+    p = cli.make_parser("prog", "d")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num_images", type=int)                 # declared either way
+    p.add_argument("--checkpoint")
+    for argv in (["--batch-size", "3", "--num-images", "5"],
+                 ["--batch_size", "3", "--num_images", "5"],
+                 ["--batch_size=3", "--num-images=5"],
+                 ["--batch", "3", "--num", "5"]):             # abbreviations stay unambiguous
+        a = p.parse_args(argv)
+        assert (a.batch_size, a.num_images) == (3, 5), argv
+    assert p.parse_args(["--check", "x"]).checkpoint == "x"
+    usage = p.format_usage()                                  # listed once, dashed
+    assert "--num-images" in usage and "--num_images" not in usage
+    assert "--batch_size" not in usage
+
+
+@pytest.mark.parametrize("module,old,new,dest", [
+    ("e4e_jax.edit", "--batch_size", "--batch-size", "batch_size"),
+    ("e4e_jax.edit", "--num_images", "--num-images", "num_images"),
+    ("e4e_jax.edit", "--min_cell", "--min-cell", "min_cell"),
+    ("e4e_jax.encode", "--batch_size", "--batch-size", "batch_size"),
+    ("e4e_jax.align", "--max_faces", "--max-faces", "max_faces"),
+    ("e4e_jax.cli.eval", "--num_images", "--num-images", "num_images"),
+    ("e4e_jax.cli.eval", "--batch_size", "--batch-size", "batch_size"),
+    ("e4e_jax.cli.eval", "--deviation_samples", "--deviation-samples",
+     "deviation_samples"),
+    ("e4e_jax.cli.eval", "--num_grid", "--num-grid", "num_grid"),
+])
+def test_command_aliases(module, old, new, dest):
+    import importlib
+    mod = importlib.import_module(module)
+    parser = mod.build_parser()
+    required = {"e4e_jax.edit": ["--checkpoint", "c", "--synthetic", "1", "--edit", "sefa:0",
+                                 "--out", "o"],
+                "e4e_jax.encode": ["--checkpoint", "c", "--input", "i", "--output", "o"],
+                "e4e_jax.align": ["--input", "i", "--output", "o"],
+                "e4e_jax.cli.eval": ["--checkpoint", "c", "--data", "d", "--out", "o"]}
+    a = parser.parse_args(required[module] + [old, "7"])
+    b = parser.parse_args(required[module] + [new, "7"])
+    assert getattr(a, dest) == getattr(b, dest) == 7
+
+
+def test_dtype_precision_flags():
+    p = cli.make_parser("prog", "d")
+    cli.add_dtype_precision(p)
+    assert cli.loader_kwargs(p.parse_args([])) == {}
+    assert cli.loader_kwargs(p.parse_args(["--dtype", "bfloat16"])) == {"dtype": "bfloat16"}
+    assert cli.loader_kwargs(p.parse_args(["--precision", "high"])) == {"precision": "high"}
+    for bad in (["--dtype", "float16"], ["--precision", "medium"]):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_output_names_rule():
+    n = OutputNames()
+    got = [n.name("a.jpg"), n.name("a.png"), n.name("A.bmp"), n.name("two.jpg"),
+           n.name("two.jpg", face=1), n.name("two_face1.jpg"), n.name("sub/x.jpg"),
+           n.name("a_png.gif"), n.name("a.png")]
+    assert got == ["a.png", "a_png.png", "A_bmp.png", "two.png", "two_face1.png",
+                   "two_face1_jpg.png", "sub/x.png", "a_png_gif.png", "a_png-2.png"]
+    assert len({g.lower() for g in got}) == len(got)
+    assert OutputNames().row("p/q.jpg#face2") == "p/q_face2.png"
+    # deterministic: the same inputs in the same order give the same names
+    m = OutputNames()
+    assert [m.name(x) for x in ("a.jpg", "a.png", "A.bmp")] == got[:3]
+
+
+def test_model_dirs_follow_umask(tmp_path):
+    from e4e_jax.nets.model_dir import save_model_dir
+    old = os.umask(0o022)
+    try:
+        path = save_model_dir(str(tmp_path / "m"), "test", {"x": 1}, arrays={"a": np.zeros(2)})
+        assert os.stat(path).st_mode & 0o777 == 0o755
+        os.umask(0o077)
+        path = save_model_dir(str(tmp_path / "p"), "test", {"x": 1})
+        assert os.stat(path).st_mode & 0o777 == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_workdir_hint_is_shared(tmp_path):
+    """Any loader or check given a training workdir names WORKDIR/export."""
+    from e4e_jax.nets import model_dir as checkpoints
+    from e4e_jax.nets.encoder import check_checkpoint
+    workdir = tmp_path / "run"
+    checkpoints.save_model_dir(str(workdir / "export"), "test", {})
+    (workdir / "checkpoints").mkdir()
+    export = repr(str(workdir / "export"))
+    for fn in (check_checkpoint, checkpoints.read_meta,
+               lambda p: checkpoints.load_model_dir(p, "generator")):
+        with pytest.raises(checkpoints.ModelDirError) as e:
+            fn(str(workdir))
+        assert f"pass {export}" in str(e.value) and "WORKDIR/export" in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands on tiny models
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny e4e directory (16 px), a tiny unconditional generator directory and a converted
+    class-conditional StyleGAN2-ADA generator (c_dim 5)."""
+    import jax
+    import tests.support.ada_pickle_writer as writer
+    from e4e_jax.convert import stylegan2_ada
+    from e4e_jax.nets.generator import save_generator
+    from e4e_jax.nets.encoder import save_inverter
+    from e4e_jax.models import encoders as E
+    from tests.parity.test_encoders import tiny_config, tiny_generator
+    root = tmp_path_factory.mktemp("models")
+    g = tiny_generator(16)
+    cfg = tiny_config(n_styles=g.n_latent, input_size=(16, 16))
+    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
+    la = np.zeros((g.n_latent, g.style_dim), np.float32)
+    e4e = save_inverter(str(root / "e4e"), cfg, v, g, la)
+    gen = save_generator(g, str(root / "gen"))
+    kw = writer.tiny_init_kwargs(resolution=16, w_dim=16, z_dim=12, c_dim=5, num_layers=2,
+                                 channel_base=64, channel_max=8)
+    pkl = writer.write_snapshot(str(root / "cond.pkl"),
+                                writer.synthetic_generator_state(kw, 3), kw)
+    assert stylegan2_ada.main([pkl, str(root / "cond")]) == 0
+    return {"e4e": e4e, "gen": gen, "cond": str(root / "cond")}
+
+
+def test_sample_class_option(tiny_models, tmp_path, capsys):
+    from PIL import Image
+    import jax
+    import e4e_jax
+    from e4e_jax.cli import sample
+    cond, gen = tiny_models["cond"], tiny_models["gen"]
+    out = str(tmp_path / "s.png")
+    assert sample.main(["--generator", cond, "--n", "2", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "class-conditional (c_dim=5)" in err and "--class K" in err and not os.path.exists(out)
+    assert sample.main(["--generator", cond, "--n", "2", "--out", out, "--class", "5"]) == 2
+    assert "--class 5 is out of range" in capsys.readouterr().err
+    assert sample.main(["--generator", cond, "--n", "2", "--out", out, "--class", "-1"]) == 2
+    assert sample.main(["--generator", gen, "--n", "2", "--out", out, "--class", "0"]) == 2
+    assert "unconditional (c_dim=0): drop --class" in capsys.readouterr().err
+    # a valid class: the grid is the samples under that one-hot label
+    grids = {}
+    for k in (0, 3):
+        path = str(tmp_path / f"c{k}.png")
+        assert sample.main(["--generator", cond, "--n", "2", "--out", path, "--class",
+                            str(k)]) == 0
+        grids[k] = np.asarray(Image.open(path))
+    g = e4e_jax.load_generator(cond)
+    want = np.asarray(g.sample(jax.random.key(1), 2, noise="const",
+                               c=np.eye(5, dtype=np.float32)[3]))
+    from e4e_jax.data.image_io import to_uint8
+    h = want.shape[1]
+    assert np.abs(grids[3][:h, :h].astype(int) - to_uint8(want[0]).astype(int)).max() <= 1
+    assert not np.array_equal(grids[0], grids[3])
+    # truncation under a label (latent_avg re-estimated for that class) runs too
+    assert sample.main(["--generator", cond, "--n", "1", "--out", out, "--class", "1",
+                        "--truncation", "0.5"]) == 0
+
+
+def _record_kwargs(monkeypatch, module, name):
+    """Replaces module.name by a wrapper that records its keyword arguments and drops them
+    (the loaders of this branch may not take dtype / precision yet)."""
+    seen = []
+    real = getattr(module, name)
+
+    def fake(path, **kw):
+        seen.append(kw)
+        return real(path)
+    monkeypatch.setattr(module, name, fake)
+    return seen
+
+
+@pytest.mark.slow
+def test_dtype_precision_reach_the_loaders(tiny_models, tmp_path, monkeypatch):
+    import e4e_jax
+    import e4e_jax.nets.encoder as inverter
+    from e4e_jax.cli import edit, sample
+    from e4e_jax.evaluation import cli as eval_cli
+    seen_g = _record_kwargs(monkeypatch, e4e_jax, "load_generator")
+    seen_e = _record_kwargs(monkeypatch, inverter, "load_encoder")
+    flags = ["--dtype", "bfloat16", "--precision", "highest"]
+    want = {"dtype": "bfloat16", "precision": "highest"}
+    assert sample.main(["--generator", tiny_models["gen"], "--n", "1", "--out",
+                        str(tmp_path / "a.png")]) == 0
+    assert sample.main(["--generator", tiny_models["gen"], "--n", "1", "--out",
+                        str(tmp_path / "b.png")] + flags) == 0
+    assert seen_g == [{}, want]
+    assert edit.main(["--checkpoint", tiny_models["e4e"], "--synthetic", "1", "--edit",
+                      "sefa:0:1", "--out", str(tmp_path / "e")] + flags) == 0
+    assert seen_e[-1] == want
+    seen_nets = []
+    monkeypatch.setattr(eval_cli, "load_networks",
+                        lambda *a, **kw: seen_nets.append(kw) or
+                        __import__("e4e_jax.evaluation.networks",
+                                   fromlist=["Networks"]).Networks())
+    assert eval_cli.main(["--checkpoint", tiny_models["e4e"], "--data", "synthetic",
+                          "--num-images", "2", "--batch-size", "2", "--out",
+                          str(tmp_path / "ev"), "--lec-edit", "none", "--deviation-samples",
+                          "0", "--precision", "high"]) == 0
+    assert seen_e[-1] == {"precision": "high"}
+    assert seen_nets[-1]["loader_kwargs"] == {"precision": "high"}
+
+
+def test_exit_codes_edit_and_eval(tiny_models, tmp_path, capsys):
+    """0 done, 1 nothing readable, 2 bad arguments (issue 13 item 5)."""
+    from e4e_jax.cli import edit
+    from e4e_jax.evaluation import cli as eval_cli
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"not a jpeg")
+    e4e = tiny_models["e4e"]
+    assert edit.main(["--checkpoint", e4e, "--images", str(bad), "--edit", "sefa:0",
+                      "--out", str(tmp_path / "e")]) == 1
+    assert "could be read; nothing was written" in capsys.readouterr().err
+    assert edit.main(["--checkpoint", e4e, "--images", str(tmp_path / "missing"), "--edit",
+                      "sefa:0", "--out", str(tmp_path / "e")]) == 2
+    assert edit.main(["--checkpoint", e4e, "--synthetic", "1", "--edit", "warp:1",
+                      "--out", str(tmp_path / "e")]) == 2
+    common = ["--out", str(tmp_path / "ev"), "--lec-edit", "none", "--deviation-samples", "0",
+              "--batch-size", "2"]
+    assert eval_cli.main(["--checkpoint", e4e, "--data", str(bad)] + common) == 1
+    assert "no readable images" in capsys.readouterr().err
+    assert eval_cli.main(["--checkpoint", str(tmp_path), "--data", "synthetic"] + common) == 2
+    with pytest.raises(SystemExit) as e:
+        eval_cli.main(["--checkpoint", e4e, "--data", "synthetic", "--dtype", "int8"] + common)
+    assert e.value.code == 2
+
+
+def test_exit_codes_converters_and_sample(tmp_path, capsys):
+    from e4e_jax.convert import e4e as conv_e4e
+    from e4e_jax.convert import stylegan2
+    from e4e_jax.cli import sample
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    for conv in (stylegan2, conv_e4e):
+        assert conv.main([str(junk), str(tmp_path / "o")]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+        assert not (tmp_path / "o").exists()
+    assert sample.main(["--generator", str(tmp_path), "--out", str(tmp_path / "s.png")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_edit_grid_names_never_collide(tiny_models, tmp_path):
+    import json
+    from PIL import Image
+    from e4e_jax.cli import edit
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, n in enumerate(["a.jpg", "a.png", "A.bmp"]):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(src / n)
+    out = tmp_path / "e"
+    assert edit.main(["--checkpoint", tiny_models["e4e"], "--images", str(src), "--edit",
+                      "sefa:0:1", "--out", str(out), "--min-cell", "16"]) == 0
+    s = json.loads((out / "edits.json").read_text())
+    assert s["names"] == ["A.bmp", "a.jpg", "a.png"]
+    assert s["grids"] == ["A.png", "a_jpg.png", "a_png.png"]
+    assert all((out / g).is_file() for g in s["grids"])
+
+
+def test_eval_cost_estimate_and_eta():
+    from e4e_jax.evaluation.evaluators.base import EvalOptions
+    from e4e_jax.evaluation.cost import EtaTracker, cost_plan, describe, total_passes
+    opts = EvalOptions(deviation_samples=500, lec_edit="sefa:0", edits=None)
+    plan = cost_plan(20, opts, n_edits=1, has_inception=True)
+    assert [(s.name, s.passes) for s in plan] == [
+        ("inversion metrics", 60), ("LEC", 80), ("W deviation", 1000),
+        ("FID (Inception)", 60)]
+    assert total_passes(plan) == 1200
+    text = describe(plan, n_checkpoints=2)
+    assert "W deviation" in text and "1000" in text and "2400" in text
+    # no LEC below one group of 8, none when disabled; deviation 0: no stage
+    small = cost_plan(4, EvalOptions(deviation_samples=0, lec_edit=None, edits=[]), 0, False)
+    assert [(s.name, s.passes) for s in small] == [("inversion metrics", 8)]
+    # the paper's setting costs 10x the default deviation stage
+    from e4e_jax.evaluation.evaluators.base import DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES
+    assert (DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES) == (500, 5000)
+    # ETA from the second batch (after compile): 20 images in batches of 8, 0.5 s per batch
+    notes, clock = [], iter([0.0, 10.0, 10.5]).__next__
+
+    class Printer:
+        def __call__(self, *a):
+            pass
+
+        def note(self, text):
+            notes.append(text)
+    tracker = EtaTracker(plan, 1, Printer(), clock=clock)
+    tracker("m", "inversion metrics", 0, 20)
+    tracker("m", "inversion metrics", 8, 20)                # compile batch
+    tracker("m", "inversion metrics", 16, 20)
+    tracker("m", "inversion metrics", 20, 20)                # no second ETA
+    per_pass = 0.5 / 8 / 3
+    assert len(notes) == 1 and "after compile" in notes[0]
+    assert tracker.eta_s == pytest.approx((1200 - 16 * 3) * per_pass)
+
+
+def test_eval_paper_flag_and_default():
+    from e4e_jax.evaluation import cli as eval_cli
+    p = eval_cli.build_parser()
+    base = ["--checkpoint", "c", "--data", "d", "--out", "o"]
+    assert p.parse_args(base).deviation_samples is None and not p.parse_args(base).paper
+    assert p.parse_args(base + ["--paper"]).paper
+
+
+def test_progress_note_ends_the_line():
+    import io
+    from e4e_jax.evaluation.monitoring import ProgressPrinter
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    s = Tty()
+    pp = ProgressPrinter(s)
+    pp("m", "stage", 0, 4)
+    pp("m", "stage", 2, 4)
+    pp.note("ETA ~3 s")
+    pp("m", "stage", 4, 4)
+    lines = s.getvalue().split("\n")
+    assert lines[1] == "ETA ~3 s" and lines[0].endswith("2/4 (" + lines[0].split("(")[-1])
+    assert s.getvalue().endswith("\n")
+
+
+def test_conditional_generator_refusals_in_edit_and_eval(tiny_models, tmp_path, capsys):
+    """Where a command maps z (edit --synthetic, eval --data synthetic, eval's w_deviation),
+    an e4e model over a class-conditional generator is refused with the option named."""
+    import jax
+    import e4e_jax
+    from e4e_jax.cli import edit
+    from e4e_jax.evaluation import cli as eval_cli
+    from e4e_jax.nets.encoder import save_inverter
+    from e4e_jax.models import encoders as E
+    from tests.parity.test_encoders import tiny_config
+    g = e4e_jax.load_generator(tiny_models["cond"])
+    cfg = tiny_config(n_styles=g.n_latent, input_size=(16, 16))
+    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
+    path = save_inverter(str(tmp_path / "cond_e4e"), cfg, v, g,
+                         np.zeros((g.n_latent, g.style_dim), np.float32))
+    assert edit.main(["--checkpoint", path, "--synthetic", "2", "--edit", "sefa:0",
+                      "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "class-conditional (c_dim=5)" in err and "--images" in err and "--class K" in err
+    assert eval_cli.main(["--checkpoint", path, "--data", "synthetic", "--num-images", "2",
+                          "--batch-size", "2", "--out", str(tmp_path / "ev")]) == 2
+    assert "--data synthetic needs an unconditional generator" in capsys.readouterr().err
+
+
+def test_third_party_logs_quiet_unless_verbose(monkeypatch):
+    import logging
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("GLOG_minloglevel", raising=False)
+    monkeypatch.setattr(logging.getLogger("absl"), "level", logging.NOTSET)
+    cli.quiet_third_party_logs(verbose=True)
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert logging.getLogger("absl").level == logging.NOTSET
+    for name in ("tensorflow", "orbax", "jax._src.xla_bridge"):   # restored after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    cli.quiet_third_party_logs(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert logging.getLogger("absl").level == logging.ERROR
+
+
+@pytest.mark.parametrize("argv", [["--out", "."], ["--out", "samples.jpgx"]])
+def test_sample_refuses_an_output_that_is_not_an_image_file_before_sampling(argv, capsys):
+    from e4e_jax.cli import sample
+    with pytest.raises(SystemExit) as e:
+        sample.main(argv)
+    assert e.value.code == 2
+    assert "give an image file name ending in .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_encode_refuses_a_batch_size_below_one(value, capsys):
+    from e4e_jax.cli import encode
+    with pytest.raises(SystemExit) as e:
+        encode.main(["--checkpoint", "c", "--input", "i", "--output", "o", "--batch-size", value])
+    assert e.value.code == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,252 @@
+"""The invert command (`python -m e4e_jax.invert`): e4e, projector and PTI end to end on tiny
+models, unique output names, edit --generator with a tuned generator, exit codes, interrupts."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import e4e_jax
+from e4e_jax.cli import edit, invert
+from e4e_jax.data import image_io
+from e4e_jax.apps import invert as invert_run
+from e4e_jax.nets.model_dir import save_model_dir
+from e4e_jax.apps.invert import output_names
+from e4e_jax.nets.encoder import load_encoder
+from e4e_jax.models.lpips import LPIPS
+from tests.parity.test_encoders import save_tiny_inverter, tiny_generator
+from tests.cli.test_eval import random_variables
+
+from tests.support.paths import REPO  # noqa: E402
+# sorted order; 'A.png' / 'a.png' / 'a.jpg' share a base name (up to case)
+READABLE = ["A.png", "a.jpg", "a.png", os.path.join("sub", "b.png")]
+NAMES = ["A", "a_jpg", "a_png", "sub_b"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_inverter(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def lpips_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nets")
+    v = random_variables(LPIPS("alex"), [(1, 64, 64, 3)] * 2)
+    v = {"params": {k: ({"kernel": np.abs(p["kernel"])} if k.startswith("lin_") else p)
+                    for k, p in v["params"].items()}}          # LPIPS's lin weights are >= 0
+    return save_model_dir(str(d / "lpips_alex"), "lpips", {"net": "alex"}, v)
+
+
+def _write_images(d, names, with_bad=True):
+    rng = np.random.default_rng(0)
+    for name in names:
+        os.makedirs(os.path.dirname(os.path.join(d, name)) or d, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+            os.path.join(d, name), quality=95)
+    if with_bad:
+        with open(os.path.join(d, "bad.png"), "wb") as f:
+            f.write(b"not an image")
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    return _write_images(d, READABLE)
+
+
+def run(args):
+    return invert.main([str(a) for a in args])
+
+
+# ---------------------------------------------------------------------- names, arguments
+
+def test_output_names_are_unique_up_to_case():
+    assert output_names(READABLE) == NAMES
+    assert output_names(["x.png", "y.jpg"]) == ["x", "y"]
+    names = output_names(["a.png", "a_png.png", "A.PNG", "a.jpg", "a_jpg.png"])
+    assert len({n.casefold() for n in names}) == 5, names
+
+
+def test_help_exits_0_and_shows_the_invocation(capsys):
+    assert invert.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m e4e_jax.invert" in out and "examples:" in out and "--method" in out
+    proc = subprocess.run([sys.executable, "-m", "e4e_jax.invert", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "--pivot" in proc.stdout
+
+
+def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
+    base = ["--checkpoint", model_dir, "--input", images]
+    cases = [
+        (base + ["--output", tmp_path / "o1", "--method", "projector"], "--lpips DIR"),
+        (base + ["--output", tmp_path / "o2", "--method", "pti"], "LPIPS-alex"),
+        (base + ["--output", tmp_path / "o3", "--method", "pti", "--lpips", tmp_path / "nope"],
+         "not a directory"),
+        (base + ["--output", tmp_path / "o4", "--method", "pti", "--lpips", lpips_dir,
+                 "--steps", "0"], "--steps must be >= 1"),
+        (["--checkpoint", model_dir, "--input", tmp_path / "missing", "--output",
+          tmp_path / "o5"], "not a directory"),
+        (["--checkpoint", tmp_path, "--input", images, "--output", tmp_path / "o6"], "error:"),
+        (base + ["--output", tmp_path / "o7", "--method", "magic"], "invalid choice"),
+        (base + ["--output", tmp_path / "o10", "--pivot", "projector"], "needs --method pti"),
+        (base + ["--output", tmp_path / "o11", "--method", "pti", "--pivot", "projector",
+                 "--lpips", lpips_dir, "--pivot_steps", "0"], "--pivot-steps must be >= 1"),
+        (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
+         "error:"),
+        # flags of the optimisation methods are not silently ignored by the default e4e method
+        (base + ["--output", tmp_path / "o12", "--lpips", lpips_dir, "--steps", "5"],
+         "--steps and --lpips only apply to --method projector or pti"),
+    ]
+    for args, message in cases:
+        assert run(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    os.makedirs(tmp_path / "o9")
+    np.save(tmp_path / "o9" / "latents.npy", np.zeros((1, 8, 32), np.float32))
+    assert run(base + ["--output", tmp_path / "o9"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("keep me")
+    assert run(base + ["--output", tmp_path / "a_file"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file; give a folder" in err and "Traceback" not in err, err
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_nothing_usable_exits_1(model_dir, tmp_path, capsys):
+    d = tmp_path / "only_bad"
+    os.makedirs(d)
+    (d / "x.png").write_bytes(b"broken")
+    assert run(["--checkpoint", model_dir, "--input", d, "--output", tmp_path / "o"]) == 1
+    err = capsys.readouterr().err
+    assert "could be inverted" in err and "Traceback" not in err
+    assert np.load(tmp_path / "o" / "latents.npy").shape == (0, 8, 32)
+
+
+# ---------------------------------------------------------------------- e4e, interrupts
+
+def test_e4e_method_end_to_end(model_dir, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out]) == 0
+    assert (out / "files.txt").read_text().splitlines() == READABLE
+    assert (out / "names.txt").read_text().splitlines() == NAMES
+    assert (out / "skipped.txt").read_text().startswith("bad.png\t")
+    inv = load_encoder(model_dir)
+    x = image_io.load_images([os.path.join(images, f) for f in READABLE], inv.input_size)
+    lat = np.load(out / "latents.npy")
+    for i, name in enumerate(NAMES):       # batch 1, as the command: one compilation
+        w, rec = inv.invert(x[i:i + 1])
+        np.testing.assert_allclose(lat[i], np.asarray(w)[0], atol=1e-5)
+        np.testing.assert_array_equal(np.load(out / "latents" / f"{name}.npy"), lat[i:i + 1])
+        got = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
+        np.testing.assert_array_equal(got, image_io.to_uint8(np.asarray(rec)[0]))
+        assert (out / "side_by_side" / f"{name}.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inverted"] == 4 and summary["skipped"] == 1 and not summary["interrupted"]
+    err = capsys.readouterr().err
+    assert "[2/5]" in err and "overall ETA" in err
+
+
+class _Failing(invert_run.Pipeline):
+    """Raises `exc` on image `at` (0-based file index)."""
+    at, exc = 1, KeyboardInterrupt
+
+    def run(self, path, k=0):
+        if k == self.at:
+            raise self.exc()
+        return super().run(path, k)
+
+
+def test_interrupt_keeps_finished_images(model_dir, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    monkeypatch.setattr(invert_run, "Pipeline", _Failing)
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out]) == 130
+    lat = np.load(out / "latents.npy")          # a valid array of the finished row
+    assert lat.shape == (1, 8, 32)
+    assert (out / "files.txt").read_text().splitlines() == READABLE[:1]
+    assert (out / "side_by_side" / f"{NAMES[0]}.png").is_file()
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_crash_on_one_image_keeps_the_others(model_dir, images, tmp_path, monkeypatch, capsys):
+    class Crash(_Failing):
+        exc = RuntimeError
+    monkeypatch.setattr(invert_run, "Pipeline", Crash)
+    out = tmp_path / "out"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out]) == 0
+    assert (out / "files.txt").read_text().splitlines() == [READABLE[0]] + READABLE[2:]
+    assert "a.jpg\tinversion failed: RuntimeError" in (out / "skipped.txt").read_text()
+    assert np.load(out / "latents.npy").shape == (3, 8, 32)
+
+
+# ---------------------------------------------------------------------- projector and PTI
+
+@pytest.mark.slow
+def test_pti_end_to_end_and_edit_with_the_tuned_generator(model_dir, lpips_dir, images,
+                                                           tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out, "--method", "pti",
+                "--steps", 2, "--lpips", lpips_dir, "--lpips-threshold", -1]) == 0
+    inv = load_encoder(model_dir)
+    lat = np.load(out / "latents.npy")
+    x = image_io.load_images([os.path.join(images, f) for f in READABLE], inv.input_size)
+    for i in range(len(READABLE)):                                          # e4e pivots
+        np.testing.assert_allclose(lat[i], np.asarray(inv.invert(x[i:i + 1])[0])[0], atol=1e-5)
+    assert sorted(os.listdir(out / "generators")) == sorted(NAMES)
+    g0 = inv.generator
+    for i, name in enumerate(NAMES):
+        g = e4e_jax.load_generator(str(out / "generators" / name))
+        assert g.config["pti"]["num_updates"] == 2
+        tuned = image_io.to_uint8(np.asarray(g.synthesis(lat[i:i + 1]))[0])
+        rec = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
+        np.testing.assert_array_equal(rec, tuned)
+        orig = image_io.to_uint8(np.asarray(g0.synthesis(lat[i:i + 1]))[0])
+        assert not np.array_equal(tuned, orig)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["images"]] == NAMES
+    assert all(r["num_updates"] == 2 and r["lpips_first"] > 0 for r in summary["images"])
+    # edit with the tuned generator: its inversion column is the tuned reconstruction
+    e1, e2 = tmp_path / "e_tuned", tmp_path / "e_orig"
+    common = ["--checkpoint", model_dir, "--latents", str(out / "latents" / "a_jpg.npy"),
+              "--edit", "sefa:0", "--strengths", "2", "--min_cell", "32"]
+    assert edit.main(common + ["--generator", str(out / "generators" / "a_jpg"),
+                               "--out", str(e1)]) == 0
+    assert edit.main(common + ["--out", str(e2)]) == 0
+    assert json.loads((e1 / "edits.json").read_text())["generator"] == os.path.abspath(
+        out / "generators" / "a_jpg")
+    assert json.loads((e2 / "edits.json").read_text())["generator"] is None
+    grid_tuned = np.asarray(Image.open(e1 / "latent_00000.png"))
+    assert not np.array_equal(grid_tuned, np.asarray(Image.open(e2 / "latent_00000.png")))
+    bad = tiny_generator(64)
+    bad_dir = e4e_jax.save_generator(bad, str(tmp_path / "g64"))
+    assert edit.main(common + ["--generator", bad_dir, "--out", str(tmp_path / "e3")]) == 2
+    assert "64px generator" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_projector_and_pti_with_a_projector_pivot(model_dir, lpips_dir, tmp_path):
+    images = _write_images(tmp_path / "imgs", ["p.png"], with_bad=False)
+    out = tmp_path / "proj"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out,
+                "--method", "projector", "--steps", 2, "--lpips", lpips_dir]) == 0
+    lat = np.load(out / "latents.npy")
+    assert lat.shape == (1, 8, 32)
+    np.testing.assert_array_equal(lat[0], np.broadcast_to(lat[0, :1], lat[0].shape))  # one w
+    noises = np.load(out / "noises" / "p.npz")
+    g = load_encoder(model_dir).generator
+    img = g.synthesis(lat, noise=[noises[f"noise_{i}"][None, :, :, None]
+                                  for i in range(len(noises.files))])
+    rec = np.asarray(Image.open(out / "reconstructions" / "p.png"))
+    np.testing.assert_array_equal(rec, image_io.to_uint8(np.asarray(img)[0]))
+    out2 = tmp_path / "pti"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out2, "--method", "pti",
+                "--pivot", "projector", "--pivot-steps", 2, "--steps", 2,
+                "--lpips", lpips_dir]) == 0
+    pivot = np.load(out2 / "latents.npy")
+    np.testing.assert_array_equal(pivot[0], np.broadcast_to(pivot[0, :1], pivot[0].shape))
+    assert os.path.isdir(out2 / "generators" / "p")
