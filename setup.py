@@ -9,6 +9,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["e4e_jax", "e4e_jax.*", "convert_weights", "convert_weights.*"]),
+    # one command on the PATH: `e4e-jax train | eval | encode | invert | edit | sample | align |
+    # convert` (e4e_jax/cli/main.py)
+    entry_points={"console_scripts": ["e4e-jax = e4e_jax.cli.main:main"]},
     install_requires=[
         "jax>=0.4.30",
         "flax>=0.10",

@@ -89,11 +89,11 @@ def check_request(req: InvertRequest) -> list[str]:
         recipe = "LPIPS-VGG (the official projector)" if req.method == "projector" else \
             "LPIPS-alex (PTI's default)"
         raise InvertError(f"--method {req.method} needs a loss network: pass --lpips DIR, a "
-                          f"converted LPIPS directory (convert_weights/lpips.py; official "
+                          f"converted LPIPS directory (`e4e-jax convert lpips`; official "
                           f"recipe {recipe}).")
     if req.lpips and not os.path.isdir(req.lpips):
         raise FileNotFoundError(f"--lpips {req.lpips!r} is not a directory (convert one with "
-                                f"convert_weights/lpips.py).")
+                                f"`e4e-jax convert lpips`).")
     if not os.path.isdir(req.input_dir):
         raise FileNotFoundError(f"--input {req.input_dir!r} is not a directory.")
     files = image_io.list_images(req.input_dir)

@@ -5,7 +5,7 @@
     parser.add_argument("--batch-size", type=int)        # --batch_size is accepted too
     args = parser.parse_args(argv)
 
-Conventions (docs/pending/cli.md):
+Conventions (docs/cli.md):
   * flags are spelled with dashes; the underscore spelling of every flag is an alias, so
     `--batch_size 4` and `--batch-size 4` parse to the same value (old scripts keep working);
   * `--help` exits 0 and shows the real invocation and an example;
@@ -24,6 +24,10 @@ EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("default", "high", "highest")
+
+# The command line the user typed, when a dispatcher (`e4e-jax SUBCOMMAND`) ran the command:
+# usage lines then show it instead of the module's own spelling (`python -m e4e_jax.encode`).
+_invocation: str | None = None
 
 _ALIAS_NOTE = ("Flags are spelled with dashes; the underscore spelling (--batch_size) is "
                "accepted as an alias.")
@@ -65,11 +69,22 @@ class CliParser(argparse.ArgumentParser):
         return out
 
 
+def set_invocation(prog: str | None) -> None:
+    """Makes the parsers built from now on show `prog` (e.g. "e4e-jax encode") as their usage
+    line, and in their examples in place of the module's own spelling."""
+    global _invocation
+    _invocation = prog
+
+
 def make_parser(prog: str, description: str, examples: Sequence[str] = (),
                 epilog: str | None = None) -> CliParser:
     """A CliParser whose usage line is `prog` (the command to type) and whose epilog lists
-    the examples, then `epilog`, then the alias note."""
+    the examples, then `epilog`, then the alias note. Under `e4e-jax SUBCOMMAND` the usage line
+    and the examples show that spelling instead (set_invocation)."""
     import textwrap
+    if _invocation and prog:
+        examples = [e.replace(prog, _invocation, 1) for e in examples]
+        prog = _invocation
     parts = []
     if examples:
         parts.append("examples:\n" + "\n".join("  " + e for e in examples))

@@ -61,7 +61,7 @@ def build_parser():
         epilog=f"Edit specs: {SPEC_HELP}.\nExit codes: 0 done, 1 no input readable, 2 bad "
                f"arguments or files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
-                        help="inverter directory (convert_weights/e4e.py output or WORKDIR/export)")
+                        help="inverter directory (`e4e-jax convert e4e` output or WORKDIR/export)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--latents", help="latents.npy as written by `python -m e4e_jax.encode`")

@@ -63,7 +63,7 @@ def build_parser():
                "missing), 2 bad arguments or "
                "files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
-                        help="converted model directory (convert_weights/e4e.py output or a "
+                        help="converted model directory (`e4e-jax convert e4e` output or a "
                              "training run's WORKDIR/export)")
     parser.add_argument("--input", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder")

@@ -40,7 +40,7 @@ def build_parser():
                f"Exit codes: 0 metrics written, 1 no image readable, 2 bad arguments or "
                f"files, 130 interrupted.")
     p.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
-                   help="inverter directory (convert_weights/e4e.py output or WORKDIR/export); "
+                   help="inverter directory (`e4e-jax convert e4e` output or WORKDIR/export); "
                         "repeat to compare several (keyed by directory name)")
     p.add_argument("--data", required=True,
                    help="an image folder, 'tfds:NAME:SPLIT' (with --data-dir), or 'synthetic' "
@@ -53,11 +53,11 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0,
                    help="synthetic images, SWD patches and projections, sampled w")
-    p.add_argument("--lpips", help="converted LPIPS directory (convert_weights/lpips.py; alex)")
+    p.add_argument("--lpips", help="converted LPIPS directory (`e4e-jax convert lpips`; alex)")
     p.add_argument("--arcface", help="converted ArcFace directory: identity similarity (faces)")
     p.add_argument("--moco", help="converted MoCo directory: feature similarity (other domains)")
     p.add_argument("--inception", help="converted FID Inception directory "
-                                       "(convert_weights/fid_inception.py)")
+                                       "(`e4e-jax convert fid_inception`)")
     p.add_argument("--fid-method", default="sqrtm", choices=("sqrtm", "eigen"),
                    help="sqrtm: pytorch-fid's computation; eigen: same value, much faster")
     p.add_argument("--edits", nargs="+", action="extend", metavar="SPEC",

@@ -34,7 +34,7 @@ def build_parser():
         "Invert a folder of images with e4e, the StyleGAN2-ADA W projector, or PTI (pivotal "
         "tuning of the generator per image).", examples=EXAMPLES, epilog=OUTPUTS)
     p.add_argument("--checkpoint", required=True, metavar="E4E_DIR",
-                   help="converted e4e directory (convert_weights/e4e.py or WORKDIR/export)")
+                   help="converted e4e directory (`e4e-jax convert e4e` or WORKDIR/export)")
     p.add_argument("--input", required=True, metavar="FOLDER",
                    help="folder of images (searched recursively)")
     p.add_argument("--output", required=True, metavar="OUT", help="output folder")
@@ -48,7 +48,7 @@ def build_parser():
     p.add_argument("--pivot-steps", type=int, default=PTI_PIVOT_STEPS, metavar="N",
                    help=f"projector pivot steps for --pivot projector (PTI's {PTI_PIVOT_STEPS})")
     p.add_argument("--lpips", metavar="DIR",
-                   help="converted LPIPS directory (convert_weights/lpips.py), required by "
+                   help="converted LPIPS directory (`e4e-jax convert lpips`), required by "
                         "projector and pti (official recipe: LPIPS-VGG)")
     p.add_argument("--lpips-threshold", type=float, default=0.06, metavar="T",
                    help="pti: stop tuning once LPIPS <= T (PTI's LPIPS_value_threshold, 0.06); "

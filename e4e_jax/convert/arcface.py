@@ -1,16 +1,16 @@
 """Converts the ArcFace IR-SE-50 of the identity loss (model_ir_se50.pth) to a model directory.
 
-    python convert_weights/arcface.py model_ir_se50.pth DST_DIR
+    e4e-jax convert arcface model_ir_se50.pth DST_DIR
 
 The file is a plain state dict of `Backbone(112, 50, mode='ir_se')` (models/encoders/
 model_irse.py): input_layer.*, body.{i}.*, output_layer.{0,3,4}.*. The result is read by
 `e4e_jax.load_arcface(DST_DIR)`.
 
 This module also holds `LayerMap`, the table-driven PyTorch -> Flax mapping the loss-network
-converters share (convert_weights/moco.py, lpips.py and fid_inception.py use it): each rule names
+converters share (moco.py, lpips.py and fid_inception.py use it): each rule names
 a torch key, its shape, the Flax variable it becomes and the layout change, so the same table
 checks the file's keys (missing / unexpected / mis-shaped, by name) and converts it. The input
-layer and IR-SE body are converted by convert_weights/e4e.py's table, the one the encoders use.
+layer and IR-SE body are converted by e4e.py's table, the one the encoders use.
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def output_layer_map(config: Mapping[str, Any] = IRSE50_CONFIG) -> LayerMap:
 
 def backbone_shapes(config: Mapping[str, Any] = IRSE50_CONFIG) -> dict:
     """Variable shapes of the ArcFace input layer and body (the IR-SE parts shared with the
-    encoders, converted by convert_weights/e4e.py's table)."""
+    encoders, converted by e4e.py's table)."""
     import jax
     import jax.numpy as jnp
 
@@ -183,7 +183,8 @@ def main(argv=None) -> int:
         return f"wrote {path}"
 
     return cli_main("Convert the ArcFace IR-SE-50 of the identity loss.", add_args, run, argv,
-                    module="e4e_jax.convert.arcface", examples=['model_ir_se50.pth weights/arcface'])
+                    module="arcface",
+                    examples=['model_ir_se50.pth weights/arcface'])
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def _refusal_message(path: str, refused: list[str], keep: str, old_torch: bool,
     lines.append(f"The converters read only plain data: {PLAIN_DATA}.")
     if any(n.startswith(("torch_utils.", "dnnlib.")) for n in refused):
         lines.append("This is a StyleGAN2-ADA / StyleGAN3 network pickle: convert it with "
-                     "`python -m e4e_jax.convert.stylegan2_ada`.")
+                     "`e4e-jax convert stylegan2_ada`.")
         return "\n".join(lines)
     if kind == "pickle":
         lines.append("The file is a plain pickle (pickle.dump), not a torch.save file.")
@@ -229,7 +229,7 @@ def _refusal_message(path: str, refused: list[str], keep: str, old_torch: bool,
                  f"`torch.save({keep}, 'plain.pt')` (option entries such as opts or args as "
                  f"dicts of plain values), then convert plain.pt. If a listed class is plain "
                  f"data written by a public training code, report it so it can join the "
-                 f"allow-list (plain_data_allow_list in convert_weights/_common.py).")
+                 f"allow-list (plain_data_allow_list in e4e_jax/convert/common.py).")
     return "\n".join(lines)
 
 
@@ -273,12 +273,14 @@ def cli_main(description: str, add_args, run, argv=None, module: str | None = No
              examples=()) -> int:
     """Runs a converter CLI: parses arguments, runs, prints errors without a traceback.
 
-    module: e.g. "e4e_jax.convert.stylegan2", shown as `python -m e4e_jax.convert.stylegan2`
-    in the usage line and before every example's arguments. Exit codes: 0 written, 2 bad
-    arguments or an unreadable / unexpected file, 130 interrupted (nothing half-written).
+    module: the format's name, e.g. "stylegan2": the usage line and every example read
+    `e4e-jax convert stylegan2 ...` (`python convert_weights/stylegan2.py` runs the same code).
+    Exit codes: 0 written, 2 bad arguments or an unreadable / unexpected file, 130 interrupted
+    (nothing half-written).
     """
+    # the converters are commands too: they share the command-line conventions of cli/
     from e4e_jax import cli
-    prog = f"python -m {module}" if module else None
+    prog = f"e4e-jax convert {module}" if module else None
     parser = cli.make_parser(prog, description,
                              examples=[f"{prog} {e}" for e in examples] if prog else (),
                              epilog="Exit codes: 0 model directory written, 2 bad arguments "

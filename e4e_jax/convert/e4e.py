@@ -1,6 +1,6 @@
 """Converts an official e4e or pSp checkpoint (encoder + StyleGAN2 decoder + latent_avg + opts).
 
-    python convert_weights/e4e.py e4e_ffhq_encode.pt converted/e4e_ffhq_encode
+    e4e-jax convert e4e e4e_ffhq_encode.pt converted/e4e_ffhq_encode
 
 The file is the dict the official training coach saves: `state_dict` (`encoder.*` and `decoder.*`
 keys of the pSp module), `latent_avg` (one row per W+ layer, or a single (512,) row in older pSp
@@ -262,7 +262,7 @@ def convert_e4e(ckpt: Mapping[str, Any], what: str = "checkpoint") -> dict:
         if entry not in ckpt:
             hint = ""
             if "g_ema" in ckpt:
-                hint = " This is a StyleGAN2 generator file: use convert_weights/stylegan2.py."
+                hint = " This is a StyleGAN2 generator file: use `e4e-jax convert stylegan2`."
             elif any(str(k).startswith(("encoder.", "decoder.")) for k in ckpt):
                 hint = " It looks like a bare pSp state dict; e4e files also carry 'opts'."
             raise ConversionError(f"{what}: no {entry!r} entry (found: "
@@ -350,7 +350,8 @@ def add_args(parser):
 
 def main(argv=None) -> int:
     return cli_main(__doc__.splitlines()[0], add_args, run, argv,
-                    module="e4e_jax.convert.e4e", examples=['e4e_ffhq_encode.pt converted/e4e_ffhq_encode'])
+                    module="e4e",
+                    examples=['e4e_ffhq_encode.pt converted/e4e_ffhq_encode'])
 
 
 if __name__ == "__main__":

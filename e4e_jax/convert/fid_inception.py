@@ -1,6 +1,6 @@
 """Converts pytorch-fid's FID Inception-v3 weights to a model directory.
 
-    python convert_weights/fid_inception.py pt_inception-2015-12-05-6726825d.pth DST_DIR
+    e4e-jax convert fid_inception pt_inception-2015-12-05-6726825d.pth DST_DIR
 
 The file is the plain state dict that pytorch-fid's `fid_inception_v3()` downloads (the
 TensorFlow inception-2015-12-05 graph ported to PyTorch), keys as `fid_inception_v3().state_dict()`.
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
         return f"wrote {path}"
 
     return cli_main("Convert pytorch-fid's FID Inception-v3 weights.", add_args, run, argv,
-                    module="e4e_jax.convert.fid_inception", examples=['pt_inception-2015-12-05-6726825d.pth weights/fid_inception'])
+                    module="fid_inception",
+                    examples=['pt_inception-2015-12-05-6726825d.pth weights/fid_inception'])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Converts LPIPS v0.1 (AlexNet or VGG16 backbone + linear layers) to a model directory.
 
-    python convert_weights/lpips.py --net alex --backbone alexnet-owt-7be5be79.pth \
+    e4e-jax convert lpips --net alex --backbone alexnet-owt-7be5be79.pth \
         [--lin alex.pth] DST_DIR
-    python convert_weights/lpips.py --net vgg --backbone vgg16-397923af.pth [--lin vgg.pth] DST_DIR
+    e4e-jax convert lpips --net vgg --backbone vgg16-397923af.pth [--lin vgg.pth] DST_DIR
 
 The backbone is a torchvision ImageNet state dict (only `features.*` is used; `classifier.*` is
 ignored). The linear layers are the `lpips` package's `weights/v0.1/{alex,vgg}.pth` (keys
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
         return f"wrote {path}"
 
     return cli_main("Convert LPIPS v0.1 (AlexNet / VGG16) weights.", add_args, run, argv,
-                    module="e4e_jax.convert.lpips", examples=['--net alex --backbone alexnet-owt-7be5be79.pth weights/lpips_alex'])
+                    module="lpips",
+                    examples=['--net alex --backbone alexnet-owt-7be5be79.pth weights/lpips_alex'])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Converts the MoCo v2 ResNet-50 of the similarity loss to a model directory.
 
-    python convert_weights/moco.py moco_v2_800ep_pretrain.pth.tar DST_DIR
+    e4e-jax convert moco moco_v2_800ep_pretrain.pth.tar DST_DIR
 
 Like the official `MocoLoss` loader: read checkpoint['state_dict'], keep the keys
 `module.encoder_q.*` without the MLP head `module.encoder_q.fc*`, strip the prefix; everything
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
         return f"wrote {path}"
 
     return cli_main("Convert the MoCo v2 ResNet-50 of the similarity loss.", add_args, run, argv,
-                    module="e4e_jax.convert.moco", examples=['moco_v2_800ep_pretrain.pth.tar weights/moco'])
+                    module="moco",
+                    examples=['moco_v2_800ep_pretrain.pth.tar weights/moco'])
 
 
 if __name__ == "__main__":

@@ -287,7 +287,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"TensorFlow-era pickle (dnnlib.tflib.*) must first be converted with NVlabs' "
                 f"legacy.py in an environment you trust (it writes this format); other "
                 f"files are not network snapshots (rosinality .pt checkpoints go to "
-                f"convert_weights/stylegan2.py).")
+                f"`e4e-jax convert stylegan2`).")
         return target
 
     def persistent_load(self, pid):

@@ -1,6 +1,6 @@
 """Converts a rosinality-format StyleGAN2 checkpoint (the generator the official e4e uses).
 
-    python convert_weights/stylegan2.py stylegan2-ffhq-config-f.pt converted/stylegan2-ffhq
+    e4e-jax convert stylegan2 stylegan2-ffhq-config-f.pt converted/stylegan2-ffhq
 
 The file is a dict with `g_ema` (the Generator state dict) and optionally `latent_avg`; the
 checkpoints rosinality's train.py writes also hold `g`, `d`, `g_optim`, `d_optim`, `args` (an
@@ -201,7 +201,7 @@ def convert_checkpoint(ckpt, source: str | None = None):
     if "g_ema" not in ckpt:
         hint = ""
         if "state_dict" in ckpt and any(str(k).startswith("decoder.") for k in ckpt["state_dict"]):
-            hint = " This looks like an e4e/pSp checkpoint: use convert_weights/e4e.py."
+            hint = " This looks like an e4e/pSp checkpoint: use `e4e-jax convert e4e`."
         elif "style.1.weight" in ckpt:
             hint = " This looks like a bare generator state dict; wrap it as {'g_ema': state}."
         raise ConversionError(f"no 'g_ema' entry (found: {sorted(map(str, ckpt))[:10]}).{hint}")
@@ -227,7 +227,8 @@ def add_args(parser):
 
 def main(argv=None) -> int:
     return cli_main(__doc__.splitlines()[0], add_args, run, argv,
-                    module="e4e_jax.convert.stylegan2", examples=['stylegan2-ffhq-config-f.pt converted/ffhq'])
+                    module="stylegan2",
+                    examples=['stylegan2-ffhq-config-f.pt converted/ffhq'])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Converts a StyleGAN2-ADA network snapshot pickle without executing anything in it.
 
-    python convert_weights/stylegan2_ada.py network-snapshot-025000.pkl converted/ada-generator
+    e4e-jax convert stylegan2_ada network-snapshot-025000.pkl converted/ada-generator
 
 Reads NVIDIA `network-snapshot-*.pkl` files (NVlabs/stylegan2-ada-pytorch; stylegan3 writes the
 same format for its StyleGAN2 configs) with the allow-list unpickler of `_safe_pickle.py`: the
@@ -335,7 +335,7 @@ def read_snapshot(path: str) -> Any:
         if head[:2] == b"PK":
             raise ConversionError(
                 f"{path!r} is a zip-format torch.save checkpoint, not a StyleGAN2-ADA network "
-                f"pickle; for rosinality StyleGAN2 checkpoints use convert_weights/stylegan2.py.")
+                f"pickle; for rosinality StyleGAN2 checkpoints use `e4e-jax convert stylegan2`.")
         f.seek(0)
         try:
             return load_network_pickle(f)
@@ -363,7 +363,8 @@ def add_args(parser):
 
 def main(argv=None) -> int:
     return cli_main(__doc__.splitlines()[0], add_args, run, argv,
-                    module="e4e_jax.convert.stylegan2_ada", examples=['network-snapshot-000000.pkl converted/ada'])
+                    module="stylegan2_ada",
+                    examples=['network-snapshot-000000.pkl converted/ada'])
 
 
 if __name__ == "__main__":

@@ -74,17 +74,6 @@ def check_remat(remat: str) -> str:
     return remat
 
 
-def to_compute(x, dtype):
-    """Casts a floating activation to the compute dtype (no-op for float32 / None)."""
-    d = compute_dtype(dtype)
-    return x if x.dtype == d else x.astype(d)
-
-
-def to_float32(x):
-    """Casts to float32 for the parts listed in FLOAT32_PARTS (no-op on float32)."""
-    return x if x.dtype == jnp.float32 else x.astype(jnp.float32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """dtype ("float32" | "bfloat16"), precision (None | "default" | "high" | "highest"),

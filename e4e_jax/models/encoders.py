@@ -40,8 +40,8 @@ at call time; `init` draws them from N(0, 1) like the official EqualLinear.
 Sizes: defaults are the official ones (IR-SE-50, widths 64/128/256/512, style_dim 512). For tests
 and the CPU demo, `widths`, `units`, `style_dim` and `head_width` (the width of the style heads'
 convs; official = style_dim, the heads still output style_dim) can be made small; the head depth
-follows the input size (log2 of the pyramid level's longer side: 4, 5, 6 convs for 256x256 and for the cars'
-192x256 input, as the official heads built for spatial 16, 32, 64).
+follows the input size (log2 of the pyramid level's longer side: 4, 5, 6 convs for 256x256 and
+for the cars' 192x256 input, as the official heads built for spatial 16, 32, 64).
 """
 from __future__ import annotations
 
@@ -106,7 +106,6 @@ class _Backbone(nn.Module):
     units: tuple[int, ...] | None = None
     style_dim: int = 512
     head_width: int | None = None      # None: style_dim, the official heads
-    axis_name: str | None = None
     precision: Any = None
     dtype: Any = None      # compute dtype of the activations (None: float32)
     remat: bool = False    # recompute each IR unit in the backward pass
@@ -121,13 +120,12 @@ class _Backbone(nn.Module):
     def _body(self) -> IRBody:
         return IRBody(num_layers=self.num_layers, mode=self.mode, widths=tuple(self.widths),
                       units=None if self.units is None else tuple(self.units),
-                      in_channels=self.widths[0], axis_name=self.axis_name,
-                      precision=self.precision, dtype=self.dtype, remat=self.remat,
-                      name="body")
+                      in_channels=self.widths[0], precision=self.precision, dtype=self.dtype,
+                      remat=self.remat, name="body")
 
     def _pyramid_inputs(self, x, train):
         self._check_input(x)
-        x = IRInputLayer(self.widths[0], axis_name=self.axis_name, precision=self.precision,
+        x = IRInputLayer(self.widths[0], precision=self.precision,
                          dtype=self.dtype, name="input_layer")(x, train)
         body = self._body()
         ends = body.stage_ends
@@ -201,7 +199,7 @@ class SingleStyleCodeEncoder(_Backbone):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self._check_input(x)
-        x = IRInputLayer(self.widths[0], axis_name=self.axis_name, precision=self.precision,
+        x = IRInputLayer(self.widths[0], precision=self.precision,
                          dtype=self.dtype, name="input_layer")(x, train)
         x = self._body()(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # W output: float32
@@ -250,8 +248,8 @@ def encoder_config(encoder_type: str = "Encoder4Editing", n_styles: int = 18,
             "head_width": None if head_width is None else int(head_width)}
 
 
-def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
-                  precision: Any = None, dtype: Any = None, remat: bool = False) -> nn.Module:
+def build_encoder(config: Mapping[str, Any], precision: Any = None, dtype: Any = None,
+                  remat: bool = False) -> nn.Module:
     """The Flax encoder module described by an encoder config.
 
     precision / dtype: see e4e_jax.core.precision (None: JAX's default precision, float32).
@@ -262,8 +260,8 @@ def build_encoder(config: Mapping[str, Any], axis_name: str | None = None,
     return cls(n_styles=cfg["n_styles"], input_size=tuple(cfg["input_size"]),
                num_layers=cfg["num_layers"], mode=cfg["mode"], widths=tuple(cfg["widths"]),
                units=None if cfg["units"] is None else tuple(cfg["units"]),
-               style_dim=cfg["style_dim"], head_width=cfg["head_width"], axis_name=axis_name,
-               remat=bool(remat), **module_kwargs(dtype, precision))
+               style_dim=cfg["style_dim"], head_width=cfg["head_width"], remat=bool(remat),
+               **module_kwargs(dtype, precision))
 
 
 def init_encoder(rng: jax.Array, config: Mapping[str, Any]) -> dict:

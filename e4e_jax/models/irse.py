@@ -13,13 +13,14 @@ Public API
 official_units(num_layers) -> (u1, u2, u3, u4)
     Units per stage: 50 -> (3, 4, 14, 3), 100 -> (3, 13, 30, 3), 152 -> (3, 8, 36, 3).
 
-BatchNorm(momentum=0.1, epsilon=1e-5, use_scale=True, use_bias=True, axis_name=None)
+BatchNorm(momentum=0.1, epsilon=1e-5, use_scale=True, use_bias=True)
     PyTorch BatchNorm semantics over the last axis (works for (N, C) and (N, H, W, C)).
     __call__(x, train: bool). train=True normalises with the biased batch variance and updates
     the running averages like torch (running = 0.9 * running + 0.1 * batch, with the *unbiased*
     batch variance for running var); train=False uses the running averages. Running statistics are
-    not updated while the module is being initialised. `axis_name` (optional) averages the batch
-    statistics across a pmap/shard_map axis (synchronised BN).
+    not updated while the module is being initialised. Under jit with a batch sharded over a
+    mesh the statistics are those of the global batch (XLA inserts the reduction), as with one
+    device; there is no per-device (pmap-style) variant.
     Variables: params/{scale, bias} (torch weight, bias; absent when use_scale/use_bias is False,
     e.g. BatchNorm1d(affine=False)), batch_stats/{mean, var} (torch running_mean, running_var).
     torch's num_batches_tracked is not kept (it only matters when momentum is None).
@@ -43,7 +44,7 @@ Bottleneck(in_channels, depth, stride, se: bool, se_reduction=16)
     The SE 1x1 convs are Dense layers: se/fc1/kernel (C, C // r), se/fc2/kernel (C // r, C).
 
 IRBody(num_layers=50, mode='ir_se', widths=(64, 128, 256, 512), units=None, in_channels=None,
-       se_reduction=16, axis_name=None)
+       se_reduction=16)
     The official `body` Sequential: units `block_{i}` (official `body.{i}`), i = 0 .. sum(units)-1.
     `units` overrides official_units(num_layers) and `widths` the stage widths, for tiny test
     models (e.g. widths=(8, 16, 16, 32), units=(1, 1, 1, 1)); `in_channels` defaults to widths[0]
@@ -133,7 +134,6 @@ class BatchNorm(nn.Module):
     epsilon: float = 1e-5
     use_scale: bool = True
     use_bias: bool = True
-    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -147,15 +147,10 @@ class BatchNorm(nn.Module):
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x32, axes)
             n = x.size // c
-            if n < 2 and self.axis_name is None:
+            if n < 2:
                 raise ValueError(f"BatchNorm in training mode needs more than one value per "
                                  f"channel, got input of shape {x.shape}.")
-            if self.axis_name is not None:
-                mean = lax.pmean(mean, self.axis_name)
-                n = n * lax.psum(1, self.axis_name)
             var = jnp.mean(jnp.square(x32 - mean), axes)
-            if self.axis_name is not None:
-                var = lax.pmean(var, self.axis_name)
             if not self.is_initializing():
                 m = self.momentum
                 # torch keeps the unbiased variance in its running average
@@ -186,7 +181,6 @@ class PReLU(nn.Module):
 class IRInputLayer(nn.Module):
     """Conv 3x3 (3 -> width, no bias) -> BatchNorm -> PReLU."""
     width: int = 64
-    axis_name: str | None = None
     precision: Any = None
     dtype: Any = None
 
@@ -194,7 +188,7 @@ class IRInputLayer(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = conv2d(self.width, 3, 1, 1, name="conv", precision=self.precision,
                    dtype=self.dtype)(x)
-        x = BatchNorm(axis_name=self.axis_name, name="bn")(x, train)
+        x = BatchNorm(name="bn")(x, train)
         return PReLU(name="prelu")(x)
 
 
@@ -223,7 +217,6 @@ class Bottleneck(nn.Module):
     stride: int
     se: bool = True
     se_reduction: int = 16
-    axis_name: str | None = None
     precision: Any = None
     dtype: Any = None
 
@@ -235,12 +228,12 @@ class Bottleneck(nn.Module):
         else:
             shortcut = conv2d(self.depth, 1, self.stride, 0, name="shortcut_conv", precision=p,
                               dtype=d)(x)
-            shortcut = BatchNorm(axis_name=self.axis_name, name="shortcut_bn")(shortcut, train)
-        r = BatchNorm(axis_name=self.axis_name, name="bn1")(x, train)
+            shortcut = BatchNorm(name="shortcut_bn")(shortcut, train)
+        r = BatchNorm(name="bn1")(x, train)
         r = conv2d(self.depth, 3, 1, 1, name="conv1", precision=p, dtype=d)(r)
         r = PReLU(name="prelu")(r)
         r = conv2d(self.depth, 3, self.stride, 1, name="conv2", precision=p, dtype=d)(r)
-        r = BatchNorm(axis_name=self.axis_name, name="bn2")(r, train)
+        r = BatchNorm(name="bn2")(r, train)
         if self.se:
             r = SqueezeExcite(self.depth, self.se_reduction, precision=p, dtype=d, name="se")(r)
         return r + shortcut
@@ -266,7 +259,6 @@ class IRBody(nn.Module):
     units: tuple[int, ...] | None = None
     in_channels: int | None = None
     se_reduction: int = 16
-    axis_name: str | None = None
     precision: Any = None
     dtype: Any = None
     remat: bool = False    # recompute each unit in the backward pass (only its input is kept)
@@ -296,15 +288,15 @@ class IRBody(nn.Module):
         capture = tuple(capture)
         bad = [i for i in capture if not 0 <= i < len(specs)]
         if bad:
-            raise ValueError(f"capture indices {bad} out of range for a body of {len(specs)} units.")
+            raise ValueError(f"capture indices {bad} out of range for a body of {len(specs)} "
+                             f"units.")
         feats = {}
         # `train` (argument 2, counting the module) selects the BatchNorm mode: static
         unit = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         for i, (c_in, depth, stride) in enumerate(specs):
             x = unit(c_in, depth, stride, se=self.mode == "ir_se",
-                           se_reduction=self.se_reduction, axis_name=self.axis_name,
-                           precision=self.precision, dtype=self.dtype,
-                           name=f"block_{i}")(x, train)
+                     se_reduction=self.se_reduction, precision=self.precision, dtype=self.dtype,
+                     name=f"block_{i}")(x, train)
             if i in capture:
                 feats[i] = x
         if capture:

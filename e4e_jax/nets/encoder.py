@@ -275,7 +275,7 @@ def save_inverter(path: str, encoder_config: Mapping[str, Any],
 
 def load_encoder(path: str, precision: Any = None, scan_batch: bool | None = None,
                  dtype: Any = None) -> Inverter:
-    """Loads a directory written by convert_weights/e4e.py or save_inverter.
+    """Loads a directory written by `e4e-jax convert e4e` or save_inverter.
 
     precision: None (JAX's default), "default", "high", "highest" (or a jax.lax.Precision),
     passed to every convolution / matmul of the encoder AND of the generator used by decode /
@@ -307,7 +307,7 @@ def check_checkpoint(path: str) -> None:
     if meta.get("kind") != KIND:
         raise checkpoints.ModelDirError(
             f"{path!r} holds a {meta.get('kind')!r} model, not an encoder checkpoint "
-            f"({KIND!r}): pass the output of convert_weights/e4e.py or a training run's "
+            f"({KIND!r}): pass the output of `e4e-jax convert e4e` or a training run's "
             f"WORKDIR/export.")
 
 

@@ -5,7 +5,7 @@
     images = g.synthesis(g.broadcast(w))               # W+ (N, n_latent, 512) -> (N, R, R, 3)
     images = g.synthesis(w_plus, noise="random", rng=jax.random.key(0))
 
-The same class holds StyleGAN2-ADA generators (convert_weights/stylegan2_ada.py; config
+The same class holds StyleGAN2-ADA generators (`e4e-jax convert stylegan2_ada`; config
 variant "ada"), whose mapping may take z of another width (`z_dim`) and class labels `c`.
 
 Weights are passed to the jitted functions as arguments (not baked in as constants), so one
@@ -332,9 +332,9 @@ def generator_from_model_dir(md: checkpoints.ModelDir) -> LoadedGenerator:
 
 
 def load_generator(path: str, dtype: Any = None, precision: Any = None) -> LoadedGenerator:
-    """Loads a generator directory written by convert_weights/stylegan2.py (or save_generator).
+    """Loads a generator directory written by `e4e-jax convert stylegan2` (or save_generator).
 
-    An e4e/pSp directory (convert_weights/e4e.py) holds its generator in `generator/`; passing
+    An e4e/pSp directory (`e4e-jax convert e4e`) holds its generator in `generator/`; passing
     the e4e directory itself works too.
 
     dtype: compute dtype of the synthesis network, None / "float32" (default) or "bfloat16"

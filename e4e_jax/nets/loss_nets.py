@@ -1,11 +1,11 @@
 """Loaders of the frozen loss networks: LPIPS, ArcFace IR-SE-50 (identity) and MoCo v2 ResNet-50.
 
-    lp = e4e_jax.load_lpips("weights/lpips_alex")        # convert_weights/lpips.py output
+    lp = e4e_jax.load_lpips("weights/lpips_alex")        # `e4e-jax convert lpips` output
     d = lp(x, y)                                         # (N,) LPIPS per pair; .mean() = official
     maps = lp.features(x)                                # five unit-normalised NHWC maps
 
-    arc = e4e_jax.load_arcface("weights/arcface")        # convert_weights/arcface.py output
-    moco = e4e_jax.load_moco("weights/moco")             # convert_weights/moco.py output
+    arc = e4e_jax.load_arcface("weights/arcface")        # `e4e-jax convert arcface` output
+    moco = e4e_jax.load_moco("weights/moco")             # `e4e-jax convert moco` output
     f = arc.features(images)                             # (N, 512), l2-normalised
     loss, improvement, sims = arc.loss(y_hat, y, x)      # IDLoss.forward's values
 
@@ -132,7 +132,7 @@ class LoadedSimilarityNet:
 
 
 def load_lpips(path: str, dtype: Any = None, precision: Any = None) -> LoadedLPIPS:
-    """Reads a directory written by convert_weights/lpips.py.
+    """Reads a directory written by `e4e-jax convert lpips`.
 
     dtype (None / "float32" / "bfloat16") and precision (None / "default" / "high" / "highest"):
     the numeric policy of every convolution (e4e_jax.core.precision); ValueError otherwise."""
@@ -175,7 +175,7 @@ def moco_module(config: Mapping[str, Any], path: str = "<config>", dtype: Any = 
 
 
 def load_arcface(path: str, dtype: Any = None, precision: Any = None) -> LoadedSimilarityNet:
-    """Reads a directory written by convert_weights/arcface.py (dtype / precision: as
+    """Reads a directory written by `e4e-jax convert arcface` (dtype / precision: as
     load_lpips)."""
     module_kwargs(dtype, precision)
     md = load_model_dir(path, ARCFACE_KIND)
@@ -189,7 +189,7 @@ def load_arcface(path: str, dtype: Any = None, precision: Any = None) -> LoadedS
 
 
 def load_moco(path: str, dtype: Any = None, precision: Any = None) -> LoadedSimilarityNet:
-    """Reads a directory written by convert_weights/moco.py (dtype / precision: as
+    """Reads a directory written by `e4e-jax convert moco` (dtype / precision: as
     load_lpips)."""
     module_kwargs(dtype, precision)
     md = load_model_dir(path, MOCO_KIND)

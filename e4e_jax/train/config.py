@@ -13,7 +13,7 @@ Field reference (defaults are the paper's / the official code's):
     data.train / data.test       an image folder, or "tfds:NAME:SPLIT" (read from data.data_dir)
     data.input_size              encoder input (H, W): 256x256, cars 192x256
     data.flip_prob               RandomHorizontalFlip of the training transform (0.5)
-    generator.path               converted generator directory (convert_weights/stylegan2.py or
+    generator.path               converted generator directory (`e4e-jax convert stylegan2` or
                                  stylegan2_ada.py); or generator.init for a seeded random one:
                                  {resolution, max_channels, n_mlp}
     generator_class              class index K for a class-conditional StyleGAN2-ADA generator

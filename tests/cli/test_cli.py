@@ -1,4 +1,4 @@
-"""The command-line conventions shared by every command (e4e_jax/cli.py, docs/pending/cli.md):
+"""The command-line conventions shared by every command (e4e_jax/cli/__init__.py, docs/cli.md):
 dash flags with underscore aliases, --help exit 0 with the real invocation, exit codes,
 --dtype / --precision reaching the loaders, --class on sample, unique output names, model
 directory modes and hints, eval's cost estimate."""
@@ -22,13 +22,13 @@ COMMANDS = [
     ("e4e_jax.sample", "python -m e4e_jax.sample"),
     ("e4e_jax.invert", "python -m e4e_jax.invert"),
     ("e4e_jax.cli.eval", "python eval.py"),
-    ("e4e_jax.convert.stylegan2", "python -m e4e_jax.convert.stylegan2"),
-    ("e4e_jax.convert.stylegan2_ada", "python -m e4e_jax.convert.stylegan2_ada"),
-    ("e4e_jax.convert.e4e", "python -m e4e_jax.convert.e4e"),
-    ("e4e_jax.convert.lpips", "python -m e4e_jax.convert.lpips"),
-    ("e4e_jax.convert.arcface", "python -m e4e_jax.convert.arcface"),
-    ("e4e_jax.convert.moco", "python -m e4e_jax.convert.moco"),
-    ("e4e_jax.convert.fid_inception", "python -m e4e_jax.convert.fid_inception"),
+    ("convert_weights.stylegan2", "e4e-jax convert stylegan2"),
+    ("convert_weights.stylegan2_ada", "e4e-jax convert stylegan2_ada"),
+    ("convert_weights.e4e", "e4e-jax convert e4e"),
+    ("convert_weights.lpips", "e4e-jax convert lpips"),
+    ("convert_weights.arcface", "e4e-jax convert arcface"),
+    ("convert_weights.moco", "e4e-jax convert moco"),
+    ("convert_weights.fid_inception", "e4e-jax convert fid_inception"),
 ]
 
 

@@ -8,7 +8,7 @@ Which words are checked (the rule, applied to every ```bash block of README.md):
    by their path parts. `python -m pkg.mod` checks that pkg/mod.py (or pkg/mod/) exists.
 2. A word is a path when it contains '/' or ends in a file extension.
 3. Outputs are skipped: the value of an output option (--out, --output, --workdir) and the last
-   argument of a converter (`python convert_weights/X.py ... DST`) are created by the commands, so
+   argument of a converter (`e4e-jax convert X ... DST`) are created by the commands, so
    these paths and everything under them are not looked for.
 4. A path is a repository path, and must exist, when
    a. its first component is a top-level entry the repository tracks (tests/, configs/, train.py,
@@ -156,7 +156,7 @@ def test_readme_shell_paths_exist():
      "age.pt:3 --out e/", "tests/data/editings/interfacegan_directions/age.pt"),
     ("python train.py --config configs/nope.py --workdir runs/x", "configs/nope.py does not exist"),
     ("python -m e4e_jax.nope --help", "e4e_jax/nope.py does not exist"),
-    ("python convert_weights/nope.py a.pt out/", "convert_weights/nope.py does not exist"),
+    ("e4e-jax convert nope a.pt out/", "`e4e-jax convert nope` does not exist"),
 ])
 def test_the_rule_finds_wrong_paths(line, expected):
     problems = missing_paths(f"```bash\n{line}\n```\n", tracked_files())
@@ -167,7 +167,7 @@ def test_the_rule_finds_wrong_paths(line, expected):
     "pip install -e \".[convert,test]\" && python train.py --config configs/demo.py "
     "--workdir runs/demo",
     "python eval.py --checkpoint runs/demo/export --data synthetic --out runs/demo/eval",
-    "python convert_weights/e4e.py e4e_ffhq_encode.pt converted/e4e_ffhq_encode\n"
+    "e4e-jax convert e4e e4e_ffhq_encode.pt converted/e4e_ffhq_encode\n"
     "python -m e4e_jax.encode --checkpoint converted/e4e_ffhq_encode --input photos/ --output o/",
     "python train.py --config configs/cars_encode.py:A --workdir runs/cars_A \\\n"
     "    --config.data.train=/data/cars  # a comment naming nothing/here.pt",

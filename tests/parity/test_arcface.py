@@ -1,7 +1,7 @@
 """ArcFace IR-SE-50 identity loss against the official criteria/id_loss.py outputs.
 
 The fixture weights are written as model_ir_se50.pth (a plain state dict) with torch.save,
-converted by convert_weights/arcface.py's CLI and read back with e4e_jax.load_arcface. Also checks
+converted by `e4e-jax convert arcface`'s CLI and read back with e4e_jax.load_arcface. Also checks
 the PyTorch adaptive-pooling windows of e4e_jax.core.ops.adaptive_avg_pool2d that the loss relies on.
 """
 import jax

@@ -169,6 +169,6 @@ def test_loader_errors(tmp_path):
     with pytest.raises(ModelDirError, match="fid_inception"):
         load_inception(str(tmp_path / "other"))
     inc, reason = maybe_load_inception(None)
-    assert inc is None and "convert_weights/fid_inception.py" in reason
+    assert inc is None and "`e4e-jax convert fid_inception`" in reason
     inc, reason = maybe_load_inception(str(tmp_path / "missing"))
     assert inc is None and "could not be loaded" in reason

@@ -1,7 +1,7 @@
 """LPIPS (AlexNet / VGG16) against the official criteria/lpips outputs of the fixtures.
 
 The fixture weights are written as the two official files (torchvision backbone state dict and
-the lpips package's linear layers) with torch.save, converted by convert_weights/lpips.py's CLI
+the lpips package's linear layers) with torch.save, converted by `e4e-jax convert lpips`'s CLI
 and read back with e4e_jax.load_lpips.
 """
 import jax

@@ -1,7 +1,7 @@
 """MoCo v2 ResNet-50 similarity loss against the official criteria/moco_loss.py outputs.
 
 The fixture weights are written as a MoCo checkpoint ({'state_dict': module.encoder_q.*}) with
-torch.save, converted by convert_weights/moco.py's CLI and read back with e4e_jax.load_moco.
+torch.save, converted by `e4e-jax convert moco`'s CLI and read back with e4e_jax.load_moco.
 """
 import jax
 import jax.numpy as jnp

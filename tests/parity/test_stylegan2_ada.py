@@ -315,7 +315,7 @@ def test_wrong_files_are_named(tmp_path, capsys):
     zipped = tmp_path / "rosinality.pt"
     zipped.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     assert conv.main([str(zipped), str(tmp_path / "o")]) == 2
-    assert "convert_weights/stylegan2.py" in capsys.readouterr().err
+    assert "`e4e-jax convert stylegan2`" in capsys.readouterr().err
     assert conv.main([str(tmp_path / "missing.pkl"), str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ConversionError, match=r"no 'G_ema' entry \(found: \['D', 'G'\]\)"):

@@ -133,7 +133,7 @@ def _refused_checks(err: str):
 
 
 def test_unknown_class_is_refused_by_the_cli(rosinality_files, tmp_path, monkeypatch):
-    """`python -m e4e_jax.convert.stylegan2` on a file with a non-allowed class: exit 2, the
+    """`e4e-jax convert stylegan2` on a file with a non-allowed class: exit 2, the
     class named with what to do, no traceback, no colour codes, nothing of it run."""
     monkeypatch.chdir(tmp_path)
     ckpt = torch.load(rosinality_files[1], weights_only=True)
@@ -253,7 +253,7 @@ def test_stylegan2_ada_pickle_given_to_the_rosinality_converter(tmp_path, capsys
     assert stylegan2.main([pkl, str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "torch_utils.persistence._reconstruct_persistent_obj" in err
-    assert "python -m e4e_jax.convert.stylegan2_ada" in err and "Warning" not in err
+    assert "e4e-jax convert stylegan2_ada" in err and "Warning" not in err
 
 
 @pytest.mark.parametrize("payload,cause", [

@@ -1,4 +1,4 @@
-"""convert_weights/e4e.py: layouts, the written directory, full-size files and wrong files."""
+"""`e4e-jax convert e4e`: layouts, the written directory, full-size files and wrong files."""
 import json
 import os
 

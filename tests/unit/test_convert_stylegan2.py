@@ -1,4 +1,4 @@
-"""convert_weights/stylegan2.py: fixture-size and full-size round trips, and refused files."""
+"""`e4e-jax convert stylegan2`: fixture-size and full-size round trips, and refused files."""
 import pickle
 
 import jax

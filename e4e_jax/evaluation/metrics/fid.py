@@ -1,6 +1,6 @@
 """FID: the pytorch-fid Inception-v3 features, statistics and Frechet distance.
 
-    inception = load_inception("weights/fid_inception")     # convert_weights/fid_inception.py
+    inception = load_inception("weights/fid_inception")     # `e4e-jax convert fid_inception`
     value = fid(inception, images_a, images_b)               # (N, H, W, 3) in [-1, 1]
 
 Reproduces mseitzer/pytorch-fid (`calculate_frechet_distance`, `InceptionV3` pool3 features)
@@ -73,7 +73,7 @@ class LoadedInception:
 
 
 def load_inception(path: str, precision: Any = None, dtype: Any = None) -> LoadedInception:
-    """Loads a directory written by `python convert_weights/fid_inception.py SRC DST`."""
+    """Loads a directory written by `e4e-jax convert fid_inception SRC DST`."""
     from e4e_jax.models.inception import expected_variables
     from e4e_jax.nets import model_dir as checkpoints
     md = checkpoints.load_model_dir(os.fspath(path), INCEPTION_KIND)
@@ -87,7 +87,7 @@ def maybe_load_inception(path: str | None) -> tuple[LoadedInception | None, str 
     """(inception, None) when `path` holds converted FID weights, else (None, reason)."""
     if not path:
         return None, ("no FID Inception weights given; convert pytorch-fid's "
-                      "pt_inception-2015-12-05-6726825d.pth with convert_weights/fid_inception.py "
+                      "pt_inception-2015-12-05-6726825d.pth with `e4e-jax convert fid_inception` "
                       "and pass the directory")
     try:
         return load_inception(path), None

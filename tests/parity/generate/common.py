@@ -382,6 +382,39 @@ def disable_ada_plugins():
     upfirdn2d._init = lambda: False
 
 
+# CPU kernel families the committed fixtures were computed with. oneDNN (torch's convolutions),
+# ATen's vectorized loops, MKL and OpenBLAS (numpy's LAPACK, e.g. the eig of SeFa) all pick their
+# kernels from the CPU's instruction set, and an AVX-512 kernel sums in another order than an AVX2
+# one: on an AVX-512 machine the generator images then differ from the fixture by ~1e-5 and
+# np.linalg.eig returns its eigenpairs in another order. Capping every library at AVX2 (Haswell)
+# reproduces the fixtures bit for bit on either kind of machine. A variable already set in the
+# environment is respected.
+CPU_KERNEL_ENV = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+_REEXEC_MARK = "PARITY_CPU_KERNELS_PINNED"
+
+
+def pin_cpu_kernels(enabled: bool = True):
+    """Restart the current script with CPU_KERNEL_ENV in its environment.
+
+    The libraries read these variables once, when they are loaded, which has already happened by
+    the time a generator parses its arguments; so the process re-executes itself (once) with the
+    variables set. enabled=False (the generators' --native-isa) keeps the machine's own kernels."""
+    if not enabled or os.environ.get(_REEXEC_MARK):
+        return
+    env = dict(os.environ)
+    for name, value in CPU_KERNEL_ENV.items():
+        env.setdefault(name, value)
+    env[_REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
 def setup_torch(threads: int = DEFAULT_THREADS):
     """CPU, float32 by default, a fixed thread count."""
     import torch
@@ -715,7 +748,19 @@ def argument_parser(doc: str, family: str, official_help: str | None = "path to 
                         help="torch CPU threads (the committed fixtures used 2)")
     parser.add_argument("--allow-other-commit", action="store_true",
                         help="accept a checkout at another commit than the pinned one")
+    parser.add_argument("--native-isa", action="store_true",
+                        help="use the CPU's own kernels instead of capping them at AVX2 (see "
+                             "CPU_KERNEL_ENV in common.py); outputs then differ in the last bits")
     return parser
+
+
+def parse_args(parser):
+    """Parse the command line, then (unless --native-isa) restart with the pinned CPU kernels
+    and fix the torch thread count."""
+    args = parser.parse_args()
+    pin_cpu_kernels(not args.native_isa)
+    setup_torch(args.threads)
+    return args
 
 
 def finish(fixture: Fixture, args) -> int:

@@ -126,9 +126,8 @@ def generate(e4e_dir: str) -> common.Fixture:
 
 
 def main() -> int:
-    args = common.argument_parser(__doc__, FAMILY, "checkout of omertov/encoder4editing at 99ea505").parse_args()
+    args = common.parse_args(common.argument_parser(__doc__, FAMILY, "checkout of omertov/encoder4editing at 99ea505"))
     e4e_dir = common.require_checkout(args.official, common.E4E, args.allow_other_commit)
-    common.setup_torch(args.threads)
     return common.finish(generate(e4e_dir), args)
 
 
