@@ -8,12 +8,12 @@ separate large download, so landmarks come from MediaPipe's face detector and fa
 which `mediapipe==0.10.14` ships inside its wheel (later releases download models at run time).
 
 Two layers, so the crop math is testable without MediaPipe:
-  * `ffhq_quad` / `ffhq_align` (e4e_jax/face_crop.py, re-exported here): pure numpy/PIL/scipy, fed with eye and mouth points (or dlib's 68
-    landmarks, or a 5-point set);
+  * `ffhq_quad` / `ffhq_align` (crop.py): pure numpy/PIL/scipy, fed with eye and mouth points
+    (or dlib's 68 landmarks, or a 5-point set);
   * `detect_face_points` / `align_faces`: MediaPipe detection, imported only when called
     (`pip install .[align]`).
 
-Command line: `python -m e4e_jax.align --input FOLDER --output FOLDER [--size 256]`.
+Command line: `e4e-jax align --input FOLDER --output FOLDER [--size 256]` (e4e_jax/cli/align.py).
 """
 from __future__ import annotations
 
@@ -135,17 +135,33 @@ class FaceAligner:
 
     # window side around a detection box, in box sizes: the mesh's own detector needs context
     WINDOW = 2.0
-    # images below twice this side are searched whole only
+    # a tile level is searched only where its tiles are at least this side (the full-range
+    # detector's input side: smaller tiles would be upsampled, finding nothing new)
     MIN_TILE = 192
+    # measured on tests/data/images/input_img.jpg pasted at many sizes into 512-4096 px canvases:
+    # a face is found when its crop side is at least about 1/11 of the side of the smallest
+    # region searched (the detector resizes a region to 192 px and needs ~18 px of face there),
+    # and never below about 12 px
+    FACE_FRACTION = 1.0 / 11.0
+    MIN_FACE = 12
 
-    def __init__(self, min_confidence: float = 0.5, max_faces: int | None = None):
+    def __init__(self, min_confidence: float = 0.5, max_faces: int | None = None,
+                 tile_levels: int = 1):
+        """min_confidence: the detectors' threshold in (0, 1); max_faces: keep the largest N;
+        tile_levels: how finely large images are searched (0: the whole image only; level k adds
+        a grid of tiles 1/2^k of the image's side overlapping by half; 1, the default, finds
+        faces down to about 1/22 of the image's longer side, each further level halves that
+        and costs about 2.5x the time). ValueError for values out of range."""
         if not 0.0 < min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in (0, 1), got {min_confidence}")
         if max_faces is not None and max_faces < 1:
             raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
+        if not 0 <= int(tile_levels) <= 4:
+            raise ValueError(f"tile_levels must be 0 to 4, got {tile_levels}")
         mp = _import_mediapipe()
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces
+        self.tile_levels = int(tile_levels)
         _quiet_protobuf_warning()
         self._detectors = [
             mp.solutions.face_detection.FaceDetection(
@@ -173,20 +189,38 @@ class FaceAligner:
         _quiet_protobuf_warning()
         return solution.process(np.ascontiguousarray(array))
 
+    def _levels(self, width: int, height: int) -> int:
+        """The tile levels searched in an image of this size (level k needs tiles of at least
+        MIN_TILE pixels)."""
+        levels = 0
+        while levels < self.tile_levels and max(width, height) >= self.MIN_TILE * 2 ** (levels + 1):
+            levels += 1
+        return levels
+
     def _regions(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
-        """The whole image plus a 3 x 3 grid of half-size tiles overlapping by half.
+        """The whole image, then per tile level k a grid of tiles 1/2^k of its side overlapping
+        by half ((2^(k+1) - 1)^2 tiles: 3 x 3 half-size tiles at level 1).
 
         The detectors see a 192 (full range) or 128 (short range) pixel version of their input, so
-        a face a tenth of a large photo's width is only a dozen pixels there; the tiles give
-        every face up to a quarter of the image twice the resolution, in two positions.
+        a face a tenth of a large photo's width is only a dozen pixels there; each level gives
+        every face twice the resolution, in two positions per axis.
         """
         regions = [(0, 0, width, height)]
-        if max(width, height) >= 2 * self.MIN_TILE:
-            tw, th = -(-width // 2), -(-height // 2)
-            for y in (0, height // 4, height - th):
-                for x in (0, width // 4, width - tw):
+        for k in range(1, self._levels(width, height) + 1):
+            tw, th = -(-width // 2 ** k), -(-height // 2 ** k)
+            n = 2 ** (k + 1) - 1
+            for j in range(n):
+                y = (height - th) * j // (n - 1)
+                for i in range(n):
+                    x = (width - tw) * i // (n - 1)
                     regions.append((x, y, x + tw, y + th))
         return regions
+
+    def smallest_face(self, width: int, height: int) -> int:
+        """About the smallest face (FFHQ crop side, pixels) this search finds in an image of
+        this size; faces below it are missed (more tile_levels lower it)."""
+        finest = max(width, height) / 2 ** self._levels(width, height)
+        return max(self.MIN_FACE, int(round(finest * self.FACE_FRACTION)))
 
     def _boxes(self, array: np.ndarray) -> list[tuple[float, tuple[float, float, float, float]]]:
         found = []
@@ -255,7 +289,13 @@ class FaceAligner:
               transform_size: int | None = None) -> list[PIL.Image.Image]:
         """FFHQ-aligned `size` x `size` RGB crops of every face, largest first."""
         rgb = to_rgb(image)
-        return [ffhq_align(rgb, face.points, size, transform_size) for face in self.detect(rgb)]
+        return [self.crop(rgb, face, size, transform_size) for face in self.detect(rgb)]
+
+    @staticmethod
+    def crop(image: PIL.Image.Image, face: DetectedFace, size: int = 256,
+             transform_size: int | None = None) -> PIL.Image.Image:
+        """The FFHQ-aligned `size` x `size` crop of one detected face of `image` (RGB)."""
+        return ffhq_align(image, face.points, size, transform_size)
 
 
 # MediaPipe graphs must not run concurrently, and batch encoding aligns in a thread pool: each

@@ -2,6 +2,7 @@
 layout (random weights: the test checks that every step runs and shows its pictures, not their
 quality), so the notebook cannot rot."""
 import os
+import re
 
 import jax
 import numpy as np
@@ -73,3 +74,17 @@ def test_notebook_runs_headless_on_a_demo_sized_model(tiny_model):
     for name in ("age", "smile"):
         assert f"{name}: skipped" not in text, text
     assert "pose: skipped (the W+ direction has 18 rows but the codes have 8" in text, text
+
+
+@pytest.mark.slow
+def test_notebook_pointed_at_a_training_workdir_names_its_export(tiny_model):
+    """MODEL_DIR = a training workdir (it holds export/): the notebook stops with the commands'
+    hint to pass WORKDIR/export, not with "train the demo first"."""
+    workdir = os.path.dirname(tiny_model)
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as err:
+        _run(workdir, REPO)
+    # the message repeats the cell's source; the raised error is its last "ModelDirError:" line
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err.value))     # the kernel colours tracebacks
+    raised = [line for line in plain.splitlines() if line.startswith("ModelDirError:")]
+    assert raised and repr(tiny_model) in raised[-1], plain[-2000:]
+    assert "Train the demo first" not in raised[-1]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
+import types
 
 import numpy as np
 import PIL.Image
@@ -12,6 +14,7 @@ import pytest
 from e4e_jax import align
 from tests.support.paths import DATA
 from e4e_jax.align import detect as align_detect
+from e4e_jax.apps import align as align_app
 from e4e_jax.cli import align as align_cli
 from e4e_jax.outputs.names import face_filename, output_names
 
@@ -424,8 +427,9 @@ def test_cli_writes_one_png_per_face_and_reports_skips(aligner, face, tmp_path, 
             continue
         with PIL.Image.open(dst / name) as img:
             assert img.size == (128, 128) and img.mode == "RGB"
-    assert "[6/6]" in out and "pair.jpg: 2 faces -> pair.png, pair_face1.png" in out
-    assert "church.jpg: skipped (no face found)" in out
+    assert "[6/6]" in out and re.search(r"pair\.jpg: 2 faces \(smallest \d+ px; finds faces down to ~\d+ px\) -> "
+                                   r"pair\.png, pair_face1\.png", out)
+    assert "church.jpg: skipped (no face found; faces under ~" in out
     assert "broken.jpg: skipped (cannot read image" in out
     assert "6 image(s), 5 aligned face(s) written" in out and "2 image(s) skipped" in out
     # a folder of faceless images: nothing written, failure exit code
@@ -456,11 +460,17 @@ def test_cli_output_names_never_collide(tmp_path, monkeypatch, capsys):
         def __exit__(self, *a):
             return False
 
-        def align(self, image, size, transform_size=None):
+        def detect(self, image):
             n = 2 if image.size[0] == 40 else 1
-            return [image.resize((size, size)) for _ in range(n)]
+            return [types.SimpleNamespace(qsize=image.size[0] / 2) for _ in range(n)]
 
-    monkeypatch.setattr(align_cli, "FaceAligner", FakeAligner)
+        def crop(self, image, face, size, transform_size=None):
+            return image.resize((size, size))
+
+        def smallest_face(self, width, height):
+            return 12
+
+    monkeypatch.setattr(align_app, "FaceAligner", FakeAligner)
     dst = tmp_path / "out"
     assert align_cli.main(["--input", str(src), "--output", str(dst), "--size", "16"]) == 0
     rows = [line.split("\t") for line in (dst / "manifest.tsv").read_text().splitlines()[1:]]
@@ -476,3 +486,44 @@ def test_cli_output_names_never_collide(tmp_path, monkeypatch, capsys):
         side = PIL.Image.open(src / source).size[0]
         assert abs(int(np.asarray(PIL.Image.open(dst / out_name))[0, 0, 0]) - 6 * side) <= 2
     assert "6 aligned face(s) written" in capsys.readouterr().out
+
+
+def test_tile_levels_grid_and_smallest_face_size(aligner):
+    """Level k adds (2^(k+1) - 1)^2 tiles of 1/2^k the side, only where they are >= 192 px; the
+    smallest findable face is ~1/11 of the finest region's longer side, at least 12 px."""
+    assert len(aligner._regions(300, 200)) == 1 and aligner.smallest_face(300, 200) == 27
+    assert len(aligner._regions(1024, 683)) == 1 + 9
+    assert aligner.smallest_face(1024, 683) == 47 and aligner.smallest_face(100, 80) == 12
+    finer = align.FaceAligner(tile_levels=2)
+    try:
+        regions = finer._regions(2048, 1365)
+        assert len(regions) == 1 + 9 + 49
+        assert all(0 <= x0 < x1 <= 2048 and 0 <= y0 < y1 <= 1365 for x0, y0, x1, y1 in regions)
+        assert {x1 - x0 for x0, _, x1, _ in regions} == {2048, 1024, 512}
+        assert finer.smallest_face(2048, 1365) == 47
+    finally:
+        finer.close()
+    with pytest.raises(ValueError, match="tile_levels"):
+        align.FaceAligner(tile_levels=9)
+
+
+def test_a_small_face_in_a_large_photo_is_reported_then_found_with_more_tile_levels(tmp_path,
+                                                                                    capsys):
+    """A 48 px face in a 2048 px photo: the default search says it finds faces down to ~93 px
+    and names --tile-levels; with --tile-levels 2 the face is found."""
+    pytest.importorskip("mediapipe", reason="needs the [align] extra: pip install .[align]")
+    face = PIL.Image.open(FACE).convert("RGB").resize((48, 48))
+    photo = PIL.Image.new("RGB", (2048, 1365), (120, 120, 120))
+    photo.paste(face, (700, 300))
+    src = tmp_path / "in"
+    src.mkdir()
+    photo.save(src / "group.png")
+    assert align_cli.main(["--input", str(src), "--output", str(tmp_path / "a")]) == 1
+    out = capsys.readouterr().out
+    assert "faces under ~93 px are not found in a 2048x1365 image" in out
+    assert "--tile-levels 2" in out
+    assert align_cli.main(["--input", str(src), "--output", str(tmp_path / "b"),
+                           "--tile-levels", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"group\.png: 1 face \(smallest (4\d|5\d) px; finds faces down to ~47 px\)",
+                     out), out
