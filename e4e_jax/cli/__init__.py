@@ -15,6 +15,7 @@ Conventions (docs/cli.md):
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -34,11 +35,17 @@ _ALIAS_NOTE = ("Flags are spelled with dashes; the underscore spelling (--batch_
 
 
 class CliParser(argparse.ArgumentParser):
-    """An ArgumentParser that accepts `--a_b` for every `--a-b` (and the reverse).
+    """An ArgumentParser that accepts `--a_b` for every `--a-b` (and the reverse), and no
+    abbreviations: `--out` is not taken for `--output`, because an abbreviation that happens to
+    match today silently means another flag once one is added. An unknown flag is an error that
+    names the closest real one.
 
     The alternate spelling is registered for parsing only, so --help lists each flag once.
-    An abbreviation that matches both spellings of one flag is not ambiguous.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
         """Declares `--a_b` as `--a-b` (the dashed spelling is the one --help shows)."""
@@ -60,13 +67,18 @@ class CliParser(argparse.ArgumentParser):
         self._install_aliases()
         return super().parse_known_args(args, namespace)
 
-    def _get_option_tuples(self, option_string):
-        seen, out = set(), []
-        for t in super()._get_option_tuples(option_string):
-            if id(t[0]) not in seen:
-                seen.add(id(t[0]))
-                out.append(t)
-        return out
+    def parse_args(self, args=None, namespace=None):
+        known, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
+            if flags:
+                names = [o for o in self._option_string_actions if o.startswith("--")]
+                close = difflib.get_close_matches(flags[0].replace("_", "-"), names, n=1,
+                                                  cutoff=0.5)
+                hint = f"; did you mean {close[0]}?" if close else "; see --help"
+                self.error(f"unknown flag {flags[0]}{hint}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return known
 
 
 def set_invocation(prog: str | None) -> None:

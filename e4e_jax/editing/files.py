@@ -15,27 +15,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from e4e_jax.data.codes import read_array_file
+
 PCA_KEYS = ("mean", "comp", "std")
-
-
-def _load_any(path: str) -> Any:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path!r} does not exist or is not a file.")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        return np.load(path, allow_pickle=False)
-    if ext == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    if ext in (".pt", ".pth"):
-        try:
-            from e4e_jax.convert.common import load_torch_file
-        except ImportError as e:  # pragma: no cover - the package ships convert_weights
-            raise ImportError("reading .pt files needs the convert_weights package and torch") from e
-        return load_torch_file(path)
-    raise ValueError(f"{path!r}: unknown editing file type {ext!r}; expected .pt/.pth (official, "
-                     f"needs torch), .npy (a direction) or .npz.")
 
 
 def _direction_array(obj: Any, what: str) -> np.ndarray:
@@ -63,7 +45,7 @@ def load_interfacegan_direction(path: str) -> np.ndarray:
 
     Reads the official .pt tensors (needs torch), .npy, or .npz (key 'direction' or one array).
     """
-    return _direction_array(_load_any(path), repr(os.fspath(path)))
+    return _direction_array(read_array_file(path), repr(os.fspath(path)))
 
 
 def pca_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
@@ -86,7 +68,7 @@ def pca_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
 def load_ganspace_pca(path: str) -> dict[str, np.ndarray]:
     """A GANSpace PCA {'mean' (1, 512), 'comp' (k, 1, 512), 'std' (k,)} from .pt (official,
     needs torch) or .npz."""
-    return pca_dict(_load_any(path), repr(os.fspath(path)))
+    return pca_dict(read_array_file(path), repr(os.fspath(path)))
 
 
 def convert_editing_file(src: str, dst: str | None = None) -> str:
@@ -94,7 +76,7 @@ def convert_editing_file(src: str, dst: str | None = None) -> str:
 
     `dst` defaults to `src` with the new extension. Returns the written path.
     """
-    obj = _load_any(src)
+    obj = read_array_file(src)
     if isinstance(obj, Mapping) and all(k in obj for k in PCA_KEYS):
         pca = pca_dict(obj, repr(src))
         dst = dst or os.path.splitext(src)[0] + ".npz"

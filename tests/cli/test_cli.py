@@ -68,11 +68,9 @@ def test_underscore_and_dash_spellings_parse_alike():
     p.add_argument("--checkpoint")
     for argv in (["--batch-size", "3", "--num-images", "5"],
                  ["--batch_size", "3", "--num_images", "5"],
-                 ["--batch_size=3", "--num-images=5"],
-                 ["--batch", "3", "--num", "5"]):             # abbreviations stay unambiguous
+                 ["--batch_size=3", "--num-images=5"]):
         a = p.parse_args(argv)
         assert (a.batch_size, a.num_images) == (3, 5), argv
-    assert p.parse_args(["--check", "x"]).checkpoint == "x"
     usage = p.format_usage()                                  # listed once, dashed
     assert "--num-images" in usage and "--num_images" not in usage
     assert "--batch_size" not in usage
@@ -439,3 +437,19 @@ def test_encode_refuses_a_batch_size_below_one(value, capsys):
         encode.main(["--checkpoint", "c", "--input", "i", "--output", "o", "--batch-size", value])
     assert e.value.code == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_no_abbreviations_and_an_unknown_flag_names_the_closest(capsys):
+    """`--check` is not `--checkpoint` (an abbreviation would silently change meaning when a
+    flag is added); an unknown flag's error names the closest real one."""
+    p = cli.make_parser("prog", "d")
+    p.add_argument("--checkpoint")
+    p.add_argument("--output")
+    for argv, hint in ((["--check", "x"], "unknown flag --check; did you mean --checkpoint?"),
+                       (["--out", "x"], "unknown flag --out; did you mean --output?"),
+                       (["--outptu=x"], "unknown flag --outptu; did you mean --output?"),
+                       (["--zzz", "1"], "unknown flag --zzz; see --help")):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(argv)
+        assert e.value.code == 2
+        assert hint in capsys.readouterr().err, argv

@@ -272,3 +272,33 @@ def test_module_entry_point(model_dir, images, tmp_path):
                            "--out", str(tmp_path / "o")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not a converted model directory" in proc.stderr, proc.stderr
+
+
+def test_edit_reads_official_latents_pt_and_refuses_non_finite_codes(model_dir, inv, tmp_path,
+                                                                     capsys):
+    """`--latents latents.pt` (what the official scripts/inference.py saves) and an .npz edit
+    like the .npy; NaN / Inf codes are refused naming the rows; a one-row file without
+    files.txt names its grid after the file (a per-image code of `invert`)."""
+    torch = pytest.importorskip("torch", reason="the [convert] extra installs torch")
+    codes = np.asarray(inv.encode(np.zeros((2,) + tuple(inv.input_size) + (3,), np.float32)))
+    torch.save(torch.from_numpy(codes.copy()), tmp_path / "latents.pt")
+    np.savez(tmp_path / "codes.npz", w_plus=codes, extra=codes[:1])
+    for spec, out in ((tmp_path / "latents.pt", "pt"), (f"{tmp_path / 'codes.npz'}:w_plus", "z")):
+        assert edit.main(["--checkpoint", model_dir, "--latents", str(spec), "--edit", "sefa:0",
+                          "--out", str(tmp_path / out)]) == 0, capsys.readouterr().err
+        assert sorted(f for f in os.listdir(tmp_path / out) if f.endswith(".png")) == \
+            ["latent_00000.png", "latent_00001.png"]
+    bad = codes.copy()
+    bad[1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    assert edit.main(["--checkpoint", model_dir, "--latents", str(tmp_path / "nan.npy"),
+                      "--edit", "sefa:0", "--out", str(tmp_path / "nan")]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 rows hold NaN or Inf (rows 1)" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "nan" / "edited_latents.npy")
+    os.makedirs(tmp_path / "inv" / "latents")
+    np.save(tmp_path / "inv" / "latents" / "face.npy", codes[:1])
+    assert edit.main(["--checkpoint", model_dir, "--latents",
+                      str(tmp_path / "inv" / "latents" / "face.npy"), "--edit", "sefa:0",
+                      "--out", str(tmp_path / "one")]) == 0
+    assert os.path.isfile(tmp_path / "one" / "face.png")
