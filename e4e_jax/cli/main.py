@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "encode": ("e4e_jax.cli.encode", "encode a folder of images into W+ latents"),
     "invert": ("e4e_jax.cli.invert", "invert images with e4e, the W projector or PTI"),
     "edit": ("e4e_jax.cli.edit", "latent edits (InterFaceGAN, GANSpace, SeFa) as labelled grids"),
+    "directions": ("e4e_jax.cli.directions", "train an InterFaceGAN direction on scored codes"),
     "sample": ("e4e_jax.cli.sample", "a PNG grid of generator samples"),
     "align": ("e4e_jax.cli.align", "FFHQ-align the faces of a folder of photos"),
     "convert": ("e4e_jax.cli.convert", "convert official PyTorch weights to a model directory"),

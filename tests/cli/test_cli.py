@@ -21,6 +21,7 @@ COMMANDS = [
     ("e4e_jax.edit", "python -m e4e_jax.edit"),
     ("e4e_jax.sample", "python -m e4e_jax.sample"),
     ("e4e_jax.invert", "python -m e4e_jax.invert"),
+    ("e4e_jax.directions", "python -m e4e_jax.directions"),
     ("e4e_jax.cli.eval", "python eval.py"),
     ("convert_weights.stylegan2", "e4e-jax convert stylegan2"),
     ("convert_weights.stylegan2_ada", "e4e-jax convert stylegan2_ada"),

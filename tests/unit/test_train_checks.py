@@ -166,7 +166,7 @@ def train_py(*args, timeout=300):
 def test_help_exits_0_with_usage_example_and_overrides():
     p = train_py("--help")
     assert p.returncode == 0, p.stderr
-    assert "usage: python train.py --config" in p.stdout
+    assert "usage: python train.py --config" in p.stdout                # the command typed
     assert "python train.py --config configs/demo.py --workdir runs/demo" in p.stdout
     assert "  --config.max_steps=1000" in p.stdout                  # the demo's value
     assert "  --config.generator_class=None" in p.stdout
@@ -230,3 +230,22 @@ def test_a_model_directory_is_refused_as_workdir(tmp_path):
     check_workdir(str(tmp_path / "new_run"))        # a new folder is fine
     (export / "checkpoints").mkdir()
     check_workdir(str(export))                      # a real workdir that happens to hold one
+
+
+def test_overrides_take_dashes_and_a_wrong_field_names_the_closest(tmp_path):
+    """--config.batch-size=4 is --config.batch_size=4 (every other flag is dashed); a field the
+    config lacks is one line naming the closest field, exit 2 (it used to print an escaped,
+    quoted KeyError with a newline inside)."""
+    from e4e_jax.cli.train import check_overrides, normalize_overrides
+    assert normalize_overrides(["--config.batch-size=4", "--config.losses.id-lambda", "0.1",
+                                "--workdir-x"]) == \
+        ["--config.batch_size=4", "--config.losses.id_lambda", "0.1", "--workdir-x"]
+    argv = ["--config", "configs/demo.py", "--config.max_step=10"]
+    message = check_overrides(argv, "e4e-jax train")
+    assert "has no field 'max_step'; did you mean --config.max_steps?" in message
+    assert check_overrides(["--config", "configs/demo.py", "--config.max_steps=3",
+                            "--config.generator.path=x"], "p") is None
+    p = train_py("--config", CONFIG, "--workdir", str(tmp_path), "--config.max-step=10")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean --config.max_steps?" in lines[0], p.stderr
