@@ -29,6 +29,9 @@ setup(
         "pillow>=10",
         "scipy>=1.10",
         "ml_collections>=0.1.1",
+        # the linear SVM of InterFaceGAN's train_boundary (`e4e-jax directions`,
+        # e4e_jax/editing/boundaries.py), the very classifier the official code fits
+        "scikit-learn>=1.3",
     ],
     extras_require={
         # Only the converters import torch, and only to read checkpoint files.
@@ -40,5 +43,8 @@ setup(
         # beside it. tensorflow-metadata 1.21 declares protobuf>=4.25.2 but its generated code
         # needs protobuf>=5.26, so it must stay below 1.18 alongside mediapipe.
         "align": ["mediapipe==0.10.14", "tensorflow-metadata<1.18"],
+        # Building the documentation site (mkdocs.yml, docs/): `mkdocs serve`, `mkdocs build`;
+        # tests/e2e/test_docs.py builds it in strict mode.
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
     },
 )
