@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/arcface_ir_se50 from e4e's official identity loss.
+r"""Rebuilds tests/fixtures/arcface_ir_se50 from e4e's official identity loss.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 imported unchanged.

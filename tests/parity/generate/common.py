@@ -1,4 +1,4 @@
-"""Shared plumbing of the parity-fixture generators (tests/parity/generate/*.py).
+r"""Shared plumbing of the parity-fixture generators (tests/parity/generate/*.py).
 
 Every generator in this folder runs OFFICIAL PyTorch code on the CPU, with synthetic weights, and
 writes one folder of tests/fixtures/: `manifest.json` (how to rebuild the weights), `inputs.npz`
@@ -17,10 +17,12 @@ This module holds what the generators have in common:
    builds of StyleGAN2-ADA's torch_utils, and a few optional packages that are imported but never
    used by the computations here;
 4. synthetic weights: one (scale, offset) per tensor chosen from the layer type, the values drawn
-   by tests/synth_weights.py from the tensor's key and the fixture's seed;
+   by tests/support/synth_weights.py from the tensor's key and the fixture's seed;
 5. deterministic inputs (Gaussian arrays from the same uniform generator, smooth pattern images);
 6. writing the folder in the exact format of the committed fixtures, and comparing a freshly
-   written folder with the committed one, array by array.
+   written folder with the committed one, array by array;
+7. the command line every generator shares (--official, --out, --compare, --threads, --isa), with
+   the CPU-kernel pinning that bit-identical rebuilds need (see CPU_KERNEL_ENV).
 
 Nothing here is collected by pytest (see conftest.py in this folder). It needs torch; the
 generators that use torchvision, lpips or pytorch-fid say so in their docstrings.
@@ -51,6 +53,7 @@ import os
 import subprocess
 import sys
 import types
+import urllib.parse
 import zipfile
 
 import numpy as np
@@ -124,7 +127,7 @@ def extract_commit(git_dir: str, commit: str, dest: str) -> list[str]:
         mode, kind, obj = meta.split()
         if kind != "blob":
             continue  # submodules: none of the pinned repositories needs one
-        blob = subprocess.run(git + ["cat-file", "blob", obj], capture_output=True)
+        blob = subprocess.run(git + ["cat-file", "blob", obj], capture_output=True, check=False)
         if blob.returncode != 0:
             skipped.append(path)
             continue
@@ -152,7 +155,7 @@ def checkout_commit(path: str) -> str | None:
         with open(marker) as f:
             return f.readline().strip()
     if os.path.exists(os.path.join(path, ".git")):
-        res = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True)
+        res = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
         if res.returncode == 0:
             return res.stdout.strip()
     return None
@@ -241,12 +244,17 @@ def _refuse(what):
 def stub_missing_packages(names) -> list[str]:
     """Inert modules for optional packages that official files import at top level but that the
     computations here never call (wandb with use_wandb=False, click's decorators in legacy.py,
-    imageio in projector.py, tensorboard in e4e's coach). Installed packages are left alone.
+    imageio in projector.py, requests in dnnlib's downloader). Installed packages are left alone.
     Returns the names that were stubbed."""
     makers = {
         "wandb": lambda m: m.__dict__.update(init=_refuse("wandb.init"), log=_refuse("wandb.log"),
                                              Image=_refuse("wandb.Image")),
         "imageio": lambda m: m.__dict__.update(get_writer=_refuse("imageio.get_writer")),
+        # dnnlib.util.open_url parses the URL with requests.compat before it looks in its cache,
+        # where the generators put whatever it would download; nothing is ever fetched
+        "requests": lambda m: m.__dict__.update(
+            compat=types.SimpleNamespace(urlparse=urllib.parse.urlparse, urljoin=urllib.parse.urljoin),
+            Session=_refuse("requests.Session"), get=_refuse("requests.get")),
         "click": lambda m: m.__dict__.update(
             # decorators only: legacy.py / projector.py decorate their command-line entry points
             command=lambda *a, **k: (lambda f: f), option=lambda *a, **k: (lambda f: f),
@@ -382,12 +390,16 @@ def disable_ada_plugins():
     upfirdn2d._init = lambda: False
 
 
-# CPU kernel families the committed fixtures were computed with. oneDNN (torch's convolutions),
-# ATen's vectorized loops, MKL and OpenBLAS (numpy's LAPACK, e.g. the eig of SeFa) all pick their
-# kernels from the CPU's instruction set, and an AVX-512 kernel sums in another order than an AVX2
-# one: on an AVX-512 machine the generator images then differ from the fixture by ~1e-5 and
-# np.linalg.eig returns its eigenpairs in another order. Capping every library at AVX2 (Haswell)
-# reproduces the fixtures bit for bit on either kind of machine. A variable already set in the
+# CPU kernels. oneDNN (torch's convolutions), ATen's vectorized loops, MKL and OpenBLAS (numpy's
+# LAPACK, e.g. the eig of SeFa) pick their kernels from the CPU's instruction set, and an AVX-512
+# kernel sums in another order than an AVX2 one: the results then differ in the last bits (~1e-5
+# on generator images, another eigenpair order from np.linalg.eig). The committed fixtures were
+# not all made on the same kind of machine: those of the e4e code (stylegan2_generator, the three
+# encoders, latent_discriminator, lpips_*, arcface_ir_se50, moco_resnet50, ranger_optimizer) came
+# from AVX2 kernels, those of stylegan2_ada_generator, fid_inception, pti_tuning and w_projector
+# from AVX-512 ones. Each generator's --isa default is the one that reproduces its committed
+# fixture bit for bit on an AVX-512 machine: 'avx2' caps every library at AVX2 (Haswell) with the
+# variables below, 'native' leaves the machine's own kernels. A variable already set in the
 # environment is respected.
 CPU_KERNEL_ENV = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -398,13 +410,13 @@ CPU_KERNEL_ENV = {
 _REEXEC_MARK = "PARITY_CPU_KERNELS_PINNED"
 
 
-def pin_cpu_kernels(enabled: bool = True):
-    """Restart the current script with CPU_KERNEL_ENV in its environment.
+def pin_cpu_kernels(isa: str):
+    """For isa 'avx2', restart the current script with CPU_KERNEL_ENV in its environment.
 
     The libraries read these variables once, when they are loaded, which has already happened by
     the time a generator parses its arguments; so the process re-executes itself (once) with the
-    variables set. enabled=False (the generators' --native-isa) keeps the machine's own kernels."""
-    if not enabled or os.environ.get(_REEXEC_MARK):
+    variables set. isa 'native' keeps the machine's own kernels."""
+    if isa == "native" or os.environ.get(_REEXEC_MARK):
         return
     env = dict(os.environ)
     for name, value in CPU_KERNEL_ENV.items():
@@ -412,7 +424,8 @@ def pin_cpu_kernels(enabled: bool = True):
     env[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    # orig_argv keeps the interpreter's own options (-W, -X ...) as well as the script's arguments
+    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
 def setup_torch(threads: int = DEFAULT_THREADS):
@@ -537,7 +550,7 @@ def tensor_entries(module, rule=default_rule, prefix="", **rule_kwargs) -> dict:
 
 
 def build_tensors(manifest: dict, section: str = "tensors") -> dict:
-    """{key: torch.Tensor} for one section of a manifest (tests/synth_weights.py draws the values;
+    """{key: torch.Tensor} for one section of a manifest (tests/support/synth_weights.py draws the values;
     entries with "value" take that exact value)."""
     import torch
 
@@ -731,12 +744,14 @@ def compare_folders(new_dir: str, ref_dir: str) -> bool:
 # ------------------------------------------------------------------------------------------------
 # 7. command line shared by the generators
 # ------------------------------------------------------------------------------------------------
-def argument_parser(doc: str, family: str, official_help: str | None = "path to the official checkout"):
+def argument_parser(doc: str, family: str, official_help: str | None = "path to the official checkout",
+                    default_isa: str = "avx2"):
     """The options every generator takes: --official CHECKOUT, --out FOLDER, --compare FOLDER,
-    --threads, --allow-other-commit. --compare defaults to nothing; pass
-    tests/fixtures/<family> to check a rebuild against the committed fixture."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    --threads, --isa, --allow-other-commit. --compare defaults to nothing; pass
+    tests/fixtures/<family> to check a rebuild against the committed fixture. `default_isa`:
+    the CPU kernels the committed fixture was made with (see CPU_KERNEL_ENV)."""
+    # the whole docstring: --help then shows the official calls and the exact commands
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if official_help is not None:
         parser.add_argument("--official", required=True, help=official_help)
     parser.add_argument("--out", required=True,
@@ -748,17 +763,18 @@ def argument_parser(doc: str, family: str, official_help: str | None = "path to 
                         help="torch CPU threads (the committed fixtures used 2)")
     parser.add_argument("--allow-other-commit", action="store_true",
                         help="accept a checkout at another commit than the pinned one")
-    parser.add_argument("--native-isa", action="store_true",
-                        help="use the CPU's own kernels instead of capping them at AVX2 (see "
-                             "CPU_KERNEL_ENV in common.py); outputs then differ in the last bits")
+    parser.add_argument("--isa", choices=("avx2", "native"), default=default_isa,
+                        help=f"CPU kernels: 'avx2' caps oneDNN, ATen, MKL and OpenBLAS at AVX2, 'native' "
+                             f"uses the machine's own (default {default_isa}, what the committed fixture "
+                             f"was made with; see CPU_KERNEL_ENV in common.py)")
     return parser
 
 
 def parse_args(parser):
-    """Parse the command line, then (unless --native-isa) restart with the pinned CPU kernels
-    and fix the torch thread count."""
+    """Parse the command line, restart with the chosen CPU kernels (pin_cpu_kernels) and fix the
+    torch thread count."""
     args = parser.parse_args()
-    pin_cpu_kernels(not args.native_isa)
+    pin_cpu_kernels(args.isa)
     setup_torch(args.threads)
     return args
 

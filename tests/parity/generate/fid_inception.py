@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/fid_inception from pytorch-fid 0.3.0 (its Inception-v3 and FID).
+r"""Rebuilds tests/fixtures/fid_inception from pytorch-fid 0.3.0 (its Inception-v3 and FID).
 
 Official code: pytorch-fid 0.3.0 (https://github.com/mseitzer/pytorch-fid, tag v0.3.0; the same
 files as the PyPI release `pip install pytorch-fid==0.3.0`), imported unchanged, on torchvision's
@@ -184,7 +184,7 @@ def generate(checkout: str | None) -> common.Fixture:
 
 
 def main() -> int:
-    parser = common.argument_parser(__doc__, FAMILY, official_help=None)
+    parser = common.argument_parser(__doc__, FAMILY, official_help=None, default_isa="native")
     parser.add_argument("--official", default=None,
                         help="checkout of mseitzer/pytorch-fid at v0.3.0 (default: the installed pytorch_fid)")
     args = common.parse_args(parser)

@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/latent_discriminator from e4e's official latent-code discriminator.
+r"""Rebuilds tests/fixtures/latent_discriminator from e4e's official latent-code discriminator.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 imported unchanged.
@@ -12,8 +12,8 @@ Official functions whose outputs are saved:
   plus the input gradient it squares (`torch.autograd.grad(D(real_w).sum(), real_w)`);
 - the encoder's adversarial term of `Coach.calc_loss`, softplus(-D(fake_w)).mean().
 
-Run it (needs torch; a checkout of the official repository at the pinned commit; importing
-training/coach.py needs torchvision, matplotlib and tensorboard or none of them at use):
+Run it (needs torch, and torchvision and matplotlib, which training/coach.py imports; tensorboard
+is stubbed when absent; a checkout of the official repository at the pinned commit):
 
     git clone https://github.com/omertov/encoder4editing /tmp/official/encoder4editing
     git -C /tmp/official/encoder4editing checkout 99ea505

@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/lpips_alex and tests/fixtures/lpips_vgg from e4e's official LPIPS.
+r"""Rebuilds tests/fixtures/lpips_alex and tests/fixtures/lpips_vgg from e4e's official LPIPS.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 `criteria/lpips/` imported unchanged, on torchvision's AlexNet / VGG16 (`.features`).
@@ -9,9 +9,9 @@ Official functions whose outputs are saved: criteria/lpips/lpips.py `LPIPS(net_t
   feature maps of one probe image.
 
 The official constructor downloads two files; both are served from the synthetic weights instead,
-through the official loading code: `torchvision.models.alexnet(True)` / `vgg16(True)` (the
-ImageNet download, called positionally, which current torchvision no longer accepts) is answered by
-a torchvision model built with weights=None into which the synthetic `features.*` are loaded, and
+through the official loading code: `torchvision.models.alexnet(True)` / `vgg16(True)` (an
+ImageNet download, as `criteria/lpips/networks.py` calls it through its `models` name) is answered
+by a torchvision model built with weights=None into which the synthetic `features.*` are loaded, and
 `torch.hub.load_state_dict_from_url` (the LPIPS linear layers) returns the synthetic lin file,
 which the official `get_state_dict` renames as usual. Its `.to("cuda")` calls stay on the CPU.
 

@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/moco_resnet50 from e4e's official MoCo similarity loss.
+r"""Rebuilds tests/fixtures/moco_resnet50 from e4e's official MoCo similarity loss.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 imported unchanged, on torchvision's `resnet50()`.

@@ -1,4 +1,4 @@
-"""Rebuilds the three encoder fixtures from the official pSp wrapper of e4e.
+r"""Rebuilds the three encoder fixtures from the official pSp wrapper of e4e.
 
     --encoder e4e      -> tests/fixtures/e4e_encoder                    (Encoder4Editing)
     --encoder gradual  -> tests/fixtures/psp_gradual_style_encoder      (GradualStyleEncoder)
@@ -38,7 +38,6 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-
 
 # --encoder -> (fixture folder, opts.encoder_type, encoder class, seed)
 ENCODERS = {

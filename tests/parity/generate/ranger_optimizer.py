@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/ranger_optimizer from e4e's official Ranger optimizer.
+r"""Rebuilds tests/fixtures/ranger_optimizer from e4e's official Ranger optimizer.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 imported unchanged.

@@ -1,4 +1,4 @@
-"""Rebuilds tests/fixtures/stylegan2_generator from the official e4e StyleGAN2 generator.
+r"""Rebuilds tests/fixtures/stylegan2_generator from the official e4e StyleGAN2 generator.
 
 Official code: omertov/encoder4editing at commit 99ea505 (https://github.com/omertov/encoder4editing),
 imported unchanged; its two CUDA ops run as the pure-PyTorch stand-ins of common.py.
