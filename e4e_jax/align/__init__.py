@@ -2,7 +2,9 @@
 
     from e4e_jax.align import align_faces, ffhq_align
 """
-from e4e_jax.align.crop import eye_mouth_points, ffhq_align, ffhq_quad, ffhq_template, to_rgb  # noqa: F401
+from e4e_jax.align.crop import (eye_mouth_points, ffhq_align, ffhq_quad,  # noqa: F401
+                                ffhq_template)
+from e4e_jax.data.image_io import to_rgb  # noqa: F401
 from e4e_jax.align.detect import (  # noqa: F401
                                 IMAGE_EXTENSIONS,
                                 INSTALL_HINT,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 
+from e4e_jax.data.image_io import to_rgb
+
 # Where the FFHQ crop puts the face, derived from `ffhq_quad` itself. The crop square of an aligned
 # image of side S is the whole image: centre c = (S/2, S/2), half-side vectors x = (S/2, 0) and
 # y = (0, S/2) (continuous coordinates, 0 at the image's top-left edge). For a face whose
@@ -108,31 +110,6 @@ def ffhq_quad(landmarks) -> tuple[np.ndarray, float]:
     if not qsize >= 4.0:
         raise ValueError(f"face too small to align: crop side {qsize:.2f} px")
     return quad, qsize
-
-
-def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """RGB copy of any PIL image: grayscale is replicated, transparency composited onto white."""
-    if not isinstance(image, PIL.Image.Image):
-        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        # 16/32-bit grayscale: PIL's own conversion clips at 255 instead of rescaling.
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        if mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-        return PIL.Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def ffhq_align(

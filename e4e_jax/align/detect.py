@@ -26,14 +26,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-from e4e_jax.align.crop import (  # noqa: F401
-    pad_with_blur,
-    eye_mouth_points,
-    ffhq_align,
-    ffhq_quad,
-    ffhq_template,
-    to_rgb,
-)
+from e4e_jax.align.crop import ffhq_align, ffhq_quad
+from e4e_jax.data.image_io import to_rgb
 from e4e_jax.outputs.names import (  # noqa: F401
     NAMING_HELP,
     OutputNames,

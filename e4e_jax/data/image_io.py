@@ -41,12 +41,53 @@ def list_images(folder: str, recursive: bool = True) -> list[str]:
     return sorted(out)
 
 
-def read_rgb(path: str) -> Image.Image:
-    """Opens any PIL-readable file as an RGB image (palette, grey, alpha and CMYK converted)."""
+# PIL modes whose values are not 0..255: convert("RGB") clips them at 255 (a 16-bit grey PNG
+# became almost white), so they are rescaled from their own range instead
+_WIDE_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The RGB picture of any PIL image, the one conversion every command uses.
+
+    8-bit modes convert as PIL does (CMYK, YCbCr, palette, grey replicated); 16-bit grey
+    ("I;16*") is scaled from 0..65535, 32-bit integer grey ("I") from 0..65535 when it exceeds
+    255 (else 0..255), float grey ("F") from 0..1 when it stays within it (else 0..255), each
+    rounded to 8 bits; 16-bit colour and grey + alpha PNGs arrive from PIL already as 8-bit.
+    Transparency (RGBA, LA, PA, a palette with a transparent index) is composited onto white,
+    as image viewers show it; the official `convert('RGB')` keeps the colour stored under
+    transparent pixels instead, which is the same wherever the image is opaque.
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _WIDE_GREY:
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        if mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and
+                                                      "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def read_rgb(path: str, upright: bool = False) -> Image.Image:
+    """Opens any PIL-readable file as an RGB image (`to_rgb`); `upright` applies the EXIF
+    orientation (phone photos; the alignment does, the official test transform does not).
+    Raises ImageReadError naming the file and PIL's reason."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            if upright:
+                from PIL import ImageOps
+                im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
     except Exception as e:  # PIL raises many types for broken files (OSError, SyntaxError, ...)
         raise ImageReadError(f"cannot read {path!r} as an image: {type(e).__name__}: {e}") from e
 
@@ -67,7 +108,7 @@ def to_model_input(u8: np.ndarray) -> np.ndarray:
 
 def load_image(src: str | Image.Image, size: Sequence[int]) -> np.ndarray:
     """A file path or PIL image -> (H, W, 3) float32 in [-1, 1], like the official transform."""
-    img = read_rgb(src) if isinstance(src, (str, os.PathLike)) else src.convert("RGB")
+    img = read_rgb(src) if isinstance(src, (str, os.PathLike)) else to_rgb(src)
     return to_model_input(np.asarray(resize(img, size)))
 
 
