@@ -72,7 +72,7 @@ COMMANDS = {
     "python eval.py": "e4e-jax eval",
     **{f"python convert_weights/{n}.py, python -m convert_weights.{n}": f"e4e-jax convert {n}"
        for n in ("arcface", "e4e", "fid_inception", "lpips", "moco", "stylegan2",
-                 "stylegan2_ada")},
+                 "stylegan2_ada", "stylegan3")},
 }
 
 

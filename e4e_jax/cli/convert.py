@@ -21,8 +21,10 @@ from e4e_jax import cli
 # format -> one line for `e4e-jax convert --help`
 FORMATS = {
     "e4e": "an official e4e or pSp checkpoint (.pt): encoder + generator + latent_avg",
+    "restyle": "an official ReStyle-pSp / ReStyle-e4e checkpoint (.pt): encoder + generator",
     "stylegan2": "a rosinality-format StyleGAN2 checkpoint (.pt), the generator e4e uses",
     "stylegan2_ada": "a StyleGAN2-ADA network snapshot pickle (.pkl), read without running it",
+    "stylegan3": "a StyleGAN3 network pickle (.pkl, T / R) or stylegan3-editing generator (.pt)",
     "lpips": "LPIPS v0.1 (AlexNet / VGG16 backbone + linear layers)",
     "arcface": "the ArcFace IR-SE-50 of the identity loss (model_ir_se50.pth)",
     "moco": "the MoCo v2 ResNet-50 of the similarity loss",

@@ -217,7 +217,8 @@ def _refusal_message(path: str, refused: list[str], keep: str, old_torch: bool,
     lines.append(f"The converters read only plain data: {PLAIN_DATA}.")
     if any(n.startswith(("torch_utils.", "dnnlib.")) for n in refused):
         lines.append("This is a StyleGAN2-ADA / StyleGAN3 network pickle: convert it with "
-                     "`e4e-jax convert stylegan2_ada`.")
+                     "`e4e-jax convert stylegan2_ada` (StyleGAN3 generators: `e4e-jax convert "
+                     "stylegan3`).")
         return "\n".join(lines)
     if kind == "pickle":
         lines.append("The file is a plain pickle (pickle.dump), not a torch.save file.")

@@ -12,6 +12,8 @@ allow-list of globals, each to an inert stand-in that keeps data:
     collections.OrderedDict, dnnlib.util.EasyDict        -> dict types
     builtins.set / frozenset (protocol < 4 sets)         -> themselves
     numpy scalar / numpy.dtype                           -> numpy scalars / dtypes (no objects)
+    numpy.core.multiarray._reconstruct + numpy.ndarray,  -> numpy number arrays (StyleGAN3 layers
+    numpy.core.numeric._frombuffer (protocol 5)             keep their sizes as small arrays)
 
 Every other global (os.system, builtins.eval, the embedded classes, ...) is refused with an
 UnsafePickleError naming it, before anything is called. The embedded source stays an inert
@@ -219,6 +221,55 @@ def load_storage_bytes(blob: bytes) -> np.ndarray:
     return data
 
 
+class _NdarrayClass:
+    """Stands for `numpy.ndarray` in a pickle: only `_reconstruct` takes it."""
+
+
+_NDARRAY = _NdarrayClass()
+
+
+class PickledArray(np.ndarray):
+    """A numpy array being rebuilt by `_reconstruct` + BUILD (how numpy pickles an ndarray, e.g.
+    a StyleGAN3 layer's `in_size`). Its `__setstate__` accepts only a plain number array: dtype
+    checked by `_check_dtype`, data given as bytes (object arrays pickle a list instead)."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise UnsafePickleError("numpy array with an unexpected pickled state (refused).")
+        shape, dtype, _fortran, data = state[-4:]
+        if not isinstance(dtype, np.dtype) or not isinstance(data, bytes):
+            raise UnsafePickleError("numpy array whose pickled state is not a number dtype with "
+                                    "a bytes payload (refused).")
+        _check_dtype(dtype, "numpy array")
+        if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ConversionError(f"numpy array with an invalid shape {shape!r:.100}.")
+        if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ConversionError(f"numpy array of shape {shape} and dtype {dtype} has "
+                                  f"{len(data)} bytes of data.")
+        super().__setstate__(state)
+
+
+def _numpy_reconstruct(subtype, shape, dtype_code):
+    # numpy pickles an ndarray as _reconstruct(ndarray, (0,), b'b') followed by BUILD
+    if subtype is not _NDARRAY:
+        raise UnsafePickleError("numpy _reconstruct of something other than numpy.ndarray "
+                                "(refused).")
+    return PickledArray((0,), np.uint8)
+
+
+def _numpy_frombuffer(buf, dtype, shape, order="C"):
+    # protocol 5 pickles a contiguous ndarray as _frombuffer(PickleBuffer, dtype, shape, order)
+    if not isinstance(dtype, np.dtype) or not isinstance(buf, (bytes, bytearray)):
+        raise UnsafePickleError("numpy _frombuffer with a non-number dtype or a non-bytes "
+                                "payload (refused).")
+    _check_dtype(dtype, "numpy array")
+    shape = tuple(int(d) for d in shape)
+    if len(buf) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ConversionError(f"numpy array of shape {shape} and dtype {dtype} has {len(buf)} "
+                              f"bytes of data.")
+    return np.frombuffer(bytes(buf), dtype).reshape(shape, order="F" if order == "F" else "C")
+
+
 def rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False,
                    backward_hooks=None, metadata=None) -> np.ndarray:
     """`torch._utils._rebuild_tensor_v2` on a numpy storage: a bounds-checked strided copy."""
@@ -270,6 +321,11 @@ _ALLOWED = {
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
 
 
@@ -282,8 +338,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"refused to load global {module}.{name}: it is not on the allow-list of a "
                 f"StyleGAN network snapshot (persistence objects, tensors, OrderedDict, "
-                f"EasyDict, numpy scalars). Nothing from the file was executed. Snapshots "
-                f"written by NVlabs' stylegan2-ada-pytorch / stylegan3 need nothing else: a "
+                f"EasyDict, numpy numbers and number arrays). Nothing from the file was "
+                f"executed. Snapshots written by NVlabs' stylegan2-ada-pytorch / stylegan3 "
+                f"need nothing else: a "
                 f"TensorFlow-era pickle (dnnlib.tflib.*) must first be converted with NVlabs' "
                 f"legacy.py in an environment you trust (it writes this format); other "
                 f"files are not network snapshots (rosinality .pt checkpoints go to "

@@ -81,7 +81,8 @@ def generator_kwargs(init_kwargs: dict, what: str = "G_ema") -> dict:
     if unknown:
         raise ConversionError(f"{what}: unknown synthesis_kwargs {unknown}; not a StyleGAN2-ADA "
                               f"SynthesisNetwork (StyleGAN3 'alias-free' generators are a "
-                              f"different network and are not supported).")
+                              f"different network: convert them with `e4e-jax convert "
+                              f"stylegan3`).")
     mapping = {**MAPPING_DEFAULTS, **mapping}
     synthesis = {**SYNTHESIS_DEFAULTS, **synthesis}
 
@@ -257,6 +258,15 @@ def convert_ada_generator(state: dict, init_kwargs: dict, what: str = "G_ema"):
     return config, {"params": params, "noises": noises}, latent_avg
 
 
+def _is_stylegan3(G: PersistentObject) -> bool:
+    """A StyleGAN3 Generator: its synthesis network starts with a SynthesisInput and has
+    L<i>_<size>_<channels> layers instead of blocks b4, b8, ..."""
+    synthesis = G.modules.get("synthesis")
+    if not isinstance(synthesis, PersistentObject):
+        return False
+    return "input" in synthesis.modules or any(k.startswith("L0_") for k in synthesis.modules)
+
+
 def _check_attributes(G: PersistentObject, kw: dict, what: str) -> None:
     """The official loader restores each layer's __dict__, not its constructor: refuse a pickle
     whose layer attributes disagree with the init_kwargs we rebuild from."""
@@ -264,9 +274,10 @@ def _check_attributes(G: PersistentObject, kw: dict, what: str) -> None:
     synthesis = G.modules.get("synthesis")
     if not isinstance(mapping, PersistentObject) or not isinstance(synthesis, PersistentObject):
         raise ConversionError(f"{what}: a Generator without mapping / synthesis submodules.")
-    if "input" in synthesis.modules or any(k.startswith("L0_") for k in synthesis.modules):
+    if _is_stylegan3(G):
         raise ConversionError(f"{what}: this is a StyleGAN3 (alias-free) generator, a different "
-                              f"network from StyleGAN2; it is not supported.")
+                              f"network from StyleGAN2: convert it with `e4e-jax convert "
+                              f"stylegan3`.")
     lr = float(kw["mapping"]["lr_multiplier"])
     problems = []
     fc0 = mapping.modules.get("fc0")
@@ -317,6 +328,8 @@ def convert_snapshot(obj: Any, what: str = "snapshot"):
     from e4e_jax.nets.generator import LoadedGenerator, expected_variables, module_from_config
     from e4e_jax.nets.model_dir import check_tree
     G = find_generator(obj, what)
+    if _is_stylegan3(G):  # before its init_kwargs, which StyleGAN2 options do not describe
+        _check_attributes(G, {}, f"{what}['G_ema']")
     kw = generator_kwargs(G.init_kwargs, f"{what}['G_ema']")
     _check_attributes(G, kw, f"{what}['G_ema']")
     config, variables, latent_avg = convert_ada_generator(G.state_dict(), G.init_kwargs,

@@ -49,8 +49,6 @@ arrays (the pickles are not byte-reproducible: torch's legacy storage keys are a
 """
 import copy
 import importlib.util
-import json
-import math
 import os
 import pickle
 import shutil
