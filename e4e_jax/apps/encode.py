@@ -2,16 +2,16 @@
 
     files, inv, batch_size, align_faces = open_run(ckpt, "photos/", "out/", 8, False, False)
     out = FolderOutputs("out/", (inv.n_latent, 512), save_images=False)
-    w, rec, seconds = encode_batch(inv, inputs, batch_size, save_images=False)
-    out.add(names, inputs, w, rec); out.close()
+    w, rec, seconds = encode_batch(inv, batch, save_images=False)     # a loader Batch
+    out.add(batch.names, batch.images[:batch.valid], w, rec); out.close()
 
-`LatentWriter` keeps OUT/latents.npy a valid .npy file after every batch (an interrupted run
-keeps its rows). The loop over files is `e4e_jax.encode.encode_folder`.
+Files are read by the one loader (e4e_jax.data.loader: decoded in threads, in file order) and
+encoded in fixed-size batches with its padding rule (the last batch padded with zero rows, which
+are dropped). `LatentWriter` keeps OUT/latents.npy a valid .npy file after every batch (an
+interrupted run keeps its rows). The loop over files is `encode_folder`.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import json
 import os
 import sys
@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from e4e_jax.data import image_io
+from e4e_jax.data.loader import Batch, fixed_batches, read_in_order
 from e4e_jax.outputs import grids
 
 _NPY_HEADER_BYTES = 128
@@ -195,20 +196,18 @@ class FolderOutputs:
             self.images_f.close()
 
 
-def encode_batch(inv, inputs: list[np.ndarray], batch_size: int, save_images: bool):
-    """(w (n, n_latent, S), rec (n, H, W, 3) or None, seconds) for n <= batch_size inputs,
-    zero-padded to one compiled batch shape."""
-    n = len(inputs)
-    x = np.zeros((batch_size,) + inputs[0].shape, np.float32)
-    x[:n] = np.stack(inputs)
+def encode_batch(inv, batch: Batch, save_images: bool):
+    """(w (valid, n_latent, S), rec (valid, H, W, 3) or None, seconds) of one padded Batch:
+    every batch has one shape, so the model compiles once."""
+    m = batch.valid
     tb = time.perf_counter()
     rec = None
     if save_images:
-        w, rec = inv.invert(x)
-        rec = np.asarray(rec[:n])
+        w, rec = inv.invert(batch.images)
+        rec = np.asarray(rec[:m])
     else:
-        w = inv.encode(x)
-    w = np.asarray(w[:n])
+        w = inv.encode(batch.images)
+    w = np.asarray(w[:m])
     return w, rec, time.perf_counter() - tb
 
 
@@ -225,7 +224,7 @@ def run_summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, b
                                                 / (seconds - first_batch_s), 3)
         if first_batch_s is not None and rows > batch_size else None,
         "batch_size": batch_size, "devices": n_dev, "interrupted": interrupted,
-        "compilations": (inv._invert_jit if save_images else inv._encode_jit)._cache_size(),
+        "compilations": inv.runtime.compilations,
         "latents_shape": [rows, inv.n_latent, inv.generator.style_dim],
     }
 
@@ -248,7 +247,8 @@ def load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[t
 
 def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int, prefetch: int
                  ) -> Iterator[tuple[str, list | None, str | None]]:
-    """(relative path, rows or None, error or None) in file order, decoded in threads."""
+    """(relative path, rows or None, error or None) in file order, decoded in threads by the
+    loader's read_in_order."""
     def job(rel):
         try:
             return rel, load_rows(os.path.join(folder, rel), rel, size, align_faces), None
@@ -256,18 +256,7 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
             # the line already names the file: drop PIL's repeat of its full path
             return rel, None, " ".join(
                 str(e).replace(f"{os.path.join(folder, rel)!r}", "").split())
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = collections.deque()
-        it = iter(files)
-        for rel in it:
-            pending.append(pool.submit(job, rel))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            yield pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(job, nxt))
+    return read_in_order(job, files, workers, prefetch)
 
 
 def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: int = 8,
@@ -276,9 +265,10 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
                   loader_kwargs: dict | None = None) -> dict:
     """Runs the command; returns the summary (also written to OUT/summary.json).
 
-    `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> batches of
-    `batch_size` rows through `encode_batch` -> `FolderOutputs`. An interrupt keeps every row
-    written so far (and re-raises KeyboardInterrupt after the summary).
+    `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> the loader's
+    fixed-size batches (`fixed_batches`) through `encode_batch` -> `FolderOutputs`. An
+    interrupt keeps every row written so far (and re-raises KeyboardInterrupt after the
+    summary).
     """
     import jax
     files, inv, batch_size, align_faces = open_run(checkpoint, input_dir, output_dir,
@@ -291,36 +281,28 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     progress = Progress(len(files), log)
     t0 = time.perf_counter()
     first_batch_s, files_done, interrupted = None, 0, False
-    batch_names: list[str] = []
-    batch_inputs: list[np.ndarray] = []
 
-    def flush_batch():
-        nonlocal first_batch_s
-        if batch_names:
-            w, rec, dt = encode_batch(inv, batch_inputs, batch_size, save_images)
-            first_batch_s = dt if first_batch_s is None else first_batch_s
-            out.add(batch_names, batch_inputs, w, rec)
-            batch_names.clear()
-            batch_inputs.clear()
-
-    try:
-        for rel, rows, err in _iter_loaded(input_dir, files, inv.input_size, align_faces,
-                                           workers or min(4, os.cpu_count() or 1),
-                                           prefetch=2 * batch_size):
+    def rows():
+        """(name, image) rows of the readable files; records skips and reports progress."""
+        nonlocal files_done
+        for rel, file_rows, err in _iter_loaded(input_dir, files, inv.input_size, align_faces,
+                                                workers or min(4, os.cpu_count() or 1),
+                                                prefetch=2 * batch_size):
             files_done += 1
             if err is not None:
                 out.skip(rel, err)
                 print(("\n" if progress.tty else "") + f"skipping {rel}: {err}", file=log)
             else:
-                for name, x in rows:
-                    batch_names.append(name)
-                    batch_inputs.append(x)
-                    if len(batch_names) == batch_size:
-                        flush_batch()
+                yield from file_rows
             # latents written so far: rows still waiting for their batch are not counted, so
             # the rate is the summary's (written latents per wall second, compile included)
             progress.update(files_done, out.writer.rows)
-        flush_batch()
+
+    try:
+        for batch in fixed_batches(rows(), batch_size):
+            w, rec, dt = encode_batch(inv, batch, save_images)
+            first_batch_s = dt if first_batch_s is None else first_batch_s
+            out.add(batch.names, batch.images[:batch.valid], w, rec)
         progress.update(files_done, out.writer.rows, final=True)
     except KeyboardInterrupt:
         interrupted = True

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from e4e_jax.data import image_io
-from e4e_jax.data.pipeline import DataError
+from e4e_jax.data.sources import DataError
 from e4e_jax.evaluation.cost import EtaTracker, cost_plan, describe
 from e4e_jax.evaluation.evaluators.base import (
     METRIC_KEYS,
@@ -32,6 +32,8 @@ from e4e_jax.evaluation.evaluators.base import (
     EvalError,
     EvalOptions,
     NothingEvaluatedError,
+    batch_outputs,
+    clip_images,
     edit_id,
 )
 from e4e_jax.evaluation.evaluators.distortion import DistortionEvaluator
@@ -43,37 +45,14 @@ from e4e_jax.evaluation.networks import Networks
 from e4e_jax.evaluation.report import format_metric, json_entry, write_grids, write_report
 
 
-def _compare_fn():
-    import jax
-    import jax.numpy as jnp
-
-    @jax.jit
-    def compare(x, rec):
-        xc, rc = jnp.clip(x, -1.0, 1.0), jnp.clip(rec, -1.0, 1.0)
-        mse = jnp.mean(jnp.square(rc - xc), axis=(1, 2, 3))
-        return xc, rc, mse
-    return compare
-
-
-_COMPARE = None
-_CLIP = None
-
-
-def _jitted_helpers():
-    global _COMPARE, _CLIP
-    import jax
-    import jax.numpy as jnp
-    if _COMPARE is None:
-        _COMPARE = _compare_fn()
-        _CLIP = jax.jit(lambda x: jnp.clip(x, -1.0, 1.0))
-    return _COMPARE, _CLIP
-
-
 def open_data(spec: str, data_dir: str | None = None, num_images: int | None = None,
               seed: int = 0):
-    """'synthetic' | 'tfds:NAME:SPLIT' | an image folder -> SyntheticImages / SourceImages."""
-    from e4e_jax import data as data_lib
-    from e4e_jax.data.images import SourceImages, SyntheticImages
+    """'synthetic' | 'tfds:NAME:SPLIT' | an image folder -> SyntheticImages / SourceImages
+    (e4e_jax.data: the synthetic set of key(seed) with stored noise, or the first num_images
+    files). Raises EvalError for a bad spec or count, or a missing / empty source."""
+    from e4e_jax.data.loader import SourceImages
+    from e4e_jax.data.sources import make_source
+    from e4e_jax.data.synthetic import SyntheticImages
     if spec == SYNTHETIC:
         try:
             return SyntheticImages(1000 if num_images is None else num_images, seed)
@@ -84,8 +63,8 @@ def open_data(spec: str, data_dir: str | None = None, num_images: int | None = N
     if not spec.startswith("tfds:") and not os.path.isdir(spec):
         raise EvalError(f"--data {spec!r} is not a folder, 'tfds:NAME:SPLIT' or 'synthetic'.")
     try:
-        source = data_lib.make_source(spec, data_dir)
-    except data_lib.DataError as e:
+        source = make_source(spec, data_dir)
+    except DataError as e:
         raise EvalError(str(e)) from e
     return SourceImages(source, repr(source), num_images)
 
@@ -143,27 +122,19 @@ def metadata(ctx: Context) -> dict:
 def select_evaluators(ctx: Context) -> list:
     """The metric families, in report order (editability reads distribution's real images)."""
     distribution = DistributionEvaluator(ctx)
-    return [DistortionEvaluator(ctx), distribution, EditabilityEvaluator(ctx, distribution),
-            ProximityEvaluator(ctx)]
+    return [DistortionEvaluator.for_context(ctx), distribution,
+            EditabilityEvaluator(ctx, distribution), ProximityEvaluator(ctx)]
 
 
 def invert_batch(ctx: Context, batch) -> BatchOutputs:
     """Inverts one padded batch, clips both sides and decodes every --edits edit."""
-    compare, clip = _jitted_helpers()
-    x, m = batch.images, batch.valid
-    w, rec = ctx.inv.invert(x)
-    mse = None
-    if ctx.same_size:
-        xc, rc, mse = compare(x, rec)
-    else:
-        xc, rc = clip(x), clip(rec)
+    w, rec = ctx.inv.invert(batch.images)
     edited = []
     for p in ctx.edits:
         we = p.apply(w, (p.spec.default_strength,))
-        edited.append(np.asarray(clip(ctx.decode(ctx.gv, we.reshape(we.shape[:1]
-                                                                    + we.shape[2:])))))
-    return BatchOutputs(x=x, m=m, w=w, xc=xc, rc=rc, mse=mse, w_np=np.asarray(w),
-                        xc_np=np.asarray(xc), rc_np=np.asarray(rc), edited=edited)
+        edited.append(np.asarray(clip_images(ctx.decode(ctx.gv, we.reshape(we.shape[:1]
+                                                                           + we.shape[2:])))))
+    return batch_outputs(batch.images, rec, w, batch.valid, edited)
 
 
 def inversion_pass(ctx: Context, evaluators: Sequence, grid_rows: list) -> int:

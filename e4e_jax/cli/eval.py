@@ -10,7 +10,7 @@ from typing import Sequence
 
 from e4e_jax import cli
 from e4e_jax.apps.evaluate import run
-from e4e_jax.data.pipeline import DataError
+from e4e_jax.data.sources import DataError
 from e4e_jax.editing.spec import SPEC_HELP, EditSpecError, parse_edit_spec
 from e4e_jax.evaluation.evaluators.base import (
     DEFAULT_DEVIATION_SAMPLES,

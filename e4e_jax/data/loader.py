@@ -5,10 +5,11 @@
     for x in BatchLoader(source, BatchSpec(16, (256, 256), seed=0)).iterate(start_step=100):
         ...                                          # training: the batch of each step
 
-Every reader of image files (training's folder / TFDS source, eval.py, the encode and edit
-commands) goes through `read_in_order` (a thread pool that returns results in input order,
-with a bounded number of images in flight) and every fixed set of images is cut into `Batch`es
-by `fixed_batches` with ONE padding rule:
+Every batched reader of image files (training's folder / TFDS source and its test sets,
+eval.py, the encode and edit commands) goes through `read_in_order` (a thread pool that returns
+results in input order, with a bounded number of images in flight) and every fixed set of images
+is cut into `Batch`es by `fixed_batches` with ONE padding rule (the invert command optimises one
+image at a time and reads each with image_io directly):
 
     every batch has exactly `batch_size` rows, so each jitted function compiles once; the last
     batch is padded with zero images (mid-grey in [-1, 1]) and `Batch.valid` says how many rows
@@ -38,6 +39,9 @@ from e4e_jax.data import image_io
 from e4e_jax.data.sources import DataError
 
 log = logging.getLogger(__name__)
+
+
+_END = object()   # the end of read_in_order's items (None may be an item)
 
 
 def default_workers() -> int:
@@ -74,8 +78,6 @@ def read_in_order(fn: Callable, items: Iterable, workers: int | None = None,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
-
-_END = object()
 
 
 @dataclasses.dataclass
@@ -135,19 +137,22 @@ class SourceImages:
     """The first `num_images` images of a source (all by default), read at a model's input size
     like the official test transform, in order, in fixed-size padded batches.
 
-    Unreadable files are skipped (not replaced: `num_images` counts files, so a set of N slots
-    with one broken file holds N - 1 images), reported once per file through `on_skip` and
-    listed in `skipped` after each pass.
+    Unreadable files are skipped, reported once per file through `on_skip` and listed in
+    `skipped` after each pass. `num_images` counts files (eval.py: a set of N slots with one
+    broken file holds N - 1 images) or, with `fill`, readable images (the edit command and
+    training's fixed sets: a broken file is replaced by the next readable one, so the set keeps
+    its size while the source has enough readable files).
     """
 
     def __init__(self, source, description: str, num_images: int | None = None,
                  workers: int | None = None,
-                 on_skip: Callable[[str, Exception], None] = warn_skip):
+                 on_skip: Callable[[str, Exception], None] = warn_skip, fill: bool = False):
         self.source = source
         self.description = description
         self.count = len(source) if not num_images else min(len(source), int(num_images))
         self.workers = max(1, int(workers or default_workers()))
         self.on_skip = on_skip
+        self.fill = bool(fill)
         self.skipped: list[str] = []
         self._reported: set[str] = set()
 
@@ -170,15 +175,23 @@ class SourceImages:
                 return name, e
 
         def readable():
-            for name, x in read_in_order(load, range(self.count), self.workers,
-                                         2 * batch_size):
-                if isinstance(x, Exception):
-                    skipped.append(name)
-                    if name not in self._reported:        # once, not on every pass
-                        self._reported.add(name)
-                        self.on_skip(name, x)
-                    continue
-                yield name, x
+            files = range(len(self.source) if self.fill else self.count)
+            decoded = read_in_order(load, files, self.workers, 2 * batch_size)
+            n = 0
+            try:
+                for name, x in decoded:
+                    if isinstance(x, Exception):
+                        skipped.append(name)
+                        if name not in self._reported:        # once, not on every pass
+                            self._reported.add(name)
+                            self.on_skip(name, x)
+                        continue
+                    yield name, x
+                    n += 1
+                    if n == self.count:
+                        break
+            finally:
+                decoded.close()                # stops the files read ahead
 
         yield from fixed_batches(readable(), batch_size)
         self.skipped = skipped

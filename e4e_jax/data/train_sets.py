@@ -1,89 +1,114 @@
-"""The training loop's data: held-out, validation and training batches per source kind.
+"""What a training run reads: the training stream and two fixed sets, validation and held-out.
 
-    data = SyntheticData(config, setup) if config.data.train == "synthetic" else ImageData(config)
-    for x in data.test_batches(4): ...            # (test_batch_size, H, W, 3) in [-1, 1]
-    x = data.holdout_images()                      # fixed images of the image summaries
+    data = TrainData(setup)
+    data.train                          # BatchLoader (folders / TFDS), None for the synthetic
+                                        # domain (its batches are generated inside the step)
+    for batch in data.batches("validation", 8): ...   # e4e_jax.data.loader.Batch, padded
+    x = data.holdout_images()           # (holdout, H, W, 3): the image grids' inputs
 
-ImageData reads folders / TFDS through the resumable BatchLoader (each host its slice of the
-training batch); SyntheticData draws fixed images G(mapping(z)) from the frozen generator
-(training batches of that domain are generated inside the step, so `train` is None).
+The fixed sets are the ones eval.py reads for the same arguments, through the same loader:
+
+    folders / TFDS   validation: the first test_batch_size x max_val_batches readable
+                     images of config.data.test (all of them when max_val_batches is None);
+                     held-out: its first `holdout` readable images (eval.py --data TEST
+                     --num-images HOLDOUT when none of them is unreadable: eval counts files);
+                     unreadable files are skipped, replaced by the next ones and reported once
+    synthetic        e4e_jax.data.synthetic's sets of key(seed + 1000) and key(seed + 2000)
+                     (eval.py --data synthetic --seed SEED+2000 --num-images HOLDOUT, with
+                     stored noise)
 """
 from __future__ import annotations
 
-import functools
+import sys
 from typing import Iterator
 
 import jax
 import numpy as np
 
-from e4e_jax.data import pipeline as data_lib
+from e4e_jax.data.loader import Batch, BatchLoader, BatchSpec, SourceImages, batches_of
+from e4e_jax.data.sources import DataError, hide_accelerators_from_tensorflow, make_source
+from e4e_jax.data.synthetic import SyntheticImages
+
+SETS = ("validation", "holdout")
+SYNTHETIC_VALIDATION_BATCHES = 4     # validation batches of the synthetic domain by default
 
 
-class ImageData:
-    """Training / test loaders for image folders or TFDS (per-host slices)."""
+def _report_skip(name: str, error: Exception) -> None:
+    # stdout, one write per line, like the training stream's own report of a corrupt file
+    sys.stdout.write(f"warning: skipping unreadable image {name} of the test set: {error}\n")
+    sys.stdout.flush()
 
-    def __init__(self, config):
-        data_lib.hide_accelerators_from_tensorflow()
-        size = tuple(int(s) for s in config.data.input_size)
-        pi, pc = jax.process_index(), jax.process_count()
-        self.train = data_lib.BatchLoader(
-            data_lib.make_source(config.data.train, config.data.data_dir),
-            data_lib.BatchSpec(config.batch_size, size, seed=config.seed, shuffle=True,
-                               flip_prob=config.data.flip_prob, process_index=pi,
-                               process_count=pc))
-        test_source = data_lib.make_source(config.data.test or config.data.train,
-                                           config.data.data_dir)
-        # evaluation batches are small: every host decodes them in full
-        self.test = data_lib.BatchLoader(
-            test_source, data_lib.BatchSpec(config.test_batch_size, size, shuffle=False))
-        self.holdout = data_lib.BatchLoader(
-            test_source, data_lib.BatchSpec(min(config.holdout, len(test_source)), size,
-                                            shuffle=False))
 
-    def test_batches(self, max_batches: int | None) -> Iterator[np.ndarray]:
-        """Validation batches (test_batch_size, H, W, 3), at most `max_batches` (None: all)."""
-        n = max(1, len(self.test.source) // self.test.spec.global_batch)
-        if max_batches:
-            n = min(n, int(max_batches))
-        for i in range(n):
-            yield self.test.batch(i)
+class TrainData:
+    """The training stream (`train`) and the fixed `validation` / `holdout` sets of a run.
+
+    setup: the run's e4e_jax.train.setup.Setup (the synthetic domain is its generator's; the
+    image size and precision are the encoder's)."""
+
+    def __init__(self, setup):
+        config = setup.config
+        self.size = tuple(int(s) for s in config.data.input_size)
+        self.setup = setup
+        self.synthetic = config.data.kind == "synthetic"
+        self._holdout: tuple[np.ndarray, list[str]] | None = None
+        if self.synthetic:
+            self.train = None
+            noise = config.data.synthetic_noise
+            val = int(config.max_val_batches or SYNTHETIC_VALIDATION_BATCHES)
+            self.sets = {
+                "validation": SyntheticImages(val * int(config.test_batch_size),
+                                              config.seed + 1000, noise),
+                "holdout": SyntheticImages(int(config.holdout), config.seed + 2000, noise)}
+            return
+        hide_accelerators_from_tensorflow()
+        self.train = BatchLoader(
+            make_source(config.data.train, config.data.data_dir),
+            BatchSpec(config.batch_size, self.size, seed=config.seed, shuffle=True,
+                      flip_prob=config.data.flip_prob, process_index=jax.process_index(),
+                      process_count=jax.process_count()))
+        test_spec = config.data.test or config.data.train
+        test = make_source(test_spec, config.data.data_dir)
+        # every host reads the fixed sets in full (they are small): the evaluators see the
+        # same images on every host
+        val = (int(config.max_val_batches) * int(config.test_batch_size)
+               if config.max_val_batches else None)
+        self.sets = {
+            "validation": SourceImages(test, test_spec, val, on_skip=_report_skip, fill=True),
+            "holdout": SourceImages(test, test_spec, int(config.holdout), on_skip=_report_skip,
+                                    fill=True)}
+
+    def batches(self, name: str, batch_size: int) -> Iterator[Batch]:
+        """The set `name` ("validation" | "holdout") in padded batches of `batch_size` (the
+        held-out set is read once and kept: it is small and read at every evaluation)."""
+        if name == "holdout":
+            images, names = self._read_holdout()
+            return batches_of(images, batch_size, names)
+        return self._read(name, batch_size)
+
+    def _read(self, name: str, batch_size: int) -> Iterator[Batch]:
+        images = self.sets[name]
+        if not self.synthetic:
+            return images.read(self.size, batch_size)
+        inv = self.setup.spec.inverter
+        return images.generate(inv.generator, self.setup.frozen["generator"], self.size,
+                               batch_size, inv.precision, in_one_call=True)
+
+    def _read_holdout(self) -> tuple[np.ndarray, list[str]]:
+        if self._holdout is None:
+            holdout = self.sets["holdout"]
+            batches = list(self._read("holdout", len(holdout)))
+            if not batches or not batches[0].valid:
+                raise DataError(f"none of the {len(holdout)} held-out images of "
+                                f"{holdout.description} is readable; check config.data.test.")
+            self._holdout = (batches[0].images[:batches[0].valid], batches[0].names)
+        return self._holdout
 
     def holdout_images(self) -> np.ndarray:
-        """The fixed held-out images (holdout, H, W, 3) of the MSE and the image grids."""
-        return self.holdout.batch(0)
+        """The held-out images (n, H, W, 3) float32 in [-1, 1] (the grids' inputs). DataError
+        when none of them is readable."""
+        return self._read_holdout()[0]
 
-
-class SyntheticData:
-    """Held-out / validation images of the synthetic domain: fixed draws of the generator."""
-
-    def __init__(self, config, setup):
-        self.config, self.setup = config, setup
-        gen = setup.generator
-        size = tuple(int(s) for s in config.data.input_size)
-
-        @functools.partial(jax.jit, static_argnums=2)
-        def make(variables, key, n):
-            x, _ = data_lib.synthetic_batch(gen, variables, key, n, config.data.synthetic_noise)
-            if tuple(x.shape[1:3]) != size:
-                from e4e_jax.core.ops import adaptive_avg_pool2d
-                x = adaptive_avg_pool2d(x, size)
-            return x
-        self._make = make
-        self.train = None
-
-    def _images(self, seed: int, n: int) -> np.ndarray:
-        # drawn in one call per set so the values do not depend on batch boundaries
-        key = jax.random.key(seed)
-        return np.asarray(self._make(self.setup.frozen["generator"], key, n))
-
-    def test_batches(self, max_batches: int | None) -> Iterator[np.ndarray]:
-        """`max_batches` (default 4) fixed validation batches (test_batch_size, H, W, 3)."""
-        n = int(max_batches or 4)
-        b = self.config.test_batch_size
-        images = self._images(self.config.seed + 1000, n * b)
-        for i in range(n):
-            yield images[i * b:(i + 1) * b]
-
-    def holdout_images(self) -> np.ndarray:
-        """The fixed held-out images (holdout, H, W, 3) of the MSE and the image grids."""
-        return self._images(self.config.seed + 2000, int(self.config.holdout))
+    @property
+    def unreadable_training_images(self) -> list[str]:
+        """Training files found unreadable so far (sorted names; [] for synthetic data)."""
+        return [] if self.train is None else self.train.bad_files

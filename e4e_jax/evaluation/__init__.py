@@ -20,20 +20,22 @@ saved image holds) and not rounded to uint8. The comparison size is the model's 
 resampled. On the synthetic domain the encoder sees the generated images as in training and
 both sides are clipped for every image comparison.
 
-Everything runs in fixed-size batches (the last one padded and its padding dropped), so each
-jitted function compiles once; `recompilations` in an entry counts compilations after the second
+Everything runs in fixed-size batches (e4e_jax.data.loader's rule: the last one padded with zero
+rows, which are dropped), so each jitted function compiles once; `recompilations` in an entry counts compilations after the second
 batch of each loop (0: every later batch, the padded last one included, reused the programs).
 
 Modules: `metrics/` (FID, SWD, LEC, proximity to W as functions), `evaluators/` (`base`: the
 metric table, options, context, entries; one evaluator per metric family: `distortion`,
 `distribution`, `editability`, `proximity`), `networks` (the optional metric networks),
 `monitoring` (compile counting, progress), `cost` (the plan and ETA), `report` (report.md,
-metrics.json entries, grids). The loop over checkpoints is the eval command's library,
+metrics.json entries, grids). The training loop runs the distortion evaluator on its held-out
+images (config.evals, e4e_jax.train.validation), so its `mse` is this `mse`. The loop over checkpoints is the eval command's library,
 e4e_jax/apps/evaluate.py (evaluate_checkpoint, run); its flags are e4e_jax/cli/eval.py.
 """
 from __future__ import annotations
 
-from e4e_jax.data.images import Batch, SourceImages, SyntheticImages, pad_batch
+from e4e_jax.data.loader import Batch, SourceImages, pad_batch
+from e4e_jax.data.synthetic import SyntheticImages
 from e4e_jax.evaluation.evaluators.base import (
                                      LEC_GROUP_SIZE,
                                      METADATA,

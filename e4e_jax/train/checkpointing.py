@@ -60,11 +60,12 @@ def export(setup: Setup, state, path: str, steps: int) -> str:
     """Writes the inference directory (e4e_jax.load_encoder, encode, eval.py) of `state`'s
     encoder with the frozen generator and latent_avg; returns `path`."""
     variables = to_host({"params": state.params, "batch_stats": state.batch_stats})
-    cfg = setup.config
-    return save_inverter(path, setup.encoder_config, variables, setup.generator,
-                         latent_avg=setup.latent_avg,
+    cfg, inv = setup.config, setup.inverter
+    latent_avg = setup.frozen["latent_avg"]
+    return save_inverter(path, inv.encoder_config, variables, setup.generator,
+                         latent_avg=None if latent_avg is None else to_host(latent_avg),
                          start_from_latent_avg=bool(cfg.start_from_latent_avg),
-                         crop_rows=setup.step_cfg.crop_rows, face_pool=setup.step_cfg.face_pool,
+                         crop_rows=inv.crop_rows, face_pool=inv.face_pool_size,
                          extra_config={"dataset_type": cfg.dataset_type, "trained_steps": steps,
                                        "variant": cfg.get("variant", None)},
                          source="e4e_jax train.py")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from e4e_jax.losses.checks import check_lpips_size
 from e4e_jax.nets import model_dir as checkpoints
+from e4e_jax.nets.base import BoundNet
 from e4e_jax.nets.generator import LoadedGenerator
 from e4e_jax.train.errors import TrainingError
 
@@ -150,18 +151,18 @@ def preflight(config) -> None:
 
 class FixedClassGenerator(LoadedGenerator):
     """A conditional generator whose mapping uses class `class_index` (one-hot, as the official
-    StyleGAN2-ADA labels) whenever no label is passed."""
+    StyleGAN2-ADA labels) whenever no label is passed. The class is a static field, so
+    `with_policy` / `replace` copies keep it (the train step derives the synthetic domain's
+    generator that way)."""
+
+    tree_static = LoadedGenerator.tree_static + ("class_index",)
 
     def __init__(self, gen: LoadedGenerator, class_index: int):
-        super().__init__(gen.module, gen.variables, gen.config, gen.latent_avg)
-        self.class_index = int(class_index)
+        BoundNet.__init__(self, gen.module, gen.variables, config=gen.config,
+                          latent_avg=gen.latent_avg, class_index=int(class_index))
 
     def _one_hot(self, n: int):
         return jnp.zeros((n, self.c_dim), jnp.float32).at[:, self.class_index].set(1.0)
-
-    def with_policy(self, dtype=None, precision=None, remat: bool = False) -> LoadedGenerator:
-        # keeps the class: the train step re-derives the synthetic domain's generator this way
-        return FixedClassGenerator(super().with_policy(dtype, precision, remat), self.class_index)
 
     def map(self, variables, z, c=None):
         return super().map(variables, z, self._one_hot(z.shape[0]) if c is None else c)

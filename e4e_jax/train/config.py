@@ -39,7 +39,18 @@ Field reference (defaults are the paper's / the official code's):
     optimizer.name / lr          "ranger" (official) or "adam"; 1e-4
     discriminator.*              Adam lr 2e-5, r1 gamma 10 every d_reg_every=16 steps, W pool
     batch_size, max_steps        global batch (split over all devices and hosts), last step
-    log_every, image_every, val_every, save_every, keep_checkpoints, max_val_batches, holdout
+    log_every, image_every, val_every, save_every, keep_checkpoints
+    holdout                      held-out images: the image grids, summary.json's mse_before /
+                                 mse_after (e4e_jax.data.train_sets, e4e_jax.data.synthetic)
+    max_val_batches              validation set: test_batch_size x this many images (None: the
+                                 whole test set; 4 batches for the synthetic domain)
+    evals.<name>                 evaluations during training (e4e_jax.train.validation):
+                                 {type: "distortion" | "losses", data: "holdout" |
+                                 "validation", every: steps (None: val_every)}; TensorBoard
+                                 `<name>/<metric>`. Defaults: `holdout` (eval.py's distortion
+                                 metrics: mse, mse_raw, lpips / identity when loaded) and `test`
+                                 (the validation losses, official Coach.validate)
+    best_metric                  the TensorBoard scalar WORKDIR/best minimises ("test/loss")
     dtype / precision / remat    compute dtype "float32" | "bfloat16", matmul precision None |
                                  "default" | "high" | "highest", "none" | "blocks" (e4e_jax.core.precision)
 """
@@ -134,6 +145,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.max_val_batches = ml_collections.FieldReference(None, field_type=int)
     c.holdout = 16                   # test images behind summary.json's mse_before / mse_after
     c.num_grid_images = 4
+    c.evals = ml_collections.ConfigDict()
+    # eval.py's distortion metrics of the held-out images (clamped `mse` is eval.py's figure,
+    # `mse_raw` the unclamped one); also summary.json's mse_before / mse_after
+    c.evals.holdout = _evaluation("distortion", "holdout")
+    # the loss terms of the validation step (official Coach.validate)
+    c.evals.test = _evaluation("losses", "validation")
+    c.best_metric = "test/loss"
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.initialize = False
@@ -141,6 +159,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = ml_collections.FieldReference(None, field_type=int)
     c.distributed.process_id = ml_collections.FieldReference(None, field_type=int)
     return c
+
+
+def _evaluation(kind: str, data: str) -> ml_collections.ConfigDict:
+    """One entry of config.evals (fields: e4e_jax.train.validation)."""
+    e = ml_collections.ConfigDict()
+    e.type = kind
+    e.data = data
+    e.every = ml_collections.FieldReference(None, field_type=int)   # None: config.val_every
+    return e
 
 
 def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:

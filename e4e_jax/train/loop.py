@@ -1,22 +1,24 @@
-"""The training loop around the pure step: build, restore, step, log, validate, save, export.
+"""The training loop around the pure step: build, restore, step, log, evaluate, save, export.
 
     summary = train_and_evaluate(config, workdir)
 
 Side effects live here (train.py is a thin CLI over this module): clu metric writers
 (TensorBoard + console) and progress reports (steps/s, ETA), image grids (input |
-reconstruction), validation at intervals, orbax checkpoints (train/checkpointing.py) restored
-on start so that a killed run resumes exactly; a non-finite loss stops the run naming the step
-and the loss term, and checkpoints are only ever written from finite steps; at the end
-WORKDIR/export/ (an inference directory for e4e_jax.load_encoder, the encoding command and
-eval.py) and WORKDIR/summary.json.
+reconstruction), the evaluations of config.evals (train/validation.py: eval.py's distortion
+evaluator on the held-out images, the validation losses), orbax checkpoints
+(train/checkpointing.py) restored on start so that a killed run resumes exactly; a non-finite
+loss stops the run naming the step and the loss term, and checkpoints are only ever written from
+finite steps; at the end WORKDIR/export/ (an inference directory for e4e_jax.load_encoder, the
+encoding command and eval.py) and WORKDIR/summary.json.
 
-Each iteration is `train_one_step`, `log_step`, `write_images`, `validate_at`, `save_at` on a
-`Run` (the mutable state of one run). SIGTERM / SIGINT (train/interrupts.py) set
-`Run.stop_requested`: the loop saves the current step (`save_at(..., force=True)`), leaves, and
-raises interrupts.Interrupted (train.py: one line, exit 143 / 130). Every checkpoint's
-metadata (best_val_loss, last_train_metrics, unreadable_images, mse_before) is the value after
-its step, so a resumed run's summary.json equals an uninterrupted run's. Rerunning a finished
-run trains nothing and leaves its summary.json untouched.
+Each iteration is `train_one_step`, `log_step`, `write_images`, `evaluate_at`, `save_at` on a
+`Run` (the loop's bookkeeping around the Setup and the TrainState). SIGTERM / SIGINT
+(train/interrupts.py) set `Run.stop_requested`: the loop saves the current step
+(`save_at(..., force=True)`), leaves, and raises interrupts.Interrupted (train.py: one line,
+exit 143 / 130). Every checkpoint's metadata (best_val_loss, last_train_metrics,
+unreadable_images, the held-out figures before training) is the value after its step, so a
+resumed run's summary.json equals an uninterrupted run's. Rerunning a finished run trains
+nothing and leaves its summary.json untouched.
 """
 from __future__ import annotations
 
@@ -30,25 +32,30 @@ import jax
 import numpy as np
 
 from e4e_jax.data import image_io
-from e4e_jax.data.train_sets import ImageData, SyntheticData
+from e4e_jax.data.loader import pad_batch
+from e4e_jax.data.train_sets import TrainData
 from e4e_jax.outputs.grids import labelled_reconstruction_grid
-from e4e_jax.train.checkpointing import checkpoint_managers, restore_checkpoint, save_checkpoint, export, latest_checkpoint
+from e4e_jax.train.checkpointing import (
+    checkpoint_managers,
+    export,
+    latest_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from e4e_jax.train.checks import check_workdir
 from e4e_jax.train.console import say
 from e4e_jax.train.interrupts import StopSignals
 from e4e_jax.train.setup import (
-    Compiled,
     Setup,
     TrainingError,
     build,
-    compile_functions,
     create_train_state,
     host_to_global,
     maybe_initialize_distributed,
     to_global,
     to_host,
 )
-from e4e_jax.train.validation import pad_to, holdout_mse, validate
+from e4e_jax.train.validation import Evaluation, holdout_evaluation, make_evaluations
 
 
 def _check_finite(step: int, metrics: dict) -> None:
@@ -79,21 +86,23 @@ def flat_config(config, prefix: str = "") -> dict:
     return out
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.5f}"
+
+
 @dataclasses.dataclass
 class Run:
-    """The mutable state of one training run (what the loop's named steps read and update)."""
-    config: Any
+    """The loop's bookkeeping of one run: what the named steps read and update besides the
+    Setup (everything static, the frozen weights, the jitted functions) and the TrainState."""
     workdir: str
     setup: Setup
-    data: Any
-    compiled: Compiled
+    data: TrainData
+    evaluations: dict[str, Evaluation]
     state: Any
     periodic: Any                 # orbax CheckpointManager of WORKDIR/checkpoints
     best: Any                     # orbax CheckpointManager of WORKDIR/best
     meta: dict                    # saved with every checkpoint (values after its step)
-    holdout: np.ndarray
     start: int
-    max_steps: int
     writer: Any = None
     hooks: list = dataclasses.field(default_factory=list)
     train_iter: Iterator | None = None
@@ -104,51 +113,62 @@ class Run:
     stop_requested: bool = False  # set after a step when a SIGTERM/SIGINT arrived
 
     @property
+    def config(self):
+        return self.setup.config
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.setup.config.max_steps)
+
+    @property
     def is_main(self) -> bool:
         return jax.process_index() == 0
 
 
 def start_run(config, workdir: str) -> Run:
-    """Builds everything, restores the latest checkpoint (or measures mse_before)."""
+    """Builds everything, restores the latest checkpoint (or evaluates the held-out set before
+    training: summary.json's `mse_before`)."""
     maybe_initialize_distributed(config)
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     setup = build(config)
-    data = SyntheticData(config, setup) if setup.step_cfg.synthetic else ImageData(config)
-    compiled = compile_functions(setup)
+    evaluations = make_evaluations(config)
+    data = TrainData(setup)
     state = create_train_state(setup)
     periodic, best = checkpoint_managers(workdir, int(config.keep_checkpoints))
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored, meta = restore_checkpoint(periodic, abstract)
-    holdout = data.holdout_images()
     if restored is not None:
         state = restored
         say(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}")
     else:
-        meta = {"best_val_loss": None,
-                "mse_before": holdout_mse(compiled, state, setup.frozen, holdout,
-                                          config.test_batch_size)}
-    start = int(to_host(state.step))
-    return Run(config, workdir, setup, data, compiled, state, periodic, best, meta, holdout,
-               start, int(config.max_steps))
+        before = holdout_evaluation(evaluations).run(setup, state, data)
+        meta = {"best_val_loss": None, "holdout_before": before, "mse_before": before["mse"],
+                "holdout_mse_raw_before": before.get("mse_raw")}
+    return Run(workdir, setup, data, evaluations, state, periodic, best, meta,
+               int(to_host(state.step)))
 
 
 def open_writers(run: Run) -> None:
-    """clu writers (TensorBoard + console, hparams at step 0) and the progress report."""
+    """clu writers (TensorBoard + console, hparams and the held-out figures at step 0) and the
+    progress report."""
     from clu import metric_writers, periodic_actions
     config, setup = run.config, run.setup
     run.writer = metric_writers.create_default_writer(
         os.path.join(run.workdir, "tensorboard"), just_logging=not run.is_main)
-    if run.start == 0 and run.is_main:
-        run.writer.write_hparams({k: str(v) for k, v in flat_config(config).items()})
+    if run.start == 0:
+        if run.is_main:
+            run.writer.write_hparams({k: str(v) for k, v in flat_config(config).items()})
+        run.writer.write_scalars(0, holdout_evaluation(run.evaluations).scalars(
+            run.meta["holdout_before"]))
     run.hooks = [periodic_actions.ReportProgress(num_train_steps=run.max_steps,
                                                  writer=run.writer, every_steps=config.log_every)]
-    say(f"training {setup.encoder_config['encoder_type']} over a "
-        f"{setup.generator.resolution}px generator on {jax.device_count()} device(s) "
+    say(f"training {setup.inverter.encoder_config['encoder_type']} over a "
+        f"{setup.inverter.generator.resolution}px generator on {jax.device_count()} device(s) "
         f"({jax.process_count()} process(es)), global batch {config.batch_size}, steps "
-        f"{run.start}..{run.max_steps}, mse_before {run.meta['mse_before']:.5f}")
-    run.train_iter = (None if setup.step_cfg.synthetic
+        f"{run.start}..{run.max_steps}, mse_before {_fmt(run.meta.get('mse_before'))}")
+    run.train_iter = (None if run.data.train is None
                       else run.data.train.iterate(start_step=run.start,
                                                   num_steps=run.max_steps - run.start))
     run.last_log_time, run.last_log_step = time.time(), run.start
@@ -159,8 +179,8 @@ def train_one_step(run: Run, step: int):
     if run.train_iter is None:
         batch = {}
     else:
-        batch = {"image": to_global(next(run.train_iter), run.compiled.batch_sharding)}
-    run.state, metrics = run.compiled.train_step(run.state, run.setup.frozen, batch)
+        batch = {"image": to_global(next(run.train_iter), run.setup.batch_sharding)}
+    run.state, metrics = run.setup.train_step(run.state, run.setup.frozen, batch)
     if run.pending is not None and not bool(to_host(run.pending[1]["all_finite"])):
         _check_finite(*_host_metrics(run.pending))
     run.pending = (step, metrics)
@@ -190,14 +210,14 @@ def log_step(run: Run, step: int, metrics) -> None:
 def write_images(run: Run, done: int) -> None:
     """Input | reconstruction grid of the held-out images every image_every steps (columns
     captioned, small images magnified for display: e4e_jax.outputs.grids)."""
-    config = run.config
+    config, setup = run.config, run.setup
     if not (done % config.image_every == 0 or done == run.max_steps):
         return
-    grid_images = run.holdout[:config.num_grid_images]
-    _, rec = run.compiled.reconstruct(run.state, run.setup.frozen,
-                                      host_to_global(pad_to(grid_images,
-                                                             config.test_batch_size),
-                                                     run.compiled.batch_sharding))
+    grid_images = run.data.holdout_images()[:config.num_grid_images]
+    rows = -(-len(grid_images) // config.test_batch_size) * config.test_batch_size
+    _, rec = setup.reconstruct(run.state, setup.frozen,
+                               host_to_global(pad_batch(grid_images, rows),
+                                              setup.batch_sharding))
     grid = labelled_reconstruction_grid(grid_images, to_host(rec), config.num_grid_images,
                                         title=f"step {done}")
     if run.is_main:
@@ -205,14 +225,25 @@ def write_images(run: Run, done: int) -> None:
         image_io.save_png(grid, os.path.join(run.workdir, "images", f"step_{done:07d}.png"))
 
 
-def validate_at(run: Run, done: int) -> float | None:
-    """The validation loss every val_every steps (and at the end), else None."""
-    if not (done % run.config.val_every == 0 or done == run.max_steps):
-        return None
-    val = validate(run.compiled, run.state, run.setup, run.data, run.config)
-    run.writer.write_scalars(done, {f"test/{k}": v for k, v in val.items()})
-    say(f"step {done}: validation loss {val['loss']:.5f}")
-    return val["loss"]
+def evaluate_at(run: Run, done: int) -> float | None:
+    """The evaluations of config.evals due after step `done`: scalars `<name>/<key>` to
+    TensorBoard and one line each; returns the value of config.best_metric when it was
+    measured now (the best checkpoint's criterion, lower is better), else None."""
+    scalars: dict[str, float] = {}
+    for ev in run.evaluations.values():
+        if not ev.due(done, run.max_steps):
+            continue
+        entry = ev.run(run.setup, run.state, run.data)
+        scalars.update(ev.scalars(entry))
+        if ev.type == "losses":
+            what = "validation" if ev.data == "validation" else "held-out"
+            say(f"step {done}: {what} loss {entry['loss']:.5f}")
+        else:
+            say(f"step {done}: {ev.data} mse {_fmt(entry.get('mse'))} (clamped to [-1, 1]; "
+                f"mse_raw {_fmt(entry.get('mse_raw'))})")
+    if scalars:
+        run.writer.write_scalars(done, scalars)
+    return scalars.get(run.config.get("best_metric", "test/loss"))
 
 
 def _meta_after_step(run: Run, val_loss: float | None) -> bool:
@@ -225,15 +256,15 @@ def _meta_after_step(run: Run, val_loss: float | None) -> bool:
         meta["best_val_loss"] = val_loss
     if run.last_train:
         meta["last_train_metrics"] = dict(run.last_train)
-    if isinstance(run.data, ImageData):
+    if run.data.train is not None:
         meta["unreadable_images"] = sorted(set(meta.get("unreadable_images", []))
-                                           | set(run.data.train.bad_files))
+                                           | set(run.data.unreadable_training_images))
     return improved
 
 
 def save_at(run: Run, step: int, metrics, val_loss: float | None, force: bool = False) -> None:
     """Periodic save every save_every steps (and at the end, or when `force`), and the best
-    state by validation loss; only from finite steps. The metadata saved is this step's."""
+    state by config.best_metric; only from finite steps. The metadata saved is this step's."""
     config, done = run.config, step + 1
     improved = _meta_after_step(run, val_loss)
     periodic_due = done % config.save_every == 0 or done == run.max_steps or force
@@ -271,28 +302,38 @@ def close_run(run: Run) -> None:
 
 
 def finish_run(run: Run, t_start: float) -> dict:
-    """Held-out MSE after training, the export and WORKDIR/summary.json; returns the summary."""
-    config, meta, max_steps = run.config, run.meta, run.max_steps
-    mse_after = holdout_mse(run.compiled, run.state, run.setup.frozen, run.holdout,
-                            config.test_batch_size)
+    """The held-out evaluation after training, the export and WORKDIR/summary.json; returns
+    the summary.
+
+    summary.json's `mse_before` / `mse_after` are the distortion evaluator's `mse` of the
+    held-out set (clamped, as eval.py's), `holdout_mse_raw_before` / `_after` its unclamped
+    `mse_raw`; `holdout` is the whole entry after training (lpips / identity with reasons)."""
+    meta, max_steps = run.meta, run.max_steps
+    after = holdout_evaluation(run.evaluations).run(run.setup, run.state, run.data)
     export_dir = os.path.join(run.workdir, "export")
     if run.is_main:
         export(run.setup, run.state, export_dir, steps=max_steps)
-    summary = {"mse_before": meta["mse_before"], "mse_after": mse_after, "steps": max_steps,
-               "trained_steps_this_run": max_steps - run.start,
+    summary = {"mse_before": meta.get("mse_before"), "mse_after": after["mse"],
+               "holdout_mse_raw_before": meta.get("holdout_mse_raw_before"),
+               "holdout_mse_raw_after": after.get("mse_raw"), "holdout": after,
+               "steps": max_steps, "trained_steps_this_run": max_steps - run.start,
                "seconds": time.time() - t_start,
                "best_val_loss": meta["best_val_loss"], "export": export_dir,
                "devices": jax.device_count(), "processes": jax.process_count(),
                "last_train_metrics": run.last_train or meta.get("last_train_metrics", {})}
-    if isinstance(run.data, ImageData):
+    if run.data.train is not None:
         _meta_after_step(run, None)
         summary["unreadable_images"] = meta.get("unreadable_images", [])
     if run.is_main:
         with open(os.path.join(run.workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    drop = 100 * (1 - mse_after / meta["mse_before"]) if meta["mse_before"] else 0.0
-    say(f"done: {max_steps} steps; held-out reconstruction MSE {meta['mse_before']:.5f} -> "
-        f"{mse_after:.5f} ({drop:.1f}% lower); exported to {export_dir}")
+    before, raw_before, raw_after = (summary["mse_before"], summary["holdout_mse_raw_before"],
+                                     summary["holdout_mse_raw_after"])
+    drop = (f" ({100 * (1 - after['mse'] / before):.1f}% lower)"
+            if before and after["mse"] is not None else "")
+    say(f"done: {max_steps} steps; held-out reconstruction MSE {_fmt(before)} -> "
+        f"{_fmt(after['mse'])}{drop}, clamped to [-1, 1] as eval.py's mse (unclamped "
+        f"{_fmt(raw_before)} -> {_fmt(raw_after)}); exported to {export_dir}")
     return summary
 
 
@@ -305,7 +346,7 @@ def run_steps(run: Run, stop: StopSignals) -> bool:
         metrics = train_one_step(run, step)
         log_step(run, step, metrics)
         write_images(run, step + 1)
-        val_loss = validate_at(run, step + 1)
+        val_loss = evaluate_at(run, step + 1)
         run.stop_requested = bool(stop.agreed())
         save_at(run, step, metrics, val_loss, force=run.stop_requested)
         if run.stop_requested:
@@ -340,7 +381,7 @@ def _already_finished(config, workdir: str) -> dict | None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains (resuming from WORKDIR/checkpoints), validates, saves and exports; returns the
+    """Trains (resuming from WORKDIR/checkpoints), evaluates, saves and exports; returns the
     summary also written to WORKDIR/summary.json. Raises TrainingError (non-finite loss, bad
     configuration, missing files) and interrupts.Interrupted (SIGTERM / SIGINT: the step it
     arrived in was finished and saved; its exit_code is 143 / 130)."""

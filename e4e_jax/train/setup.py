@@ -1,22 +1,32 @@
-"""Building a training run: models, frozen networks, the TrainState, the jitted functions.
+"""Building a training run: the static step, the frozen weights, the mesh, the jitted functions.
 
-    setup = build(config)                 # Setup: mesh, models, step config, frozen pytree
+    setup = build(config)                 # Setup: everything static, the frozen weights, jits
     state = create_train_state(setup)     # replicated TrainState (encoder, D, optimizers, RNG)
-    compiled = compile_functions(setup)   # jitted train / eval / reconstruct with shardings
+    state, metrics = setup.train_step(state, setup.frozen, batch)
 
-- models: the frozen generator (converted directory or a seeded random one), latent_avg, the
-  encoder (ArcFace-initialised backbone like the official, random, or a converted e4e/pSp
-  checkpoint to fine-tune), the latent discriminator, the frozen loss networks;
-- one `Mesh` over every device of every host with a "data" axis: the batch is split over it,
-  everything else is replicated; the step is jitted once with explicit shardings and the state
-  donated; `to_global` / `host_to_global` / `to_host` move batches and results across it.
+A run is described by three objects, each fact in one of them:
+
+- `Setup` (this module): the config, the numeric `Policy`, the `Mesh` (its shardings are
+  derived from it), the step's `StepSpec` (modules and options, no weights), the `frozen`
+  weights (generator variables, latent_avg, loss networks) and the three jitted functions
+  (train_step, eval_step, reconstruct), each jitted once with explicit shardings;
+- `TrainState` (e4e_jax.train.step): what training changes;
+- `Run` (e4e_jax.train.loop): the loop's bookkeeping (writers, checkpoints, metadata).
+
+Models: the frozen generator (converted directory or a seeded random one), latent_avg, the
+encoder (ArcFace-initialised backbone like the official, random, or a converted e4e/pSp
+checkpoint to fine-tune), the latent discriminator, the frozen loss networks. One `Mesh` over
+every device of every host with a "data" axis: the batch is split over it, everything else is
+replicated, the state is donated; `to_global` / `host_to_global` / `to_host` move batches and
+results across it.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from e4e_jax import losses as L
 from e4e_jax.core import optim
+from e4e_jax.core.precision import Policy
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
 from e4e_jax.models.encoders import encoder_config, init_encoder
 from e4e_jax.nets.encoder import Inverter, load_encoder
@@ -58,18 +69,58 @@ def maybe_initialize_distributed(config) -> None:
     jax.distributed.initialize(**kwargs)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Setup:
-    """Everything `build` makes for a run: the mesh, the step's models and config, the frozen
-    pytree (generator, loss networks, latent_avg), the loaded generator and encoder config."""
+    """What `build` makes for a run (see the module docstring).
+
+    frozen: {"generator": variables, "latent_avg": (n_latent, S) float32 jax array or None,
+    "nets": {name: losses.LossNet}}. train_step(state, frozen, batch) -> (state, metrics),
+    eval_step(state, frozen, x, rng) -> {loss term: scalar}, reconstruct(state, frozen, x) ->
+    (w_plus, images): jitted once each, batches sharded over the mesh's "data" axis."""
     config: Any
+    policy: Policy
     mesh: Mesh
-    models: ts.StepModels
-    step_cfg: ts.StepConfig
+    spec: ts.StepSpec
     frozen: dict
-    generator: LoadedGenerator
-    encoder_config: dict
-    latent_avg: np.ndarray | None
+    train_step: Callable = dataclasses.field(init=False)
+    eval_step: Callable = dataclasses.field(init=False)
+    reconstruct: Callable = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        rep, batch_sh, spec = self.replicated, self.batch_sharding, self.spec
+
+        def train(state, frozen, batch):
+            if "image" in batch:
+                batch = {"image": jax.lax.with_sharding_constraint(batch["image"], batch_sh)}
+            return ts.train_step(state, frozen, batch, spec=spec)
+
+        self.train_step = jax.jit(train, in_shardings=(rep, rep, batch_sh),
+                                  out_shardings=(rep, rep), donate_argnums=(0,))
+        self.eval_step = jax.jit(functools.partial(ts.eval_step, spec=spec),
+                                 in_shardings=(rep, rep, batch_sh, rep), out_shardings=rep)
+        self.reconstruct = jax.jit(functools.partial(ts.reconstruct, spec=spec),
+                                   in_shardings=(rep, rep, batch_sh), out_shardings=(rep, rep))
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """Batches: split over the mesh's "data" axis."""
+        return NamedSharding(self.mesh, P("data"))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        """Everything else: a full copy on every device."""
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def inverter(self) -> Inverter:
+        """The step's Inverter (modules only: its weights are in the state and `frozen`)."""
+        return self.spec.inverter
+
+    @property
+    def generator(self) -> LoadedGenerator:
+        """The generator with its frozen variables (its config, resolution, W+ shape)."""
+        g = self.spec.inverter.generator
+        return LoadedGenerator(g.module, self.frozen["generator"], g.config, g.latent_avg)
 
 
 def _generator(config) -> LoadedGenerator:
@@ -94,20 +145,19 @@ def _latent_avg(config, gen: LoadedGenerator, n_latent: int) -> np.ndarray | Non
     return np.broadcast_to(np.asarray(la, np.float32), (n_latent, gen.style_dim)).copy()
 
 
-def _loss_nets(config) -> dict:
-    from e4e_jax.core.precision import Policy
+def _loss_nets(config, policy: Policy) -> dict:
     from e4e_jax.nets.loss_nets import load_arcface, load_lpips, load_moco
-    policy = Policy.from_config(config).loader_kwargs()
+    kw = policy.loader_kwargs()
     nets = {}
     if config.losses.get("lpips", 0):
-        nets["lpips"] = load_lpips(config.loss_nets.lpips, **policy).net
+        nets["lpips"] = load_lpips(config.loss_nets.lpips, **kw).net
     if config.losses.get("id", 0):
         kind = config.loss_nets.id_kind
         if kind not in ("arcface", "moco"):
             raise TrainingError(f"config.loss_nets.id_kind must be 'arcface' or 'moco', got "
                                 f"{kind!r}.")
         loader = load_arcface if kind == "arcface" else load_moco
-        nets["id"] = loader(config.loss_nets.id, **policy).net
+        nets["id"] = loader(config.loss_nets.id, **kw).net
     return nets
 
 
@@ -133,15 +183,21 @@ def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
     return jax.tree_util.tree_map(np.asarray, variables)
 
 
+def _weightless(config, gen: LoadedGenerator) -> LoadedGenerator:
+    """`gen`'s module, config and class label without its variables (they live in `frozen`)."""
+    return condition_generator(config, LoadedGenerator(gen.module, {}, gen.config,
+                                                       gen.latent_avg))
+
+
 def build(config, nets: dict | None = None) -> Setup:
-    """Everything static plus the frozen weights, from the config.
+    """Everything static plus the frozen weights, from the config (nothing is compiled yet:
+    the jitted functions compile on their first call).
 
     `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
+    Raises TrainingError naming the option for a configuration that cannot run.
     """
     preflight(config)
     devices = np.asarray(jax.devices())
-    mesh = Mesh(devices, ("data",))
-    from e4e_jax.core.precision import Policy
     try:
         policy = Policy.from_config(config)
     except ValueError as e:
@@ -149,6 +205,9 @@ def build(config, nets: dict | None = None) -> Setup:
     if config.batch_size % len(devices):
         raise TrainingError(f"batch_size {config.batch_size} must be divisible by the number of "
                             f"devices ({len(devices)}).")
+    if config.data.kind not in ("images", "synthetic"):
+        raise TrainingError(f"config.data.kind must be 'images' or 'synthetic', got "
+                            f"{config.data.kind!r}.")
     if config.encoder.init == "checkpoint":
         if not config.encoder.checkpoint:
             raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
@@ -166,111 +225,72 @@ def build(config, nets: dict | None = None) -> Setup:
                                  units=tuple(e.units) if e.units else None,
                                  style_dim=gen.style_dim, head_width=e.head_width)
         latent_avg = _latent_avg(config, gen, gen.n_latent)
-    synthetic = config.data.kind == "synthetic"
-    if config.data.kind not in ("images", "synthetic"):
-        raise TrainingError(f"config.data.kind must be 'images' or 'synthetic', got "
-                            f"{config.data.kind!r}.")
     weights = {k: float(v) for k, v in config.losses.items()}
     unknown = [k for k in weights if k not in L.registered_losses()]
     if unknown:
         raise TrainingError(f"unknown loss term(s) {unknown} in config.losses; registered: "
                             f"{', '.join(L.registered_losses())}.")
-    use_disc = weights.get("adv", 0) > 0
-    is_e4e = enc_cfg["encoder_type"] == "Encoder4Editing"
     prog = config.progressive.start
-    if prog is not None and not is_e4e:
+    if prog is not None and enc_cfg["encoder_type"] != "Encoder4Editing":
         raise TrainingError("progressive training needs the Encoder4Editing encoder; set "
                             "config.progressive.start=None for other encoders.")
-    step_cfg = ts.StepConfig(
-        weights=tuple(sorted(weights.items())),
-        options=tuple(sorted((k, tuple(sorted(dict(v).items())))
-                             for k, v in config.loss_options.items())),
-        n_latent=gen.n_latent,
-        progressive_steps=ts.progressive_steps(gen.n_latent, prog, config.progressive.every),
-        use_disc=use_disc, r1=float(config.discriminator.r1),
-        d_reg_every=int(config.discriminator.d_reg_every),
-        use_w_pool=bool(config.discriminator.use_w_pool and config.discriminator.w_pool_size > 0),
-        face_pool=int(config.output.face_pool) if config.output.face_pool else None,
-        crop_rows=tuple(config.output.crop_rows) if config.output.crop_rows else None,
-        batch_size=int(config.batch_size), synthetic=synthetic,
-        synthetic_noise=config.data.synthetic_noise,
-        input_size=tuple(int(s) for s in config.data.input_size), is_e4e=is_e4e)
-    inverter = Inverter(enc_cfg, {}, gen, latent_avg,
-                        start_from_latent_avg=config.start_from_latent_avg,
-                        crop_rows=step_cfg.crop_rows, face_pool_size=step_cfg.face_pool,
+    # latent_avg is passed to every step call from `frozen`, never stored in the inverter
+    inverter = Inverter(enc_cfg, {}, _weightless(config, gen), None, start_from_latent_avg=False,
+                        crop_rows=tuple(config.output.crop_rows) if config.output.crop_rows
+                        else None,
+                        face_pool_size=int(config.output.face_pool) if config.output.face_pool
+                        else None,
                         dtype=policy.dtype, precision=policy.precision,
                         remat=policy.remat == "blocks")
-    models = ts.StepModels(
+    spec = ts.StepSpec(
         inverter=inverter,
         discriminator=LatentCodesDiscriminator(gen.style_dim, precision=policy.lax_precision),
         optimizer=optim.make_optimizer(config.optimizer.name, config.optimizer.lr),
-        disc_optimizer=optim.adam(config.discriminator.lr))
+        disc_optimizer=optim.adam(config.discriminator.lr),
+        weights=tuple(sorted(weights.items())),
+        options=tuple(sorted((k, tuple(sorted(dict(v).items())))
+                             for k, v in config.loss_options.items())),
+        progressive_steps=ts.progressive_steps(gen.n_latent, prog, config.progressive.every),
+        use_disc=weights.get("adv", 0) > 0, r1=float(config.discriminator.r1),
+        d_reg_every=int(config.discriminator.d_reg_every),
+        use_w_pool=bool(config.discriminator.use_w_pool and config.discriminator.w_pool_size > 0),
+        batch_size=int(config.batch_size), synthetic=config.data.kind == "synthetic",
+        synthetic_noise=config.data.synthetic_noise)
     frozen = {"generator": gen.variables,
               "latent_avg": None if latent_avg is None else jnp.asarray(latent_avg),
-              "nets": _loss_nets(config) if nets is None else dict(nets)}
-    return Setup(config, mesh, models, step_cfg, frozen, gen, enc_cfg, latent_avg)
+              "nets": _loss_nets(config, policy) if nets is None else dict(nets)}
+    return Setup(config, policy, Mesh(devices, ("data",)), spec, frozen)
 
 
 def create_train_state(setup: Setup) -> ts.TrainState:
-    config = setup.config
+    """The initial TrainState, replicated over the mesh: the encoder's variables (config.
+    encoder.init), Dw's (when the adversarial loss is on), fresh optimizer states and W pools,
+    the RNG of config.seed + 1, step 0."""
+    config, spec = setup.config, setup.spec
     rng = jax.random.key(config.seed)
     k_enc, k_disc = jax.random.split(rng)
     if config.encoder.init == "checkpoint":
         enc_vars = load_encoder(config.encoder.checkpoint).variables
     else:
-        enc_vars = _encoder_variables(config, setup.encoder_config, k_enc)
+        enc_vars = _encoder_variables(config, spec.inverter.encoder_config, k_enc)
     params = enc_vars["params"]
     batch_stats = enc_vars.get("batch_stats", {})
-    models = setup.models
-    if setup.step_cfg.use_disc:
-        disc_params = init_discriminator(k_disc, setup.generator.style_dim)["params"]
-    else:
-        disc_params = {}
+    style_dim = spec.inverter.generator.style_dim
+    disc_params = init_discriminator(k_disc, style_dim)["params"] if spec.use_disc else {}
     pool_size = int(config.discriminator.w_pool_size)
     state = ts.TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        opt_state=models.optimizer.init(params),
-        disc_params=disc_params, disc_opt_state=models.disc_optimizer.init(disc_params),
-        real_pool=ts.pool_init(pool_size, setup.generator.style_dim),
-        fake_pool=ts.pool_init(pool_size, setup.generator.style_dim),
+        opt_state=spec.optimizer.init(params),
+        disc_params=disc_params, disc_opt_state=spec.disc_optimizer.init(disc_params),
+        real_pool=ts.pool_init(pool_size, style_dim),
+        fake_pool=ts.pool_init(pool_size, style_dim),
         rng=ts.initial_rng(config.seed + 1))
-    return jax.device_put(state, NamedSharding(setup.mesh, P()))
+    return jax.device_put(state, setup.replicated)
 
 
 # --------------------------------------------------------------------------------------------
-# Compiled functions
+# Moving batches and results across the mesh
 # --------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Compiled:
-    """The jitted train / eval / reconstruct functions and the batch / replicated shardings."""
-    train_step: Any
-    eval_step: Any
-    reconstruct: Any
-    batch_sharding: NamedSharding
-    replicated: NamedSharding
-
-
-def compile_functions(setup: Setup) -> Compiled:
-    mesh = setup.mesh
-    rep = NamedSharding(mesh, P())
-    batch_sh = NamedSharding(mesh, P("data"))
-    models, cfg = setup.models, setup.step_cfg
-
-    def step(state, frozen, batch):
-        if cfg.synthetic:
-            return ts.train_step(models, cfg, state, frozen, batch)
-        batch = {"image": jax.lax.with_sharding_constraint(batch["image"], batch_sh)}
-        return ts.train_step(models, cfg, state, frozen, batch)
-
-    train = jax.jit(step, in_shardings=(rep, rep, batch_sh), out_shardings=(rep, rep),
-                    donate_argnums=(0,))
-    evaluate = jax.jit(lambda s, f, x, r: ts.eval_step(models, cfg, s, f, x, r),
-                       in_shardings=(rep, rep, batch_sh, rep), out_shardings=rep)
-    recon = jax.jit(lambda s, f, x: ts.reconstruct(models, cfg, s, f, x),
-                    in_shardings=(rep, rep, batch_sh), out_shardings=(rep, rep))
-    return Compiled(train, evaluate, recon, batch_sh, rep)
-
 
 def to_global(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """This host's slice of a global batch -> a global array sharded over the data axis."""

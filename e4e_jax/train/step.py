@@ -15,6 +15,18 @@ One iteration, in the official order (training/coach.py):
 The progressive stage is computed from the traced step counter, so stage changes never
 recompile. Frozen networks (generator, LPIPS, ArcFace / MoCo) arrive in `frozen` as arguments
 and are never differentiated; only the encoder and the discriminator have optimizer states.
+
+Three things travel into the step, each holding its facts once:
+
+    state   TrainState (pytree, donated): encoder and Dw parameters, optimizer states, W pools,
+            RNG and the step counter (= the data position);
+    frozen  {"generator": variables, "latent_avg": (n_latent, S) float32 or None,
+             "nets": {name: losses.LossNet}} (pytree): every frozen weight;
+    spec    StepSpec (static, bound with functools.partial before jax.jit): the modules and
+            optimizers (no weights) and the loss options.
+
+`train_step(state, frozen, batch, spec=spec)`, `eval_step` and `reconstruct` are pure;
+e4e_jax.train.setup jits each once.
 """
 from __future__ import annotations
 
@@ -28,8 +40,7 @@ import optax
 from flax import struct
 
 from e4e_jax import losses as L
-from e4e_jax.core.ops import adaptive_avg_pool2d
-from e4e_jax.data import synthetic_batch
+from e4e_jax.data.synthetic import synthetic_images
 from e4e_jax.models.encoders import INFERENCE_STAGE
 
 # --------------------------------------------------------------------------------------------
@@ -84,24 +95,39 @@ class TrainState:
     rng: jax.Array                 # raw uint32 key data (checkpoint friendly)
 
 
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """Everything static about the step (hashable)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class StepSpec:
+    """Everything static about the step: the modules, the optimizers and the options.
+
+    inverter: an e4e_jax.nets.encoder.Inverter built without weights (its encoder module, its
+    generator module, face_pool / crop and the numeric policy); latent_avg is not in it but in
+    `frozen`. Hashed by identity: jax.jit sees one spec per run."""
+    inverter: Any                      # e4e_jax.nets.encoder.Inverter
+    discriminator: Any                 # LatentCodesDiscriminator module
+    optimizer: Any                     # optax.GradientTransformation for the encoder
+    disc_optimizer: Any                # optax.GradientTransformation for the discriminator
     weights: tuple                     # ((name, weight), ...)
     options: tuple                     # ((name, ((key, value), ...)), ...)
-    n_latent: int
     progressive_steps: tuple | None    # (0, start, start + every, ...) or None
     use_disc: bool
     r1: float
     d_reg_every: int
     use_w_pool: bool
-    face_pool: int | None
-    crop_rows: tuple | None
     batch_size: int
     synthetic: bool
     synthetic_noise: str
-    input_size: tuple
-    is_e4e: bool
+
+    @property
+    def n_latent(self) -> int:
+        return self.inverter.n_latent
+
+    @property
+    def input_size(self) -> tuple:
+        return self.inverter.input_size
+
+    @property
+    def is_e4e(self) -> bool:
+        return self.inverter.is_e4e
 
     @property
     def weights_dict(self) -> dict:
@@ -136,90 +162,67 @@ def num_discriminated_rows(stage, n_latent: int, progressive: bool):
 # The step
 # --------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class StepModels:
-    """Static modules (hashable); their weights travel in the state / `frozen`."""
-    inverter: Any          # e4e_jax.nets.encoder.Inverter (encoder module, generator module, pooling)
-    discriminator: Any     # LatentCodesDiscriminator module
-    optimizer: Any         # optax.GradientTransformation for the encoder
-    disc_optimizer: Any    # optax.GradientTransformation for the discriminator
-
-    def __hash__(self):
-        return id(self)
-
-    def __eq__(self, other):
-        return self is other
-
-
-def _encode(models: StepModels, params, batch_stats, x, stage, latent_avg, cfg: StepConfig):
-    inv = models.inverter
+def _encode(spec: StepSpec, params, batch_stats, x, stage, latent_avg):
     variables = {"params": params, "batch_stats": batch_stats}
-    return inv.apply_encode(variables, x, stage if cfg.is_e4e else None, train=True,
-                            latent_avg=latent_avg)
+    return spec.inverter.apply_encode(variables, x, stage if spec.is_e4e else None, train=True,
+                                      latent_avg=latent_avg)
 
 
-def _inputs_for(cfg: StepConfig, x, precision=None):
-    want = tuple(cfg.input_size)
-    if tuple(x.shape[1:3]) != want:
-        # the synthetic domain renders at the generator's resolution
-        x = adaptive_avg_pool2d(x, want, precision)
-    return x
-
-
-def _step_inputs(models: StepModels, cfg: StepConfig, gen_vars, batch: Mapping, k_data):
-    """(x, extras): the batch's input images and, for the synthetic domain, its true w."""
-    if not cfg.synthetic:
+def _step_inputs(spec: StepSpec, gen_vars, batch: Mapping, k_data):
+    """(x, extras): the batch's input images and, for the synthetic domain, its true w (the
+    synthetic set of the step's data key: e4e_jax.data.synthetic)."""
+    if not spec.synthetic:
         return batch["image"], {}
-    # the synthetic domain is defined in float32 whatever the compute dtype: the data must
-    # not change with the policy
-    data_gen = models.inverter.generator.with_policy(None, models.inverter.precision)
-    x, w_true = synthetic_batch(data_gen, gen_vars, k_data, cfg.batch_size, cfg.synthetic_noise)
-    return _inputs_for(cfg, x, models.inverter.precision), {"w_true": w_true}
+    inv = spec.inverter
+    x, w_true = synthetic_images(inv.generator, gen_vars, k_data, spec.batch_size,
+                                 spec.synthetic_noise, spec.input_size, inv.precision)
+    return x, {"w_true": w_true}
 
 
-def _r1_step(models: StepModels, cfg: StepConfig, step, disc_params, disc_opt_state, real_w):
+def _r1_step(spec: StepSpec, step, disc_params, disc_opt_state, real_w):
     """The lazy R1 update of Dw, every `d_reg_every` steps (official `train_discriminator`'s
     `d_regularize` branch); returns (params, opt_state, r1 loss or 0)."""
-    d_module = models.discriminator
+    d_module = spec.discriminator
 
     def r1_update(args):
         p, o = args
 
         def r1_fn(q):
             r1 = L.discriminator_r1_loss(L.LossNet(d_module, {"params": q}), real_w)
-            return cfg.r1 / 2 * r1 * cfg.d_reg_every
+            return spec.r1 / 2 * r1 * spec.d_reg_every
 
         r1_value, g = jax.value_and_grad(r1_fn)(p)
-        u, o = models.disc_optimizer.update(g, o, p)
+        u, o = spec.disc_optimizer.update(g, o, p)
         return optax.apply_updates(p, u), o, r1_value
 
     def no_r1(args):
         p, o = args
         return p, o, jnp.zeros((), jnp.float32)
 
-    return jax.lax.cond(step % cfg.d_reg_every == 0, r1_update, no_r1,
+    return jax.lax.cond(step % spec.d_reg_every == 0, r1_update, no_r1,
                         (disc_params, disc_opt_state))
 
 
-def _discriminator_step(models: StepModels, cfg: StepConfig, state: TrainState, x, stage,
-                        latent_avg, gen_vars, keys):
+def _discriminator_step(spec: StepSpec, state: TrainState, x, stage, latent_avg, gen_vars,
+                        keys):
     """Dw's update on this batch, before the encoder's as officially (`train_discriminator`):
     real w from the mapping network, fake w from the encoder (one random discriminated row per
     sample through the W pools), the non-saturating loss, then lazy R1.
 
     Returns (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats, metrics)."""
     k_z, k_rows, k_pr, k_pf = keys
-    gen = models.inverter.generator
+    gen = spec.inverter.generator
     real_pool, fake_pool = state.real_pool, state.fake_pool
-    real_w = gen.map(gen_vars, jax.random.normal(k_z, (cfg.batch_size, gen.z_dim)))
-    fake_all, batch_stats = _encode(models, state.params, state.batch_stats, x, stage,
-                                    latent_avg, cfg)
+    real_w = gen.map(gen_vars, jax.random.normal(k_z, (spec.batch_size, gen.z_dim)))
+    fake_all, batch_stats = _encode(spec, state.params, state.batch_stats, x, stage,
+                                    latent_avg)
     fake_all = jax.lax.stop_gradient(fake_all)
     real_w = jax.lax.stop_gradient(real_w)
-    if cfg.use_w_pool:
+    if spec.use_w_pool:
         # the official pool picks one random discriminated row per sample
-        n_rows = num_discriminated_rows(stage, cfg.n_latent, cfg.progressive_steps is not None)
-        rows = jax.random.randint(k_rows, (cfg.batch_size,), 0, n_rows)
+        n_rows = num_discriminated_rows(stage, spec.n_latent,
+                                        spec.progressive_steps is not None)
+        rows = jax.random.randint(k_rows, (spec.batch_size,), 0, n_rows)
         fake_w = jnp.take_along_axis(fake_all, rows[:, None, None], axis=1)[:, 0]
         real_pool, real_w = pool_query(real_pool, real_w, k_pr)
         fake_pool, fake_w = pool_query(fake_pool, fake_w, k_pf)
@@ -227,59 +230,60 @@ def _discriminator_step(models: StepModels, cfg: StepConfig, state: TrainState, 
         fake_w = fake_all[:, 0]
 
     def d_loss_fn(p):
-        return L.discriminator_loss(L.LossNet(models.discriminator, {"params": p}), real_w, fake_w)
+        return L.discriminator_loss(L.LossNet(spec.discriminator, {"params": p}), real_w, fake_w)
 
     (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.disc_params)
-    updates, disc_opt_state = models.disc_optimizer.update(d_grads, state.disc_opt_state,
-                                                           state.disc_params)
+    updates, disc_opt_state = spec.disc_optimizer.update(d_grads, state.disc_opt_state,
+                                                         state.disc_params)
     disc_params = optax.apply_updates(state.disc_params, updates)
     metrics = dict(d_terms)
     metrics["discriminator_loss"] = d_loss
     metrics["grad_norm_discriminator"] = optax.tree.norm(d_grads)
     disc_params, disc_opt_state, metrics["discriminator_r1_loss"] = _r1_step(
-        models, cfg, state.step, disc_params, disc_opt_state, real_w)
+        spec, state.step, disc_params, disc_opt_state, real_w)
     return disc_params, disc_opt_state, real_pool, fake_pool, batch_stats, metrics
 
 
-def train_step(models: StepModels, cfg: StepConfig, state: TrainState, frozen: Mapping,
-               batch: Mapping) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, frozen: Mapping, batch: Mapping, *,
+               spec: StepSpec) -> tuple[TrainState, dict]:
     """One training step (official `Coach.train`'s loop body): Dw first when the adversarial
-    loss is on, then the encoder on the weighted loss terms; pure, jitted by the loop.
+    loss is on, then the encoder on the weighted loss terms. Pure; bind `spec` and jit it.
 
-    batch: {"image": (B, H, W, 3) float32 in [-1, 1]} ({} for the synthetic domain).
-    Returns (new state, metrics: scalar arrays, including `all_finite`)."""
+    batch: {"image": (B, H, W, 3) float32 in [-1, 1]} ({} for the synthetic domain, whose
+    batch is generated here from the state's RNG). Returns (new state, metrics: scalar
+    arrays, including `all_finite`)."""
     gen_vars = frozen["generator"]
     latent_avg = frozen["latent_avg"]
     rng = jax.random.wrap_key_data(state.rng)
     rng, k_data, k_z, k_rows, k_pr, k_pf, k_noise, k_loss = jax.random.split(rng, 8)
-    stage = stage_at(state.step, cfg.progressive_steps)
-    loss_stage = stage if cfg.progressive_steps is not None else None
+    stage = stage_at(state.step, spec.progressive_steps)
+    loss_stage = stage if spec.progressive_steps is not None else None
     metrics: dict[str, jax.Array] = {}
 
-    x, extras = _step_inputs(models, cfg, gen_vars, batch, k_data)
+    x, extras = _step_inputs(spec, gen_vars, batch, k_data)
     y = x  # the official source transform is None: input and target are the same image
 
     batch_stats = state.batch_stats
     disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
     real_pool, fake_pool = state.real_pool, state.fake_pool
     nets = dict(frozen.get("nets", {}))
-    if cfg.use_disc:
+    if spec.use_disc:
         (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats,
-         d_metrics) = _discriminator_step(models, cfg, state, x, stage, latent_avg, gen_vars,
+         d_metrics) = _discriminator_step(spec, state, x, stage, latent_avg, gen_vars,
                                           (k_z, k_rows, k_pr, k_pf))
         metrics.update(d_metrics)
-        nets["discriminator"] = L.LossNet(models.discriminator, {"params": disc_params})
+        nets["discriminator"] = L.LossNet(spec.discriminator, {"params": disc_params})
 
     def loss_fn(params):
-        w_plus, new_stats = _encode(models, params, batch_stats, x, stage, latent_avg, cfg)
-        y_hat = models.inverter.apply_decode(gen_vars, w_plus, noise="random", rng=k_noise)
+        w_plus, new_stats = _encode(spec, params, batch_stats, x, stage, latent_avg)
+        y_hat = spec.inverter.apply_decode(gen_vars, w_plus, noise="random", rng=k_noise)
         inputs = L.LossInputs(x=x, y=y, y_hat=y_hat, w_plus=w_plus, latent_avg=latent_avg,
                               progressive_stage=loss_stage, nets=nets, rng=k_loss, extras=extras)
-        total, terms = L.combine(cfg.weights_dict, inputs, cfg.options_dict)
+        total, terms = L.combine(spec.weights_dict, inputs, spec.options_dict)
         return total, (terms, new_stats)
 
     (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = models.optimizer.update(grads, state.opt_state, state.params)
+    updates, opt_state = spec.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(terms)
     metrics["grad_norm_encoder"] = optax.tree.norm(grads)
@@ -293,36 +297,39 @@ def train_step(models: StepModels, cfg: StepConfig, state: TrainState, frozen: M
     return new_state, metrics
 
 
-def eval_step(models: StepModels, cfg: StepConfig, state: TrainState, frozen: Mapping,
-              x: jax.Array, rng: jax.Array) -> dict:
-    """Validation losses (Coach.validate): encoder in inference mode, random noise, same terms."""
+def eval_step(state: TrainState, frozen: Mapping, x: jax.Array, rng: jax.Array, *,
+              spec: StepSpec) -> dict:
+    """The loss terms of a validation batch (official Coach.validate): encoder in inference
+    mode at the current progressive stage, a fresh random noise draw per generator layer, the
+    training weights. x: (B, H, W, 3) float32; returns {term: scalar batch mean}."""
     gen_vars = frozen["generator"]
     latent_avg = frozen["latent_avg"]
-    progressive = cfg.progressive_steps is not None
-    stage = stage_at(state.step, cfg.progressive_steps)
+    progressive = spec.progressive_steps is not None
+    stage = stage_at(state.step, spec.progressive_steps)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    w_plus = models.inverter.apply_encode(variables, x, stage if cfg.is_e4e else None,
-                                          latent_avg=latent_avg)
+    w_plus = spec.inverter.apply_encode(variables, x, stage if spec.is_e4e else None,
+                                        latent_avg=latent_avg)
     k_noise, k_loss = jax.random.split(rng)
-    y_hat = models.inverter.apply_decode(gen_vars, w_plus, noise="random", rng=k_noise)
+    y_hat = spec.inverter.apply_decode(gen_vars, w_plus, noise="random", rng=k_noise)
     nets = dict(frozen.get("nets", {}))
-    if cfg.use_disc:
-        nets["discriminator"] = L.LossNet(models.discriminator, {"params": state.disc_params})
+    if spec.use_disc:
+        nets["discriminator"] = L.LossNet(spec.discriminator, {"params": state.disc_params})
     inputs = L.LossInputs(x=x, y=x, y_hat=y_hat, w_plus=w_plus, latent_avg=latent_avg,
                           progressive_stage=stage if progressive else None, nets=nets,
                           rng=k_loss)
-    _, terms = L.combine(cfg.weights_dict, inputs, cfg.options_dict)
+    _, terms = L.combine(spec.weights_dict, inputs, spec.options_dict)
     return terms
 
 
-def reconstruct(models: StepModels, cfg: StepConfig, state: TrainState, frozen: Mapping,
-                x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Inference-mode inversion with the generator's stored noise: (w_plus, reconstructions)."""
-    stage = stage_at(state.step, cfg.progressive_steps)
+def reconstruct(state: TrainState, frozen: Mapping, x: jax.Array, *,
+                spec: StepSpec) -> tuple[jax.Array, jax.Array]:
+    """Inference-mode inversion with the generator's stored noise, as the exported Inverter
+    does: (w_plus (B, n_latent, S), reconstructions (B, H', W', 3) after face_pool / crop)."""
+    stage = stage_at(state.step, spec.progressive_steps)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    w_plus = models.inverter.apply_encode(variables, x, stage if cfg.is_e4e else None,
-                                          latent_avg=frozen["latent_avg"])
-    return w_plus, models.inverter.apply_decode(frozen["generator"], w_plus, noise="const")
+    w_plus = spec.inverter.apply_encode(variables, x, stage if spec.is_e4e else None,
+                                        latent_avg=frozen["latent_avg"])
+    return w_plus, spec.inverter.apply_decode(frozen["generator"], w_plus, noise="const")
 
 
 def initial_rng(seed: int) -> np.ndarray:

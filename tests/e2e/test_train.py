@@ -70,10 +70,54 @@ def test_training_lowers_the_reconstruction_error(demo_run):
     workdir, summary = demo_run
     assert summary["steps"] == 60
     assert summary["mse_after"] < 0.85 * summary["mse_before"], summary
+    assert summary["holdout_mse_raw_after"] < 0.85 * summary["holdout_mse_raw_before"], summary
+    # clamping both sides never increases an error (clip is 1-Lipschitz)
+    assert summary["mse_after"] <= summary["holdout_mse_raw_after"]
     with open(os.path.join(workdir, "summary.json")) as f:
         on_disk = json.load(f)
-    for key in ("mse_before", "mse_after", "steps", "seconds"):
+    for key in ("mse_before", "mse_after", "holdout_mse_raw_before", "holdout_mse_raw_after",
+                "holdout", "steps", "seconds"):
         assert key in on_disk
+
+
+def tensorboard_scalars(workdir, tag):
+    """{step: value} of one scalar in WORKDIR/tensorboard (clu writes tensor summaries)."""
+    import glob
+
+    import tensorflow as tf
+    out = {}
+    for path in glob.glob(os.path.join(workdir, "tensorboard", "events.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for v in event.summary.value:
+                if v.tag == tag:
+                    out[event.step] = float(tf.make_ndarray(v.tensor))
+    return out
+
+
+def test_one_mse_in_tensorboard_summary_and_eval(demo_run):
+    """The held-out MSE of TensorBoard (holdout/mse), of summary.json (mse_before / mse_after)
+    and of eval.py's report on the export (--data synthetic --seed SEED+2000 --num-images
+    HOLDOUT: the same images) is one figure."""
+    from e4e_jax import evaluation as ev
+    from e4e_jax.apps import evaluate as ev_app
+    from e4e_jax.nets.encoder import load_encoder
+    workdir, summary = demo_run
+    config = tiny_config(max_steps=60)
+    board = tensorboard_scalars(workdir, "holdout/mse")
+    assert sorted(board) == list(range(0, 61, config.val_every))
+    np.testing.assert_allclose(board[0], summary["mse_before"], rtol=1e-6)
+    np.testing.assert_allclose(board[60], summary["mse_after"], rtol=1e-6)
+    assert summary["holdout"]["mse"] == summary["mse_after"]
+    entry = ev_app.evaluate_checkpoint(
+        load_encoder(os.path.join(workdir, "export")),
+        ev_app.open_data("synthetic", num_images=config.holdout, seed=config.seed + 2000),
+        ev.Networks(), ev.EvalOptions(batch_size=config.test_batch_size, edits=[],
+                                      lec_edit=None, deviation_samples=0))
+    assert entry["num_images"] == summary["holdout"]["num_images"] == config.holdout
+    # the same images and model; eval generates and inverts in its own programs (float32
+    # rounding apart)
+    np.testing.assert_allclose(entry["mse"], summary["mse_after"], rtol=1e-4)
 
 
 def test_outputs_of_a_run(demo_run):
@@ -98,18 +142,17 @@ def test_outputs_of_a_run(demo_run):
 def test_progressive_stages_switch_at_scheduled_steps():
     config = tiny_config()
     setup = trainer.build(config)
-    compiled = trainer.compile_functions(setup)
     state = trainer.create_train_state(setup)
-    x = trainer.SyntheticData(config, setup).holdout_images()
+    x = trainer.TrainData(setup).holdout_images()
     seen = []
     n_traces = []
     for step in range(7):
-        state, metrics = compiled.train_step(state, setup.frozen, {})
+        state, metrics = setup.train_step(state, setup.frozen, {})
         seen.append(int(metrics["progressive_stage"]))
-        n_traces.append(compiled.train_step._cache_size())
-        w_plus, _ = compiled.reconstruct(state, setup.frozen, x)
-        codes = np.asarray(w_plus) - setup.latent_avg
-        stage = int(ts.stage_at(step + 1, setup.step_cfg.progressive_steps))
+        n_traces.append(setup.train_step._cache_size())
+        w_plus, _ = setup.reconstruct(state, setup.frozen, x)
+        codes = np.asarray(w_plus) - np.asarray(setup.frozen["latent_avg"])
+        stage = int(ts.stage_at(step + 1, setup.spec.progressive_steps))
         deltas = np.abs(codes[:, 1:] - codes[:, :1]).max(axis=(0, 2))
         # deltas 1..stage are active (non-zero), the later ones exactly zero
         assert (deltas[:stage] > 0).all() and (deltas[stage:] == 0).all(), (step, deltas)
@@ -156,11 +199,10 @@ def test_new_regularizer_from_a_test_file():
 
     def run(config, steps=6):
         setup = trainer.build(config)
-        compiled = trainer.compile_functions(setup)
         state = trainer.create_train_state(setup)
         history = []
         for _ in range(steps):
-            state, metrics = compiled.train_step(state, setup.frozen, {})
+            state, metrics = setup.train_step(state, setup.frozen, {})
             history.append({k: float(v) for k, v in metrics.items()})
         return trainer.to_host(state.params), history
 

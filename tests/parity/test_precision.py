@@ -157,7 +157,7 @@ def test_precision_reaches_the_train_step(remat):
     setup = trainer.build(c, nets=nets)
     state = trainer.create_train_state(setup)
     from e4e_jax.train import step as ts
-    fn = lambda s, f: ts.train_step(setup.models, setup.step_cfg, s, f, {})  # noqa: E731
+    fn = lambda s, f: ts.train_step(s, f, {}, spec=setup.spec)  # noqa: E731
     assert_all(fn, (state, setup.frozen), "highest")
 
 
@@ -244,8 +244,7 @@ def test_remat_gradients_equal_plain_gradients():
         g = inv.generator
         # 4: the whole synthesis one image at a time (the default); 8: the 8x8 and 16x16 layers
         # one at a time (as the 512 / 1024 layers with per_image_from=512)
-        inv.generator = type(g)(g.module.clone(per_image_from=per_image_from), g.variables,
-                                g.config)
+        inv = inv.with_generator(g.replace(module=g.module.clone(per_image_from=per_image_from)))
         la = jnp.asarray(inv.latent_avg)
 
         def loss(params):

@@ -581,6 +581,7 @@ def test_training_over_a_converted_ada_generator(tmp_path):
     print("[train over ADA]", summary)
     assert summary["steps"] == STEPS
     assert np.isfinite(summary["mse_after"])
-    assert summary["mse_after"] < 0.9 * summary["mse_before"], summary
+    # the unclamped held-out figure (the converted generator's values reach past [-1, 1])
+    assert summary["holdout_mse_raw_after"] < 0.9 * summary["holdout_mse_raw_before"], summary
     inv = e4e_jax.load_encoder(str(tmp_path / "run" / "export"))
     assert inv.generator.variant == "ada"

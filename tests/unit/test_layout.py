@@ -16,7 +16,7 @@ PACKAGE = os.path.join(REPO, "e4e_jax")
 
 # bottom to top: a module may import its own layer and the layers before it
 LAYERS = ["core", "models", "nets", "convert", "data", "outputs", "losses", "editing",
-          "inversion", "train", "evaluation", "align", "apps", "cli"]
+          "inversion", "evaluation", "train", "align", "apps", "cli"]
 
 # the upward references there are, each for a reason
 ALLOWED_UPWARD = {

@@ -8,6 +8,11 @@ Evaluators (distortion, distribution, editability, proximity) follow one protoco
     ev = FamilyEvaluator(ctx)        # decides which of its metrics can run (the *_reason logic)
     ev.update(out)                   # once per inverted batch (BatchOutputs)
     ev.finish(entry, n)              # writes its entries; may run its own loops (LEC, deviation)
+
+`batch_outputs` makes the BatchOutputs of one padded batch for every caller, eval.py and the
+training loop's evaluations (e4e_jax.train.validation) alike: the distortion evaluator is built
+from networks and sizes only (`DistortionEvaluator(nets, in_hw, out_hw)`), so training runs the
+same code on its held-out images.
 """
 from __future__ import annotations
 
@@ -105,10 +110,7 @@ class Context:
 
     @property
     def size_reason(self) -> str:
-        (in_h, in_w), (out_h, out_w) = self.in_hw, self.out_hw
-        return (f"inputs are {in_h}x{in_w} (the encoder's input size) but reconstructions "
-                f"{out_h}x{out_w} (face_pool / crop); image comparisons need one size and "
-                f"nothing is resampled")
+        return size_reason(self.in_hw, self.out_hw)
 
     @property
     def generation_reason(self) -> str | None:
@@ -120,26 +122,61 @@ class Context:
                 f"E(G(w)) needs them equal")
 
 
+def size_reason(in_hw: Sequence[int], out_hw: Sequence[int]) -> str:
+    """Why inputs of size in_hw and reconstructions of size out_hw cannot be compared."""
+    (in_h, in_w), (out_h, out_w) = in_hw, out_hw
+    return (f"inputs are {in_h}x{in_w} (the encoder's input size) but reconstructions "
+            f"{out_h}x{out_w} (face_pool / crop); image comparisons need one size and "
+            f"nothing is resampled")
+
+
 @dataclasses.dataclass
 class BatchOutputs:
     """One inverted batch, shared by the evaluators' `update`.
 
-    x: (B, H, W, 3) inputs (device); m: valid rows; w: (B, n_latent, S) codes; xc, rc: clipped
-    inputs / reconstructions (device); mse: (B,) per-image MSE or None (sizes differ);
-    w_np, xc_np, rc_np: host copies (the valid rows are cut from these: slicing device arrays
-    to the short last batch would compile new programs); edited: per --edits edit, the clipped
-    decoded edit (B, H, W, 3) on the host.
+    x, rec: (B, H, W, 3) inputs and reconstructions as the model saw / made them (device, not
+    clipped); m: valid rows (the rest is the loader's padding); w: (B, n_latent, S) codes;
+    xc, rc: clipped inputs / reconstructions (device); w_np, xc_np, rc_np: host copies (the
+    valid rows are cut from these: slicing device arrays to the short last batch would compile
+    new programs); edited: per --edits edit, the clipped decoded edit (B, H, W, 3) on the host.
     """
     x: Any
+    rec: Any
     m: int
     w: Any
     xc: Any
     rc: Any
-    mse: Any
     w_np: np.ndarray
     xc_np: np.ndarray
     rc_np: np.ndarray
-    edited: list
+    edited: list = dataclasses.field(default_factory=list)
+
+
+_CLIP = None
+
+
+def clip_images(x):
+    """x clipped to [-1, 1] by one jitted program (what a saved image holds), on device."""
+    global _CLIP
+    if _CLIP is None:
+        import jax
+        import jax.numpy as jnp
+        _CLIP = jax.jit(lambda a: jnp.clip(a, -1.0, 1.0))
+    return _CLIP(x)
+
+
+def batch_outputs(x, rec, w, m: int, edited: Sequence[np.ndarray] = ()) -> BatchOutputs:
+    """The BatchOutputs of one padded batch: inputs x (B, H, W, 3), reconstructions rec
+    (B, H', W', 3) and codes w (B, n_latent, S), `m` rows real."""
+    xc, rc = clip_images(x), clip_images(rec)
+    return BatchOutputs(x=x, rec=rec, m=int(m), w=w, xc=xc, rc=rc, w_np=np.asarray(w),
+                        xc_np=np.asarray(xc), rc_np=np.asarray(rc), edited=list(edited))
+
+
+def per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) float32 mean over pixels and channels of (b - a)^2, computed on the host."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return np.mean((b - a) ** 2, axis=(1, 2, 3))
 
 
 def set_metric(entry: dict, key: str, value: Any, reason: str | None = None) -> None:
