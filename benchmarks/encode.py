@@ -79,13 +79,10 @@ def build_inverter(dtype: str = "float32", precision: str | None = None,
 
 def bench(inv, case: str, batch: int, repeats: int) -> dict:
     x = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (batch, 256, 256, 3)), jnp.float32)
-    la = jnp.asarray(inv.latent_avg)
     if case == "encode":
-        args = (inv.variables, la, x, jnp.int32(18))
-        lowered = inv._encode_jit.lower(*args)
+        lowered, args = inv.lower("apply_encode", x, progressive_stage=jnp.int32(18))
     else:
-        args = (inv.variables, inv.generator.variables, la, x)
-        lowered = inv._invert_jit.lower(*args, True)
+        lowered, args = inv.lower("apply_invert", x, resize=True)
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0

@@ -22,19 +22,19 @@ from _report import print_peak_memory  # noqa: E402
 
 
 def bench(resolution: int, batch: int, repeats: int, noise: str) -> dict:
-    from e4e_jax.nets.generator import init_generator, _synthesis
+    from e4e_jax.nets.generator import init_generator
     g = init_generator(jax.random.key(0), resolution, channel_multiplier=2, with_latent_avg=False)
     w_plus = jax.random.normal(jax.random.key(1), (batch, g.n_latent, 512))
     rng = jax.random.key(2) if noise == "random" else None
-    lowered = _synthesis.lower(g.module, g.variables, w_plus, noise, None, rng)
+    lowered, args = g.lower("synthesize", w_plus, noise=noise, rng=rng)
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    compiled(g.variables, w_plus, None, rng).block_until_ready()  # warm-up
+    compiled(*args).block_until_ready()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        compiled(g.variables, w_plus, None, rng).block_until_ready()
+        compiled(*args).block_until_ready()
         times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     return dict(resolution=resolution, batch=batch, compile_s=compile_s, step_s=step,

@@ -10,9 +10,10 @@ and PTI (`e4e_jax.inversion.pti.tune`), with the official PyTorch numbers beside
 Generators are StyleGAN2-ADA configurations with random weights, float32: "fixture" is the
 w_projector fixture's 32 px generator (channel_base 512, channel_max 32) with LPIPS-alex, 256 is
 ADA's paper256 / FFHQ-256 widths (channel_base 16384, max 512) and 1024 FFHQ's (32768, 512), both
-with LPIPS-VGG on the area-downsampled 256 px image, the official recipe. One call of the compiled
-projector runs all `--steps` steps (one lax.scan); we time a second call after a warm-up one and
-report steps/s per image (batch B: B images in parallel, vmapped).
+with LPIPS-VGG on the area-downsampled 256 px image, the official recipe. One call of
+`e4e_jax.project` runs all `--steps` steps in one compiled lax.scan (plus a 16-sample w_avg); we
+time a second call after a warm-up one and report steps/s per image (batch B: B images in
+parallel, vmapped).
 
 `--method pti` times the PTI tuning loop (one compiled while_loop over all steps, every synthesis
 parameter tuned, loss MSE + LPIPS at full resolution) on the same generators with LPIPS-alex
@@ -25,13 +26,13 @@ step), reported as updates/s.
 last JSON line it prints ({"steps_per_s": ...}). No official code ships with e4e_jax: write that
 harness from the official repository yourself (benchmarks/RESULTS.md describes the projector and
 PTI harnesses used for the published numbers). `--loop step` times the same step dispatched once
-per step from Python (state donated) instead of the shipped single compiled loop.
+per step from Python (state donated; `project` / `pti.tune` with loop="step") instead of the
+shipped single compiled loop.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import os
 import shlex
@@ -55,13 +56,13 @@ CASES = {
 
 
 def ada_generator(resolution: int, channel_base: int, channel_max: int, seed: int = 0):
-    from e4e_jax.nets.generator import LoadedGenerator, _official_init, module_from_config
+    from e4e_jax.nets.generator import LoadedGenerator, module_from_config, official_init
     log = int(np.log2(resolution))
     channels = [min(channel_base // 2 ** k, channel_max) for k in range(2, log + 1)]
     config = dict(resolution=resolution, channels=channels, style_dim=512, n_mlp=8, lr_mlp=0.01,
                   blur_kernel=[1, 3, 3, 1], variant="ada", conv_clamp=None, z_dim=512, c_dim=0)
     module = module_from_config(config)
-    return LoadedGenerator(module, _official_init(module, jax.random.key(seed)), config)
+    return LoadedGenerator(module, official_init(module, jax.random.key(seed)), config)
 
 
 def random_lpips(net: str, seed: int = 0):
@@ -96,39 +97,35 @@ def _time_twice(fn):
 
 
 def bench_projector(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
-    from e4e_jax.inversion import projector as pj
+    """`e4e_jax.project` of `batch` random targets in [-1, 1] with fixed draws (w_avg from 16
+    samples: the mapping is not what is measured)."""
+    from e4e_jax.inversion.projector import project
     rng = np.random.default_rng(1)
-    targets = rng.integers(0, 256, (batch, g.resolution, g.resolution, 3)).astype(np.float32)
+    targets = rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)).astype(np.float32)
     sides = [s[1] for s in g.module.noise_shapes()]
-    noise = [jnp.asarray(rng.standard_normal((batch, r, r)), jnp.float32) for r in sides]
-    w_noise = jnp.asarray(rng.standard_normal((batch, steps, g.style_dim)), jnp.float32)
-    w0 = jnp.zeros((batch, g.style_dim), jnp.float32)
-    lr, scale = pj.projector_schedule(steps, 0.1, 1.0, 0.05, 0.25, 0.05, 0.75)
-    args = (g.variables, lp.net, jnp.asarray(targets), w0, noise, w_noise, jnp.asarray(lr),
-            jnp.asarray(scale), jnp.float32(1e5))
-    fn = pj._project_batch_stepwise if loop == "step" else pj._project_batch
-    first, t = _time_twice(lambda: fn(g.module, *args))
+    noise = [rng.standard_normal((batch, r, r)).astype(np.float32) for r in sides]
+    w_noise = rng.standard_normal((batch, steps, g.style_dim)).astype(np.float32)
+
+    def run():
+        return project(g, targets, lpips=lp, num_steps=steps, w_avg_samples=16,
+                       noise_init=noise, w_noise=w_noise, loop=loop).w_per_step
+    first, t = _time_twice(run)
     return dict(first_call_s=first, s_per_step=t / steps, steps_per_s=steps * batch / t)
 
 
 def bench_pti(g, lp, steps: int, batch: int, loop: str = "scan") -> dict:
     from e4e_jax.inversion import pti
-    loop_fn = pti._tune_loop
     rng = np.random.default_rng(1)
     target = jnp.asarray(rng.uniform(-1, 1, (batch, g.resolution, g.resolution, 3)), jnp.float32)
     w = np.asarray(g.mapping(rng.standard_normal((batch, g.z_dim)).astype(np.float32)))
     w_pivot = jnp.asarray(np.broadcast_to(w[:, None], (batch, g.n_latent, g.style_dim)))
 
     def run():  # threshold -inf: no early stop, every call does `steps` * batch updates
-        res = pti.tune(g, w_pivot, target, lpips=lp, steps=steps, lpips_threshold=-np.inf)
+        res = pti.tune(g, w_pivot, target, lpips=lp, steps=steps, lpips_threshold=-np.inf,
+                       loop=loop)
         assert res.num_updates == steps * batch, res.num_updates
         return res.history["loss"]
-    if loop == "step":
-        pti._tune_loop = functools.partial(loop_fn, stepwise=True)
-    try:
-        first, t = _time_twice(run)
-    finally:
-        pti._tune_loop = loop_fn
+    first, t = _time_twice(run)
     return dict(first_call_s=first, s_per_step=t / (steps * batch),
                 steps_per_s=steps * batch / t)
 

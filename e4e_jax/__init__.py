@@ -25,6 +25,8 @@ _PUBLIC = {
     "load_encoder": "e4e_jax.nets.encoder",
     "Inverter": "e4e_jax.nets.encoder",
     "save_inverter": "e4e_jax.nets.encoder",
+    # the one shape of a network bound to its weights (every Loaded* class and Inverter)
+    "BoundNet": "e4e_jax.nets.base",
     # frozen loss networks
     "load_lpips": "e4e_jax.nets.loss_nets",
     "load_arcface": "e4e_jax.nets.loss_nets",
@@ -46,8 +48,8 @@ _PUBLIC = {
     "LinearEdit": "e4e_jax.editing.linear",
     "convert_editing_file": "e4e_jax.editing.files",
     # metrics
-    "load_inception": "e4e_jax.evaluation.metrics.fid",
-    "maybe_load_inception": "e4e_jax.evaluation.metrics.fid",
+    "load_inception": "e4e_jax.nets.inception",
+    "maybe_load_inception": "e4e_jax.nets.inception",
     "fid": "e4e_jax.evaluation.metrics.fid",
     "fid_statistics": "e4e_jax.evaluation.metrics.fid",
     "frechet_distance": "e4e_jax.evaluation.metrics.fid",
@@ -57,8 +59,9 @@ _PUBLIC = {
     "latent_deviation": "e4e_jax.evaluation.metrics.latent",
 }
 
-# submodules reachable as attributes without an explicit import (`e4e_jax.inversion.pti.tune(...)`)
-_SUBMODULES = ("pti",)
+# submodules reachable as attributes without an explicit import (`e4e_jax.pti.tune(...)`,
+# `e4e_jax.restyle.invert(...)`): attribute -> the module that holds the code
+_SUBMODULES = {"pti": "e4e_jax.inversion.pti", "restyle": "e4e_jax.inversion.restyle"}
 
 
 __all__ = sorted(_PUBLIC) + list(_SUBMODULES) + ["__version__"]
@@ -66,7 +69,7 @@ __all__ = sorted(_PUBLIC) + list(_SUBMODULES) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        value = importlib.import_module(f"e4e_jax.{name}")
+        value = importlib.import_module(_SUBMODULES[name])
         globals()[name] = value
         return value
     module = _PUBLIC.get(name)

@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from e4e_jax.data import image_io
+from e4e_jax.data.codes import (CodesError, describe_rows, non_finite_rows, read_codes,
+                                 split_key)
 from e4e_jax.editing.prepared import prepare_edits
 from e4e_jax.editing.spec import (
     DEFAULT_STRENGTHS,
@@ -64,20 +66,30 @@ def _grid_name(name: str, taken=None) -> str:
 
 def read_latents(path: str, files: str | None = None, num: int | None = None
                  ) -> tuple[np.ndarray, list[str]]:
-    """latents.npy (N, n_latent, S) and its row names (files.txt beside it, as
-    `python -m e4e_jax.encode` writes them; else latent_00000, ...)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"latents file {path!r} does not exist.")
+    """W+ codes (N, n_latent, S) and their row names.
+
+    `path`: latents.npy as `e4e-jax encode` / `invert` write it, a per-image code
+    (OUT/latents/<name>.npy), the official inference's latents.pt, or an .npz / .pt holding one
+    array (`FILE:KEY` names one of several) (e4e_jax.data.codes.read_codes). Names: files.txt
+    beside the file (or `files`); else, for a one-row file, the file's stem (so a per-image PTI
+    code keeps its image's name); else latent_00000, ... Raises FileNotFoundError, EditError
+    (wrong shape, unreadable, NaN / Inf rows named).
+    """
+    file_path, _ = split_key(path)
+    if not os.path.isfile(file_path):
+        raise FileNotFoundError(f"latents file {file_path!r} does not exist.")
     try:
-        w = np.load(path, allow_pickle=False)
+        w = read_codes(path)
+    except CodesError as e:
+        raise EditError(str(e)) from None
     except (ValueError, OSError) as e:
-        raise EditError(f"{path!r} is not a readable .npy array: {e}") from e
-    if w.ndim != 3 or len(w) == 0:
+        raise EditError(f"{path!r} is not a readable codes file: {e}") from e
+    if w.ndim != 3:
         raise EditError(f"{path!r} holds an array of shape {w.shape}; expected W+ codes "
-                        f"(N, n_latent, 512) as `python -m e4e_jax.encode` writes them.")
+                        f"(N, n_latent, 512) as `e4e-jax encode` writes them.")
     if files is not None and not os.path.isfile(files):
         raise FileNotFoundError(f"--files {files!r} does not exist.")
-    files = files or os.path.join(os.path.dirname(os.path.abspath(path)), "files.txt")
+    files = files or os.path.join(os.path.dirname(os.path.abspath(file_path)), "files.txt")
     names = None
     if os.path.isfile(files):
         with open(files) as f:
@@ -86,36 +98,32 @@ def read_latents(path: str, files: str | None = None, num: int | None = None
             print(f"warning: {files} lists {len(names)} names for {len(w)} latents; naming the "
                   f"grids by row instead.", file=sys.stderr)
             names = None
+    if names is None and len(w) == 1:
+        names = [os.path.splitext(os.path.basename(file_path))[0]]
     if names is None:
         names = [f"latent_{i:05d}" for i in range(len(w))]
     if num:
         w, names = w[:num], names[:num]
-    return np.asarray(w, np.float32), names
+    return w, names
 
 
 def _image_batches(folder: str, size, batch_size: int, num: int | None, skipped: list):
-    """(names, images) batches of the readable files under `folder`, at most `num` images."""
+    """(names, images) batches of the first `num` readable files (all by default) under
+    `folder`, read by the one loader (e4e_jax.data.loader.SourceImages: decoded in threads, in
+    order); unreadable files are reported and appended to `skipped`."""
+    from e4e_jax.data.loader import SourceImages
+    from e4e_jax.data.sources import FolderSource
     files = image_io.list_images(folder)
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) under "
                                 f"{folder!r}.")
-    names, rows, count = [], [], 0
-    for rel in files:
-        if num and count >= num:
-            break
-        try:
-            rows.append(image_io.load_image(os.path.join(folder, rel), size))
-        except image_io.ImageReadError as e:
-            skipped.append(rel)
-            print(f"skipping {rel}: {e}", file=sys.stderr)
-            continue
-        names.append(rel)
-        count += 1
-        if len(rows) == batch_size:
-            yield names, np.stack(rows)
-            names, rows = [], []
-    if rows:
-        yield names, np.stack(rows)
+    images = SourceImages(FolderSource(folder), folder, num, fill=True,
+                          on_skip=lambda rel, e: print(f"skipping {rel}: {e}", file=sys.stderr))
+    count = 0
+    for batch in images.read(size, batch_size):
+        count += batch.valid
+        yield batch.names, batch.images[:batch.valid]
+    skipped.extend(images.skipped)
     if count == 0:
         raise NothingEditedError(f"none of the {len(files)} image files under {folder!r} could "
                                  f"be read; nothing was written.")
@@ -163,7 +171,7 @@ def open_inputs(inv, images: str | None, latents: str | None, files: str | None,
     (n, n_latent, style_dim) W+ codes for `latents` (checked against the model: EditError).
     Unreadable image files are appended to `skipped`.
     """
-    from e4e_jax.data.images import SyntheticImages
+    from e4e_jax.data.synthetic import SyntheticImages
     if images is not None:
         return _image_batches(images, inv.input_size, batch_size, num_images, skipped), None
     if synthetic is not None:
@@ -211,7 +219,14 @@ def edit_batch(inv, decode, prepared, arr: np.ndarray, m: int, cols: Sequence[fl
 def write_arrays(out: str, edited_all: np.ndarray, inverted: np.ndarray | None,
                  names: Sequence[str]) -> None:
     """OUT/edited_latents.npy (N, E, S, n_latent, style_dim) float32 and, when `inverted` (N,
-    n_latent, style_dim) is given, OUT/latents.npy + files.txt as the encode command writes."""
+    n_latent, style_dim) is given, OUT/latents.npy + files.txt as the encode command writes.
+    Codes that came out NaN / Inf (broken weights) are still written, with a warning naming
+    their images: their grids show black where the images are not finite."""
+    for label, array in (("inverted codes", inverted), ("edited codes", edited_all)):
+        bad = non_finite_rows(array) if array is not None else ()
+        if len(bad):
+            print(f"warning: the {label} of {len(bad)} image(s) hold NaN or Inf "
+                  f"({describe_rows(bad, names)}); check the model's weights.", file=sys.stderr)
     np.save(os.path.join(out, "edited_latents.npy"), edited_all)
     if inverted is not None:
         np.save(os.path.join(out, "latents.npy"), inverted)
@@ -219,10 +234,12 @@ def write_arrays(out: str, edited_all: np.ndarray, inverted: np.ndarray | None,
             f.write("".join(name + "\n" for name in names))
 
 
-def use_generator(inv, path: str) -> None:
-    """Replaces inv.generator by the generator directory `path` (a PTI-tuned generator, or any
-    save_generator output of the same architecture). Raises FileNotFoundError / ModelDirError /
-    EditError (a generator whose W+ shape or resolution differs from the checkpoint's)."""
+def use_generator(inv, path: str):
+    """`inv` decoding with the generator directory `path` (a PTI-tuned generator, or any
+    save_generator output of the same architecture): a new Inverter (Inverter.with_generator),
+    whose generator computes under the checkpoint's dtype / precision (--dtype, --precision).
+    Raises FileNotFoundError / ModelDirError / EditError (a generator whose W+ shape or
+    resolution differs from the checkpoint's)."""
     from e4e_jax.nets.generator import load_generator
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--generator {path!r} is not a directory.")
@@ -231,7 +248,7 @@ def use_generator(inv, path: str) -> None:
         raise EditError(f"--generator {path!r} is a {g.resolution}px generator with W+ "
                         f"({g.n_latent}, {g.style_dim}); the checkpoint's is {old.resolution}px "
                         f"with ({old.n_latent}, {old.style_dim}).")
-    inv.generator = g
+    return inv.with_generator(g)
 
 
 def _check_synthetic(inv, synthetic: int | None) -> None:
@@ -292,7 +309,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     """
     from e4e_jax.outputs.names import OutputNames
     log = log or sys.stderr
-    from e4e_jax.data.images import pad_batch
+    from e4e_jax.data.loader import pad_batch
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder, make_decoder
 
     specs = check_request(edits, images, latents, synthetic, batch_size)
@@ -303,7 +320,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     inv = load_encoder(checkpoint, **(loader_kwargs or {}))
     _check_synthetic(inv, synthetic)
     if generator is not None:
-        use_generator(inv, generator)
+        inv = use_generator(inv, generator)
     prepared = prepare_edits(specs, inv.generator, inv.n_latent)
     skipped: list[str] = []
     batches, total = open_inputs(inv, images, latents, files, synthetic, batch_size,

@@ -161,11 +161,12 @@ class Pipeline:
         w, rec = self.inv.invert(x[None])
         return x, np.asarray(w)[0], image_io.to_uint8(np.asarray(rec)[0])
 
-    def _project(self, target_pixels, num_steps: int, lr: float, k: int):
+    def _project(self, target, num_steps: int, lr: float, k: int):
+        """`e4e_jax.project` of the (R, R, 3) image in [-1, 1] (the inversions' convention)."""
         import jax
 
         from e4e_jax.inversion.projector import project
-        return project(self.g, target_pixels, lpips=self.lpips, num_steps=num_steps,
+        return project(self.g, target, lpips=self.lpips, num_steps=num_steps,
                        initial_learning_rate=lr, rng=jax.random.key(self.req.seed + k))
 
     def _display(self, full):
@@ -187,28 +188,26 @@ class Pipeline:
         r = self.g.resolution
         target = image_io.load_image(img, (r, r))
         in8 = image_io.to_uint8(np.asarray(face_pool(target[None], self.inv.face_pool_size))[0])
-        pixels = np.clip((target + 1.0) * 127.5, 0.0, 255.0)
         if self.req.method == "projector":
             t = time.perf_counter()
-            res = self._project(pixels, self.req.num_steps, 0.1, k)
+            res = self._project(target, self.req.num_steps, 0.1, k)
             info.update(projector_seconds=round(time.perf_counter() - t, 3),
                         final_dist=float(res.history["dist"][-1]))
-            full = self.g.synthesis(res.w_plus[None],
-                                    noise=[n[None, :, :, None] for n in res.noises])
+            full = self.g.synthesis(res.w_plus[None], noise=res.synthesis_noise())
             return ImageResult(res.w_plus, in8, e4e8, self._display(full),
                                image_io.to_uint8(np.asarray(full)[0]), noises=res.noises,
                                info=info)
-        return self._pti(target, pixels, w_e4e, in8, e4e8, info, k)
+        return self._pti(target, w_e4e, in8, e4e8, info, k)
 
-    def _pti(self, target, pixels, w_e4e, in8, e4e8, info, k) -> ImageResult:
+    def _pti(self, target, w_e4e, in8, e4e8, info, k) -> ImageResult:
         from e4e_jax.inversion import pti
         pivot = w_e4e
         if self.req.pivot == "projector":
             t = time.perf_counter()
-            pivot = self._project(pixels, self.req.pivot_steps, PTI_PROJECTOR_LR, k).w_plus
+            pivot = self._project(target, self.req.pivot_steps, PTI_PROJECTOR_LR, k).w_plus
             info["pivot_seconds"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
-        res = pti.tune(self.g, pivot[None], target[None], lpips=self.lpips,
+        res = pti.tune(self.g, pivot, target, lpips=self.lpips,
                        steps=self.req.num_steps, lpips_threshold=self.req.lpips_threshold)
         h = res.history
         info.update(tuning_seconds=round(time.perf_counter() - t, 3),

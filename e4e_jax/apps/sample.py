@@ -62,7 +62,7 @@ def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
         g = e4e_jax.init_generator(jax.random.key(seed), resolution, max_channels=64, n_mlp=4)
     c = class_labels(g, class_index)
     if truncation < 1 and (g.latent_avg is None or c is not None):
-        g.latent_avg = np.asarray(g.mean_latent(10000, c=c)[0])
+        g = g.with_latent_avg(g.mean_latent(10000, c=c)[0])
     images = np.asarray(g.sample(jax.random.key(seed + 1), n, truncation=truncation,
                                  noise=noise, c=c))
     if images.shape[-1] == 1:                       # grayscale generators: show as grey RGB

@@ -71,7 +71,8 @@ def build_parser():
     parser.add_argument("--generator", metavar="DIR",
                         help="decode with this generator directory instead of the checkpoint's "
                              "(e.g. OUT/generators/<name> of `python -m e4e_jax.invert "
-                             "--method pti`; pair it with OUT/latents/<name>.npy)")
+                             "--method pti`; pair it with OUT/latents/<name>.npy); it computes "
+                             "under --dtype / --precision like the checkpoint")
     parser.add_argument("--files", help="names for --latents rows (default: files.txt next to it)")
     parser.add_argument("--edit", action="append", required=True, metavar="SPEC",
                         help="an edit spec; repeat for several edits (one grid row each)")
@@ -94,7 +95,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from e4e_jax.data.pipeline import DataError
+    from e4e_jax.data.sources import DataError
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.nets.model_dir import ModelDirError
     try:

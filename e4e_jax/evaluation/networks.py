@@ -24,19 +24,14 @@ class Networks:
 
     def __post_init__(self):
         if self.inception is None and self.inception_reason is None:
-            from e4e_jax.evaluation import metrics
-            self.inception_reason = metrics.maybe_load_inception(None)[1]
-        self._sim_fn = None
+            from e4e_jax.nets.inception import maybe_load_inception
+            self.inception_reason = maybe_load_inception(None)[1]
 
     def similarity_fn(self):
-        """jit (variables, a, b) -> per-image cosine similarity of the unit feature vectors."""
-        import jax
-        import jax.numpy as jnp
-        if self._sim_fn is None:
-            module = self.similarity.module
-            self._sim_fn = jax.jit(lambda v, a, b: jnp.sum(module.apply(v, a) * module.apply(v, b),
-                                                           axis=-1))
-        return self._sim_fn
+        """(variables, a, b) -> (N,) cosine similarity of the unit feature vectors of image pairs,
+        compiled once per network and shape (LoadedSimilarityNet.similarity)."""
+        net = self.similarity
+        return lambda variables, a, b: net.replace(variables=variables).similarity(a, b)
 
 
 def load_networks(lpips: str | None = None, arcface: str | None = None, moco: str | None = None,
@@ -44,8 +39,8 @@ def load_networks(lpips: str | None = None, arcface: str | None = None, moco: st
     """Loads the given directories (an explicitly given directory that fails is an error).
     `loader_kwargs` (dtype / precision, only those the user gave) go to every loader."""
     kw = dict(loader_kwargs or {})
-    from e4e_jax.evaluation import metrics
     from e4e_jax.nets import loss_nets
+    from e4e_jax.nets.inception import load_inception
     if arcface and moco:
         raise EvalError("give --arcface (faces) or --moco (other domains), not both: they fill "
                         "the same 'identity' metric.")
@@ -58,5 +53,5 @@ def load_networks(lpips: str | None = None, arcface: str | None = None, moco: st
         nets.similarity_kind = "arcface" if arcface else "moco"
         nets.similarity_reason = None
     if inception:
-        nets.inception, nets.inception_reason = metrics.load_inception(inception, **kw), None
+        nets.inception, nets.inception_reason = load_inception(inception, **kw), None
     return nets

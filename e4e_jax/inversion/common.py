@@ -11,7 +11,10 @@ Official semantics reproduced (NVlabs/stylegan2-ada-pytorch `projector.py`, PTI'
   LPIPS(VGG). Here the feature net is a loaded LPIPS network (`e4e_jax.load_lpips`), so the
   official recipe is LPIPS-VGG; any LPIPS net works (the fixture uses LPIPS-alex).
 
-Everything here is a pure function usable inside `jax.jit`.
+Targets follow one convention in every inversion (`check_target`): NHWC (or HWC for one image)
+float images in [-1, 1], as `Inverter.encode` takes them; the projector also accepts uint8 pixels
+(its earlier convention). The feature network still sees [0, 255] pixels, as officially
+(`target_pixels`, `to_pixels`). The functions on arrays are pure and usable inside `jax.jit`.
 """
 from __future__ import annotations
 
@@ -28,31 +31,62 @@ class InversionError(ValueError):
     """A bad input to an inversion routine (the message names the fix)."""
 
 
-def check_target(target: Any, resolution: int, what: str = "target") -> np.ndarray:
-    """Validates pixels in [0, 255] and returns float32 (N, H, W, 3) (N = 1 for one image).
+TARGET_CONVENTION = "targets are float images in [-1, 1] (NHWC), or uint8 pixels"
+# float targets may exceed [-1, 1] by this much (float32 rounding of conversions such as
+# u8 / 127.5 - 1); anything further is another convention, refused rather than guessed
+RANGE_TOLERANCE = 1e-5
 
-    Accepts (H, W, 3) or (N, H, W, 3), uint8 or float, with H = W = `resolution`.
-    Raises InversionError on a wrong shape, a CHW layout or values outside [0, 255].
+
+def check_target(target: Any, resolution: int, what: str = "target",
+                 allow_uint8: bool = True) -> np.ndarray:
+    """Validates target images and returns them as (N, H, W, 3) (N = 1 for one HWC image).
+
+    The convention of every inversion (like Inverter.encode): NHWC (or HWC) RGB float images in
+    [-1, 1] at H = W = `resolution`, returned as float32; with `allow_uint8` (the projector's
+    backward compatibility), uint8 pixels in [0, 255], returned as uint8. Raises InversionError
+    (a ValueError) on a wrong shape, a CHW layout, another dtype, or float values outside
+    [-1, 1] beyond rounding (RANGE_TOLERANCE), naming the convention.
     """
     arr = np.asarray(target)
-    single = arr.ndim == 3
-    if single:
+    if arr.ndim == 3:
+        hint = " (CHW? transpose to HWC)" if arr.shape[0] == 3 and arr.shape[-1] != 3 else ""
         arr = arr[None]
+    else:
+        hint = " (NCHW? transpose to NHWC)" if arr.ndim == 4 and arr.shape[1] == 3 else ""
     if arr.ndim != 4 or arr.shape[-1] != 3:
-        hint = " (CHW? transpose to HWC)" if arr.ndim == 4 and arr.shape[1] == 3 else ""
-        raise InversionError(f"{what} must be (H, W, 3) or (N, H, W, 3) RGB pixels in [0, 255], "
-                             f"got shape {np.asarray(target).shape}{hint}.")
+        raise InversionError(f"{what} must be (N, H, W, 3) or (H, W, 3) RGB images ("
+                             f"{TARGET_CONVENTION}), got shape {np.shape(target)}{hint}.")
     if arr.shape[1:3] != (resolution, resolution):
         raise InversionError(f"{what} must be {resolution}x{resolution} (the generator's "
                              f"resolution), got {arr.shape[1]}x{arr.shape[2]}; resize or align "
                              f"the image first.")
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InversionError(f"{what} must be uint8 or float pixels, got dtype {arr.dtype}.")
+    if arr.dtype == np.uint8:
+        if not allow_uint8:
+            raise InversionError(f"{what} must be float images in [-1, 1] (NHWC), got dtype "
+                                 f"uint8 (convert uint8 with x / 127.5 - 1).")
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InversionError(f"{what}: {TARGET_CONVENTION}; got dtype {arr.dtype}.")
     arr = arr.astype(np.float32)
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise InversionError(f"{what} pixels must lie in [0, 255], got [{arr.min():.3g}, "
-                             f"{arr.max():.3g}] (convert [-1, 1] images with (x + 1) * 127.5).")
+    if arr.size:
+        lo, hi = float(arr.min()), float(arr.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise InversionError(f"{what} holds NaN or Inf values.")
+        if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            pixels = (" (pixels in [0, 255]? pass them as uint8, or convert with "
+                      "x / 127.5 - 1)" if hi > 1.5 and lo >= -RANGE_TOLERANCE else "")
+            raise InversionError(f"{what}: {TARGET_CONVENTION}; got float values in "
+                                 f"[{lo:.4g}, {hi:.4g}]{pixels}.")
     return arr
+
+
+def target_pixels(target: np.ndarray) -> np.ndarray:
+    """float32 pixels in [0, 255] of a `check_target` result: uint8 as is, [-1, 1] floats as
+    PTI's base_coach converts its dataset tensors, (x + 1) / 2 * 255 in float32 (unclamped)."""
+    if target.dtype == np.uint8:
+        return target.astype(np.float32)
+    x = np.asarray(target, np.float32)
+    return (x + np.float32(1)) / np.float32(2) * np.float32(255)
 
 
 def area_downsample(images: jax.Array, size: int = FEATURE_RESOLUTION) -> jax.Array:

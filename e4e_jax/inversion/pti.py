@@ -15,11 +15,15 @@ loop), `base_coach.py` (calc_loss, Adam over every generator parameter), `criter
 Per loss evaluation (image from the pivot with the stored 'const' noise, no clamp):
     loss = l2_lambda * MSE(G(w_pivot), target) + lpips_lambda * LPIPS(G(w_pivot), target)
            [+ locality regulariser]
+with the terms of e4e_jax.losses (l2_loss, lpips_distance: the training's own), on targets in the
+inversions' one convention (NHWC float in [-1, 1], e4e_jax.inversion.common.check_target).
 then, for one image, `if LPIPS <= lpips_threshold: stop` BEFORE the update, else one torch-Adam
 step (lr 3e-4, betas (0.9, 0.999), eps 1e-8) on every synthesis parameter (modulation layers,
 convolution weights and biases, noise strengths, the constant input). The mapping network never
 gets a gradient officially and stays as it is here; the noise buffers are not parameters.
 
+The generator enters the compiled loop as its verbs (`synthesize`, `map`) with the tuned and
+frozen weights as arguments, LPIPS as `lpips.net` (the projector reads it the same way).
 The whole loop is one compiled `lax.while_loop` (weights and images are arguments, so one
 compilation serves every image and generator of the same shapes; the state is donated and
 updated in place); the early stop ends the loop. The convolutions differentiate through
@@ -35,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax import losses as L
 from e4e_jax.core.optim import scale_by_torch_adam
+from e4e_jax.inversion.common import check_target
 from e4e_jax.nets.generator import LoadedGenerator, torch_lerp
 
 __all__ = ["tune", "PTIResult", "morph", "morphed_codes", "REGULIZER"]
@@ -70,12 +76,8 @@ def _variables(tuned: dict, frozen: dict) -> dict:
     return {"params": {**tuned, "mapping": frozen["mapping"]}, "noises": frozen["noises"]}
 
 
-def _synth(module, tuned, frozen, w_plus, noise_mode):
-    return module.apply(_variables(tuned, frozen), w_plus, noise_mode)
-
-
-def _lpips(lpips_module, lpips_vars, x, y):
-    return lpips_module.apply(lpips_vars, x, y)
+def _synth(generator, tuned, frozen, w_plus, noise_mode):
+    return generator.synthesize(_variables(tuned, frozen), w_plus, noise_mode)
 
 
 def morph(w_samples, w_pivot, alpha: float = REGULIZER["alpha"]):
@@ -87,42 +89,44 @@ def morph(w_samples, w_pivot, alpha: float = REGULIZER["alpha"]):
     return w_pivot + (alpha * d) / norm
 
 
-def _sample_w(module, frozen, latent_avg, z, variant: str, psi: float):
+def _sample_w(generator, frozen, latent_avg, z, psi: float):
     """original_G.mapping(z, None, truncation_psi=psi) broadcast to W+ (n, n_latent, w_dim)."""
     variables = {"params": {"mapping": frozen["mapping"]}, "noises": frozen["noises"]}
-    w = module.apply(variables, jnp.asarray(z, jnp.float32), None, method="mapping")
-    w_plus = jnp.broadcast_to(w[:, None, :], (w.shape[0], module.n_latent, w.shape[-1]))
+    w = generator.map(variables, jnp.asarray(z, jnp.float32))
+    w_plus = jnp.broadcast_to(w[:, None, :], (w.shape[0], generator.n_latent, w.shape[-1]))
     avg = latent_avg.reshape(1, 1, -1)
-    if variant == "ada":  # ADA: w_avg.lerp(w, psi) with torch.lerp's rounding
+    if generator.variant == "ada":  # ADA: w_avg.lerp(w, psi) with torch.lerp's rounding
         return torch_lerp(avg, w_plus, psi)
     return avg + psi * (w_plus - avg)
 
 
-def _locality(module, lpips_module, tuned, original, frozen, lpips_vars, latent_avg, z,
-              w_pivot):
-    """Space_Regulizer.ball_holder_loss_lazy: (reg, mean l2, mean lpips) over the n samples."""
-    w_m = morph(_sample_w(module, frozen, latent_avg, z, module.variant,
-                          REGULIZER["truncation_psi"]), w_pivot)
-    new = _synth(module, tuned, frozen, w_m, "none")
-    old = jax.lax.stop_gradient(_synth(module, original, frozen, w_m, "none"))
-    l2 = jnp.mean(jnp.square(old - new), axis=(1, 2, 3))
-    lp = _lpips(lpips_module, lpips_vars, old, new)
+def _locality(generator, lpips_net, tuned, original, frozen, latent_avg, z, w_pivot):
+    """Space_Regulizer.ball_holder_loss_lazy: (reg, mean l2, mean lpips) over the n samples,
+    each sample's l2 (l2_loss.l2_loss) and LPIPS terms as the coach's (e4e_jax.losses)."""
+    w_m = morph(_sample_w(generator, frozen, latent_avg, z, REGULIZER["truncation_psi"]),
+                w_pivot)
+    new = _synth(generator, tuned, frozen, w_m, "none")
+    old = jax.lax.stop_gradient(_synth(generator, original, frozen, w_m, "none"))
+    l2 = jax.vmap(L.l2_loss)(old, new)                      # one image at a time, officially
+    lp = L.lpips_distance(lpips_net, old, new)
     reg = REGULIZER["l2_lambda"] * l2 + REGULIZER["lpips_lambda"] * lp
     n = z.shape[0]
     return jnp.sum(reg) / n, jnp.mean(l2), jnp.mean(lp)
 
 
-def _loss(tuned, module, lpips_module, original, frozen, lpips_vars, latent_avg, w_pivot,
-          target, z, lambdas, locality: bool):
-    """base_coach.calc_loss for one pivot (1, n_latent, w_dim) and target (1, H, W, 3)."""
-    img = _synth(module, tuned, frozen, w_pivot, "const")
-    l2 = jnp.mean(jnp.square(img - target))
-    lp = _lpips(lpips_module, lpips_vars, img, target)[0]
+def _loss(tuned, nets, original, frozen, latent_avg, w_pivot, target, z, lambdas,
+          locality: bool):
+    """base_coach.calc_loss for one pivot (1, n_latent, w_dim) and target (1, H, W, 3):
+    l2_lambda * MSE + lpips_lambda * LPIPS (e4e_jax.losses.l2_loss / lpips_distance)."""
+    generator, lpips_net = nets
+    img = _synth(generator, tuned, frozen, w_pivot, "const")
+    l2 = L.l2_loss(img, target)
+    lp = L.lpips_distance(lpips_net, img, target)[0]
     loss = lambdas[0] * l2 + lambdas[1] * lp
     terms = {"loss": loss, "l2": l2, "lpips": lp}
     if locality:
-        reg, reg_l2, reg_lp = _locality(module, lpips_module, tuned, original, frozen,
-                                        lpips_vars, latent_avg, z, w_pivot)
+        reg, reg_l2, reg_lp = _locality(generator, lpips_net, tuned, original, frozen,
+                                        latent_avg, z, w_pivot)
         loss = loss + reg
         terms.update(loss=loss, reg_loss=reg, reg_l2=reg_l2, reg_lpips=reg_lp)
     return loss, terms
@@ -132,10 +136,11 @@ def _loss_names(locality: bool) -> list[str]:
     return ["loss", "l2", "lpips"] + (["reg_loss", "reg_l2", "reg_lpips"] if locality else [])
 
 
-def _evaluate(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
-              learning_rate, threshold, *, module, lpips_module, locality: bool):
+def _evaluate(state, nets, original, frozen, latent_avg, w_pivots, targets, zs, lambdas,
+              learning_rate, threshold, *, locality: bool):
     """One evaluation of the official loop (evaluation e uses image e % N):
     state = (e, params, opt_state, history {name: (E,)}, stopped) -> (state, stopped).
+    nets = (generator without weights: its module's verbs, the LPIPS LossNet).
 
     Once stopped (or after the last evaluation) a call changes nothing; the stop test comes
     before the update, as officially."""
@@ -148,8 +153,7 @@ def _evaluate(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets
     t = jax.lax.dynamic_slice_in_dim(targets, j, 1)
     z = zs[e_safe] if locality else None
     (_, terms), grads = jax.value_and_grad(_loss, has_aux=True)(
-        params, module, lpips_module, original, frozen, lpips_vars, latent_avg, w, t, z, lambdas,
-        locality)
+        params, nets, original, frozen, latent_avg, w, t, z, lambdas, locality)
     hist = {k: v.at[e_safe].set(jnp.where(active, terms[k], v[e_safe])) for k, v in hist.items()}
     stop = active & (terms["lpips"] <= threshold)
     skip = stop | ~active
@@ -163,47 +167,46 @@ def _evaluate(state, original, frozen, lpips_vars, latent_avg, w_pivots, targets
     return state, stopped
 
 
-_STATIC = ("module", "lpips_module", "locality")
-_tune_step = jax.jit(_evaluate, static_argnames=_STATIC, donate_argnums=(0,))
+_tune_step = jax.jit(_evaluate, static_argnames=("locality",), donate_argnums=(0,))
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0,))
-def _tune_while(state, *args, module, lpips_module, locality: bool):
+@functools.partial(jax.jit, static_argnames=("locality",), donate_argnums=(0,))
+def _tune_while(state, nets, original, frozen, latent_avg, w_pivots, targets, zs, lambdas,
+                learning_rate, threshold, *, locality: bool):
     """Every evaluation of `_evaluate` in one lax.while_loop, until the last one or the stop."""
-    total = args[6].shape[0]  # zs: one entry per evaluation
+    total = zs.shape[0]  # one entry per evaluation
+    args = (nets, original, frozen, latent_avg, w_pivots, targets, zs, lambdas, learning_rate,
+            threshold)
 
     def body(s):
-        return _evaluate(s, *args, module=module, lpips_module=lpips_module,
-                         locality=locality)[0]
+        return _evaluate(s, *args, locality=locality)[0]
 
     return jax.lax.while_loop(lambda s: (s[0] < total) & ~s[4], body, state)
 
 
-def _tune_loop(tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas,
-               learning_rate, threshold, *, module, lpips_module, steps: int, locality: bool,
-               stepwise: bool = False):
+def _tune_loop(tuned, frozen, nets, latent_avg, w_pivots, targets, zs, lambdas, learning_rate,
+               threshold, *, steps: int, locality: bool, stepwise: bool = False):
     """The official loop over E = steps * N loss evaluations, one compiled `_tune_while`.
     stepwise=True dispatches the compiled `_tune_step` E times from Python instead (the host
-    reads the stop flag one step behind; `benchmarks/invert.py --loop step`).
+    reads the stop flag one step behind; tune(..., loop="step")).
 
     Returns (tuned params, history {name: (E,)}, evaluations done, updates done)."""
     total = steps * w_pivots.shape[0]
     # device arrays once, not a host-to-device copy of every weight per dispatch
-    tuned, frozen, lpips_vars = jax.tree.map(jnp.asarray, (tuned, frozen, lpips_vars))
+    tuned, frozen, nets = jax.tree.map(jnp.asarray, (tuned, frozen, nets))
     hist = {k: jnp.zeros((total,), jnp.float32) for k in _loss_names(locality)}
     opt_state = jax.jit(scale_by_torch_adam(0.9, 0.999, 1e-8).init)(tuned)
     # the step donates its state: work on copies so the caller's generator stays intact
     params = jax.tree.map(jnp.copy, tuned)
     state = (jnp.int32(0), params, opt_state, hist, jnp.bool_(False))
-    args = (tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lambdas, learning_rate,
+    args = (nets, tuned, frozen, latent_avg, w_pivots, targets, zs, lambdas, learning_rate,
             threshold)
-    static = dict(module=module, lpips_module=lpips_module, locality=locality)
     if not stepwise:
-        state = _tune_while(state, *args, **static)
+        state = _tune_while(state, *args, locality=locality)
     can_stop = bool(np.isfinite(threshold)) and total > 0
     previous = None
     for _ in range(total if stepwise else 0):
-        state, stopped = _tune_step(state, *args, **static)
+        state, stopped = _tune_step(state, *args, locality=locality)
         if can_stop and previous is not None and bool(previous):
             break
         previous = stopped
@@ -212,27 +215,23 @@ def _tune_loop(tuned, frozen, lpips_vars, latent_avg, w_pivots, targets, zs, lam
 
 
 def _check_inputs(generator, w_pivot, target, lpips):
+    """(w_pivot (N, n_latent, w_dim), target (N, H, W, 3)) float32 jax arrays; a single HWC
+    target may come with a (n_latent, w_dim) pivot."""
     if not isinstance(generator, LoadedGenerator):
         raise TypeError(f"generator must be a LoadedGenerator (e4e_jax.load_generator), got "
                         f"{type(generator).__name__}.")
-    if not (hasattr(lpips, "module") and hasattr(lpips, "variables")):
+    if not hasattr(lpips, "net"):
         raise TypeError("lpips must be a loaded LPIPS network (e4e_jax.load_lpips(dir)); PTI "
                         "uses LPIPS-alex officially.")
     w = np.asarray(w_pivot)
     want_w = (generator.n_latent, generator.style_dim)
+    if np.ndim(target) == 3 and w.shape == want_w:
+        w = w[None]
     if w.ndim != 3 or w.shape[1:] != want_w:
         raise ValueError(f"w_pivot must have shape (N, {want_w[0]}, {want_w[1]}) (W+ pivots for "
                          f"this {generator.resolution}px generator; broadcast a W code with "
                          f"generator.broadcast(w)), got {w.shape}.")
-    x = np.asarray(target)
-    r = generator.resolution
-    if x.ndim != 4 or x.shape[1:] != (r, r, 3):
-        hint = " (NCHW? transpose to NHWC)" if x.ndim == 4 and x.shape[1] == 3 else ""
-        raise ValueError(f"target must have shape (N, {r}, {r}, 3) at the generator's "
-                         f"resolution, got {x.shape}{hint}.")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"target must be float images in [-1, 1], got dtype {x.dtype} "
-                         f"(convert uint8 with x / 127.5 - 1).")
+    x = check_target(target, generator.resolution, allow_uint8=False)
     if x.shape[0] != w.shape[0] or w.shape[0] < 1:
         raise ValueError(f"w_pivot and target must hold the same number (>= 1) of images, got "
                          f"{w.shape[0]} and {x.shape[0]}.")
@@ -245,8 +244,8 @@ def _locality_inputs(generator, locality_z, rng, steps: int, n_img: int):
                          "mapping(z, None)); it needs an unconditional generator.")
     if generator.latent_avg is None:
         raise ValueError("locality regularisation truncates toward the generator's latent_avg "
-                         "(w_avg), which this generator lacks; set generator.latent_avg = "
-                         "np.asarray(generator.mean_latent(10000))[0].")
+                         "(w_avg), which this generator lacks; use generator = "
+                         "generator.with_latent_avg(generator.mean_latent(10000)[0]).")
     zd = generator.z_dim
     if locality_z is None:
         rng = jax.random.key(0) if rng is None else rng
@@ -263,14 +262,16 @@ def _locality_inputs(generator, locality_z, rng, steps: int, n_img: int):
 def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350,
          learning_rate: float = 3e-4, l2_lambda: float = 1.0, lpips_lambda: float = 1.0,
          lpips_threshold: float = 0.06, locality: bool = False, locality_z=None,
-         rng=None) -> PTIResult:
+         rng=None, loop: str = "scan") -> PTIResult:
     """Pivotal tuning of `generator` so that G(w_pivot) reproduces `target` (PTI).
 
     Args:
       generator: any loaded generator (rosinality or StyleGAN2-ADA); it is not modified.
       w_pivot: (N, n_latent, w_dim) float32 pivots (an e4e code, or a projected W code
-        broadcast to every row); fixed during tuning.
-      target: (N, H, W, 3) float32 images in [-1, 1] at the generator's resolution.
+        broadcast to every row); fixed during tuning. (n_latent, w_dim) with one HWC target.
+      target: (N, H, W, 3) (or (H, W, 3) for one image) float images in [-1, 1] at the
+        generator's resolution: the inversions' one convention (check_target), as
+        Inverter.encode and e4e_jax.project take them.
       lpips: a loaded LPIPS network (e4e_jax.load_lpips; PTI's default is 'alex').
       steps: max_pti_steps (350). learning_rate: pti_learning_rate (3e-4).
       l2_lambda, lpips_lambda: pt_l2_lambda, pt_lpips_lambda (1, 1).
@@ -280,6 +281,8 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
       locality: PTI's Space_Regulizer (use_locality_regularization), one sample per evaluation.
       locality_z: its standard-normal z draws, (steps, n, z_dim) for one image or
         (steps, N, n, z_dim) for N, replacing sampling from `rng` (default key 0).
+      loop: "scan" (every evaluation inside one compiled while_loop) or "step" (one donated
+        compiled evaluation per dispatch; the same numbers, for benchmarks/invert.py).
 
     With N > 1 (multi-ID coach): every step visits the images in order, each with its own loss
     evaluation and Adam update, so one generator is tuned on all pivots (steps * N updates).
@@ -288,6 +291,8 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
     wrong arguments, naming the expected shapes.
     """
     w, x = _check_inputs(generator, w_pivot, target, lpips)
+    if loop not in ("scan", "step"):
+        raise ValueError(f"loop must be 'scan' or 'step', got {loop!r}.")
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
@@ -300,10 +305,11 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
         zs, latent_avg = jnp.zeros((steps * n_img, 1, 1), jnp.float32), jnp.zeros((1,))
     threshold = np.float32(lpips_threshold) if n_img == 1 else np.float32(-np.inf)
     lambdas = jnp.asarray([l2_lambda, lpips_lambda], jnp.float32)
+    # the generator's verbs without its weights (they travel as `tuned` / `frozen`)
+    nets = (generator.replace(variables=None, latent_avg=None), lpips.net)
     params, hist, evals, updates = _tune_loop(
-        tuned, frozen, lpips.variables, latent_avg, w, x, zs, lambdas,
-        jnp.float32(learning_rate), jnp.float32(threshold), module=generator.module,
-        lpips_module=lpips.module, steps=steps, locality=bool(locality))
+        tuned, frozen, nets, latent_avg, w, x, zs, lambdas, jnp.float32(learning_rate),
+        jnp.float32(threshold), steps=steps, locality=bool(locality), stepwise=loop == "step")
     evals, updates = int(evals), int(updates)
     history = {k: np.asarray(v)[:evals] for k, v in hist.items()}
     if n_img > 1:
@@ -313,8 +319,8 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
                          learning_rate=float(learning_rate), locality=bool(locality),
                          final_lpips=[float(v) for v in np.ravel(history["lpips"])[-n_img:]]
                          if evals else [])
-    tuned_vars = jax.tree.map(np.asarray, _variables(params, frozen))
-    tuned_g = LoadedGenerator(generator.module, tuned_vars, config, generator.latent_avg)
+    tuned_g = LoadedGenerator(generator.module, _variables(params, frozen), config,
+                              generator.latent_avg)
     return PTIResult(generator=tuned_g, history=history, num_updates=updates)
 
 
@@ -325,7 +331,6 @@ def morphed_codes(generator: LoadedGenerator, w_pivot, z) -> tuple[jax.Array, ja
     if generator.latent_avg is None:
         raise ValueError("the regulariser needs the generator's latent_avg (w_avg).")
     _, frozen = _split_params(generator.variables)
-    w_s = _sample_w(generator.module, frozen, jnp.asarray(generator.latent_avg),
-                    jnp.asarray(np.asarray(z, np.float32)), generator.variant,
-                    REGULIZER["truncation_psi"])
+    w_s = _sample_w(generator, frozen, jnp.asarray(generator.latent_avg),
+                    jnp.asarray(np.asarray(z, np.float32)), REGULIZER["truncation_psi"])
     return w_s, morph(w_s, jnp.asarray(w_pivot, jnp.float32))

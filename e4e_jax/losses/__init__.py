@@ -46,7 +46,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -59,6 +58,9 @@ from e4e_jax.losses.adversarial import (
     r1_penalty,
 )
 from e4e_jax.models.encoders import INFERENCE_STAGE
+from e4e_jax.nets.base import BoundNet
+# IDLoss / MocoLoss.forward: the loaded identity networks' own verb (nets/ sits below losses/)
+from e4e_jax.nets.loss_nets import similarity_loss
 
 __all__ = [
     "INFERENCE_STAGE", "LossNet", "LossInputs", "register_loss", "unregister_loss",
@@ -70,14 +72,10 @@ __all__ = [
 ]
 
 
-@struct.dataclass
-class LossNet:
-    """A network and its variables as one pytree (the module is static, the variables are leaves)."""
-    module: nn.Module = struct.field(pytree_node=False)
-    variables: Any
-
-    def __call__(self, *args, method=None, **kwargs):
-        return self.module.apply(self.variables, *args, method=method, **kwargs)
+# A network and its variables as one pytree (the module static, the variables leaves):
+# `LossNet(module, variables)`, called as `net(x, ...)` = module.apply(variables, x, ...) inside
+# the step. It is the package's one shape of a network bound to its weights (e4e_jax.nets.base).
+LossNet = BoundNet
 
 
 _NET_HINTS = {
@@ -154,29 +152,6 @@ def lpips_loss(net: LossNet, y_hat: jax.Array, y: jax.Array) -> jax.Array:
 def similarity_features(net: LossNet, images: jax.Array) -> jax.Array:
     """l2-normalised identity (ArcFace) / MoCo features after the official crop, pool or resize."""
     return net(images)
-
-
-def similarity_loss(net: LossNet, y_hat: jax.Array, y: jax.Array, x: jax.Array
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """IDLoss / MocoLoss.forward: (loss, sim_improvement, sims (N, 3)).
-
-    loss = mean(1 - <f(y_hat), f(y)>) with f(y) a constant; sim_improvement =
-    mean(<f(y_hat), f(y)> - <f(y), f(x)>); sims rows = [diff_target, diff_input, diff_views].
-    """
-    _check_pair(y_hat, y, "similarity_loss")
-    _check_pair(y, x, "similarity_loss")
-    n = y_hat.shape[0]
-    f_hat = net(y_hat)
-    # y and x only need values: one pass without a backward
-    f_yx = jax.lax.stop_gradient(net(jnp.concatenate([y, x], axis=0)))
-    f_y, f_x = f_yx[:n], f_yx[n:]
-    diff_target = jnp.sum(f_hat * f_y, axis=-1)
-    diff_input = jnp.sum(f_hat * f_x, axis=-1)
-    diff_views = jnp.sum(f_y * f_x, axis=-1)
-    loss = jnp.mean(1.0 - diff_target)
-    improvement = jax.lax.stop_gradient(jnp.mean(diff_target - diff_views))
-    sims = jax.lax.stop_gradient(jnp.stack([diff_target, diff_input, diff_views], axis=-1))
-    return loss, improvement, sims
 
 
 # ------------------------------------------------------------------------------------------ #

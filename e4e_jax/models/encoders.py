@@ -6,6 +6,10 @@
     SingleStyleCodeEncoder  official BackboneEncoderUsingLastLayerIntoW: backbone, global average
                             pool, one equalized linear layer, the single code repeated n times.
 
+The four ReStyle encoders (6 input channels, heads on the last feature map) live in
+models/restyle_encoders.py; encoder_config / build_encoder / encoder_shapes / init_encoder here
+serve them too (RESTYLE_ENCODER_TYPES), so every model directory is built through this module.
+
 All three share the IR-SE-50 backbone of models/irse.py (`input_layer`, `body`). The two
 pyramid encoders read the body's features after blocks 6, 20 and 23 (c1 at 1/4, c2 at 1/8, c3 at
 1/16 of the input size, 128 / 256 / 512 channels) and build the FPN levels
@@ -58,6 +62,12 @@ from e4e_jax.models.irse import OFFICIAL_WIDTHS, IRBody, IRInputLayer, conv2d
 from e4e_jax.models.stylegan2 import EqualDense as EqualLinear  # same layer as StyleGAN2's
 
 ENCODER_TYPES = ("Encoder4Editing", "GradualStyleEncoder", "SingleStyleCodeEncoder")
+# The ReStyle encoders of models/restyle_encoders.py. That module builds on this one, so it is
+# imported on first use (encoder_config / build_encoder) rather than at the top: a model directory
+# names its encoder type and e4e_jax.load_encoder builds any of them through this module.
+RESTYLE_ENCODER_TYPES = ("BackboneEncoder", "ResNetBackboneEncoder", "ProgressiveBackboneEncoder",
+                         "ResNetProgressiveBackboneEncoder")
+ALL_ENCODER_TYPES = ENCODER_TYPES + RESTYLE_ENCODER_TYPES
 COARSE_IND = 3
 MIDDLE_IND = 7
 INFERENCE_STAGE = 18
@@ -180,17 +190,26 @@ class Encoder4Editing(_Backbone):
         c1, c2, c3 = self._pyramid_inputs(x, train)
         feats = self._fpn(c1, c2, c3, 3)
         w0 = self._head(0)(c3)
-        w = jnp.broadcast_to(w0[:, None, :], (w0.shape[0], self.n_styles, w0.shape[-1]))
-        if self.n_styles == 1:
-            return w
-        deltas = jnp.stack([self._head(i)(feats[self._level(i)])
-                            for i in range(1, self.n_styles)], axis=1)
-        if progressive_stage is None:
-            return w.at[:, 1:].add(deltas)
-        stage = jnp.asarray(progressive_stage, jnp.int32)
-        active = jnp.arange(1, self.n_styles) <= stage
-        # where, not a multiply: a masked head's value never reaches the output
-        return w.at[:, 1:].add(jnp.where(active[None, :, None], deltas, 0.0))
+        deltas = [self._head(i)(feats[self._level(i)]) for i in range(1, self.n_styles)]
+        return add_deltas(w0, deltas, self.n_styles, progressive_stage)
+
+
+def add_deltas(w0: jax.Array, deltas: Sequence[jax.Array], n_styles: int,
+               progressive_stage: Any = None) -> jax.Array:
+    """e4e's codes: w0 (N, S) repeated n_styles times, row i (1 <= i <= stage) plus deltas[i - 1]
+    (N, S). progressive_stage None applies every delta (official ProgressiveStage.Inference);
+    an int / int32 array k applies deltas 1..k (official `range(1, min(stage + 1, n))`). Shared by
+    Encoder4Editing and the ReStyle-e4e encoders (models/restyle_encoders.py)."""
+    w = jnp.broadcast_to(w0[:, None, :], (w0.shape[0], n_styles, w0.shape[-1]))
+    if n_styles == 1:
+        return w
+    deltas = jnp.stack(list(deltas), axis=1)
+    if progressive_stage is None:
+        return w.at[:, 1:].add(deltas)
+    stage = jnp.asarray(progressive_stage, jnp.int32)
+    active = jnp.arange(1, n_styles) <= stage
+    # where, not a multiply: a masked head's value never reaches the output
+    return w.at[:, 1:].add(jnp.where(active[None, :, None], deltas, 0.0))
 
 
 class SingleStyleCodeEncoder(_Backbone):
@@ -214,18 +233,35 @@ _CLASSES = {
 }
 
 CONFIG_KEYS = ("encoder_type", "n_styles", "input_size", "num_layers", "mode", "widths", "units",
-               "style_dim", "head_width")
+               "style_dim", "head_width", "input_nc")
+
+
+def _restyle():
+    # imported here, not at the top: models/restyle_encoders.py imports this module
+    from e4e_jax.models import restyle_encoders
+    return restyle_encoders
 
 
 def encoder_config(encoder_type: str = "Encoder4Editing", n_styles: int = 18,
-                   input_size: Sequence[int] = (256, 256), num_layers: int = 50,
-                   mode: str = "ir_se", widths: Sequence[int] = OFFICIAL_WIDTHS,
+                   input_size: Sequence[int] = (256, 256), num_layers: int | None = None,
+                   mode: str | None = None, widths: Sequence[int] = OFFICIAL_WIDTHS,
                    units: Sequence[int] | None = None, style_dim: int = 512,
-                   head_width: int | None = None) -> dict:
-    """A JSON-able encoder config (what model directories store), validated."""
+                   head_width: int | None = None, input_nc: int | None = None) -> dict:
+    """A JSON-able encoder config (what model directories store), validated.
+
+    num_layers / mode default to 50 / 'ir_se'. The ReStyle types (RESTYLE_ENCODER_TYPES) are
+    validated by models/restyle_encoders.restyle_config (their config also holds input_nc = 6;
+    ResNet types num_layers 34, mode 'resnet34'). input_nc: the e4e / pSp encoders take 3."""
+    if encoder_type in RESTYLE_ENCODER_TYPES:
+        return _restyle().restyle_config(encoder_type, n_styles, input_size, num_layers, mode,
+                                         widths, units, style_dim, head_width, input_nc)
     if encoder_type not in ENCODER_TYPES:
         raise ValueError(f"{encoder_type!r} is not a valid encoder type; expected one of "
-                         f"{', '.join(ENCODER_TYPES)}.")
+                         f"{', '.join(ALL_ENCODER_TYPES)}.")
+    if input_nc not in (None, 3):
+        raise ValueError(f"{encoder_type} takes 3 input channels, got input_nc={input_nc}.")
+    num_layers = 50 if num_layers is None else num_layers
+    mode = "ir_se" if mode is None else mode
     if mode not in ("ir", "ir_se"):
         raise ValueError(f"mode should be 'ir' or 'ir_se', got {mode!r}.")
     if units is None and num_layers not in (50, 100, 152):
@@ -256,6 +292,9 @@ def build_encoder(config: Mapping[str, Any], precision: Any = None, dtype: Any =
     remat: recompute each IR unit in the backward pass (training memory)."""
     from e4e_jax.core.precision import module_kwargs
     cfg = encoder_config(**{k: config[k] for k in CONFIG_KEYS if k in config})
+    if cfg["encoder_type"] in RESTYLE_ENCODER_TYPES:
+        return _restyle().build_restyle_encoder(cfg, remat=remat,
+                                                **module_kwargs(dtype, precision))
     cls = _CLASSES[cfg["encoder_type"]]
     return cls(n_styles=cfg["n_styles"], input_size=tuple(cfg["input_size"]),
                num_layers=cfg["num_layers"], mode=cfg["mode"], widths=tuple(cfg["widths"]),
@@ -314,5 +353,6 @@ def encoder_shapes(config: Mapping[str, Any]) -> dict:
     """The variable tree of an encoder as shape structs (no compute, no memory)."""
     module = build_encoder(config)
     h, w = config["input_size"]
-    x = jax.ShapeDtypeStruct((1, int(h), int(w), 3), jnp.float32)
+    # ReStyle encoders take 6 channels (config "input_nc"); the e4e / pSp encoders 3
+    x = jax.ShapeDtypeStruct((1, int(h), int(w), int(config.get("input_nc") or 3)), jnp.float32)
     return dict(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))

@@ -130,3 +130,40 @@ class LPIPS(nn.Module):
 
 def lpips_channels(net: str) -> Sequence[int]:
     return ARCHS[check_net(net)]["channels"]
+
+
+def _side_after(net: str, side: int) -> int:
+    """The smallest feature-map side, up to the last tapped layer, for an input side."""
+    arch = ARCHS[net]
+    layers = {i: (k, s, p) for i, _, k, s, p in arch["convs"]}
+    layers.update({i: (k, s, 0) for i, (k, s) in arch["pools"].items()})
+    smallest = side
+    for i in sorted(layers):
+        if i > max(arch["taps"]):
+            break
+        k, s, p = layers[i]
+        side = (side + 2 * p - k) // s + 1 if side + 2 * p >= k else 0
+        smallest = min(smallest, side)
+    return smallest
+
+
+def min_input_size(net: str) -> int:
+    """Smallest input side (pixels) LPIPS with backbone `net` ("alex" / "vgg") accepts: below it
+    a tapped feature map has no pixels and its spatial mean is NaN. 31 for alex (conv 11/4 and
+    two 3/2 max-pools before its last taps), 16 for vgg (ARCHS, torchvision's layer indices)."""
+    check_net(net)
+    side = 1
+    while _side_after(net, side) < 1:
+        side += 1
+    return side
+
+
+def check_input_size(net: str, shape: Sequence[int], what: str = "the images",
+                     hint: str = "Use larger images.") -> None:
+    """Raises ValueError when (H, W) `shape` is below min_input_size(net); `what` names the
+    option (or the argument) that set the size, `hint` the way out."""
+    h, w = (int(s) for s in shape[:2])
+    need = min_input_size(net)
+    if min(h, w) < need:
+        raise ValueError(f"LPIPS ({net}) needs images of at least {need}x{need} pixels; "
+                         f"{what} gives {h}x{w}. {hint}")

@@ -30,11 +30,17 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from e4e_jax.models.stylegan2_ops import (  # noqa: F401  (re-exported layer names)
+    NORMAL,
     SQRT2,
+    ZERO,
     EqualDense,
+    InitRule,
     fir_taps,
     fused_leaky_relu,
+    init_rules,
     modulated_conv,
+    official_param,
+    official_variable,
     pixel_norm,
     upfirdn2d,
 )
@@ -107,7 +113,7 @@ class ConstantInput(nn.Module):
 
     @nn.compact
     def __call__(self, batch: int):
-        const = self.param("const", nn.initializers.normal(1.0), (1, 4, 4, self.channels))
+        const = official_param(self, "const", NORMAL, (1, 4, 4, self.channels))
         return jnp.broadcast_to(const, (batch,) + const.shape[1:])
 
 
@@ -128,16 +134,16 @@ class StyledConv(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.normal(1.0),
-                            (self.kernel_size, self.kernel_size, cin, self.features))
+        kernel = official_param(self, "kernel", NORMAL,
+                                (self.kernel_size, self.kernel_size, cin, self.features))
         style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
         taps = fir_taps(self.blur_kernel, gain=4.0) if self.upsample else None
         out = modulated_conv(x, style, kernel, True, self.upsample, taps, self.precision,
                              weight_gain=self.variant != "ada")
-        strength = self.param("noise_strength", nn.initializers.zeros, ())
+        strength = official_param(self, "noise_strength", ZERO, ())
         if noise is not None:
             out = out + (strength * noise).astype(out.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        bias = official_param(self, "bias", ZERO, (self.features,))
         out = fused_leaky_relu(out, bias.astype(out.dtype))
         if self.conv_clamp is not None:
             out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
@@ -158,7 +164,7 @@ class ToRGB(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.normal(1.0), (1, 1, cin, self.channels))
+        kernel = official_param(self, "kernel", NORMAL, (1, 1, cin, self.channels))
         style = EqualDense(cin, bias_init=1.0, name="modulation", precision=self.precision)(w)
         gain = 1.0 / math.sqrt(cin)
         # ADA's ToRGBLayer puts the equalized-lr gain on the styles, rosinality on the weight.
@@ -171,7 +177,7 @@ class ToRGB(nn.Module):
                       precision=self.precision)
         # the RGB skip image accumulates over every resolution: float32 (3 channels, ~free)
         out = out.astype(jnp.float32)
-        out = out + self.param("bias", nn.initializers.zeros, (self.channels,))
+        out = out + official_param(self, "bias", ZERO, (self.channels,))
         if self.conv_clamp is not None:
             out = jnp.clip(out, -self.conv_clamp, self.conv_clamp)
         if skip is not None:
@@ -267,8 +273,7 @@ class Generator(nn.Module):
         self.convs = convs
         self.to_rgbs = to_rgbs
         self.noise_buffers = [
-            self.variable("noises", f"noise_{i}",
-                          lambda s=s: jax.random.normal(self.make_rng("params"), s))
+            official_variable(self, "noises", f"noise_{i}", NORMAL, s)
             for i, s in enumerate(self.noise_shapes())]
 
     def mapping(self, z, c=None):

@@ -8,8 +8,10 @@ assembles them is `e4e_jax/models/stylegan2.py`, which re-exports every name her
 """
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,67 @@ from flax import linen as nn
 from e4e_jax.core.conv import conv2d
 
 SQRT2 = math.sqrt(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitRule:
+    """The official initialisation of one generator variable, stated once: N(0, 1) / `value`
+    (normal=True; the mapping layers divide by lr_mul) or the constant `value`.
+
+    Called as a Flax initialiser (key, shape, dtype) it draws with jax.random (`module.init`);
+    `draw(rng, shape)` makes the same distribution on the host with a numpy Generator, in float64
+    then rounded to float32 (nets/generator.py `official_init`, the fast path for random
+    generators)."""
+    normal: bool
+    value: float = 1.0
+
+    def __call__(self, key, shape, dtype=jnp.float32):
+        if self.normal:
+            return jax.random.normal(key, shape, dtype) / self.value
+        return jnp.full(shape, self.value, dtype)
+
+    def draw(self, rng: np.random.Generator, shape) -> np.ndarray:
+        if self.normal:
+            return (rng.standard_normal(shape) / self.value).astype(np.float32)
+        return np.full(shape, self.value).astype(np.float32)
+
+
+NORMAL = InitRule(True)
+ZERO = InitRule(False, 0.0)
+# The rule of every variable created while `init_rules` runs, by its path (collection first);
+# None otherwise, so plain `module.init` / `apply` record nothing.
+_RECORDED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("stylegan2_init_rules",
+                                                                        default=None)
+
+
+def official_param(module: nn.Module, name: str, rule: InitRule, shape: Sequence[int]):
+    """`module.param(name, rule, shape)`, recording the rule for `init_rules`."""
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded[("params",) + tuple(module.path) + (name,)] = rule
+    return module.param(name, rule, tuple(shape))
+
+
+def official_variable(module: nn.Module, collection: str, name: str, rule: InitRule,
+                      shape: Sequence[int]):
+    """`module.variable(collection, name, ...)` initialised by `rule` from the "params" rng,
+    recording the rule for `init_rules`."""
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded[(collection,) + tuple(module.path) + (name,)] = rule
+    return module.variable(collection, name, lambda: rule(module.make_rng("params"), tuple(shape)))
+
+
+def init_rules(init: Callable[[], Any]) -> tuple[Any, dict[tuple, InitRule]]:
+    """(init(), {variable path: InitRule}) for an `init` that initialises a generator module
+    (e.g. `jax.eval_shape` of its `init`: nothing is computed)."""
+    recorded: dict[tuple, InitRule] = {}
+    token = _RECORDED.set(recorded)
+    try:
+        out = init()
+    finally:
+        _RECORDED.reset(token)
+    return out, recorded
 
 
 def fused_leaky_relu(x, bias, negative_slope: float = 0.2, scale: float = SQRT2):
@@ -83,9 +146,9 @@ class EqualDense(nn.Module):
     @nn.compact
     def __call__(self, x):
         in_dim = x.shape[-1]
-        kernel = self.param("kernel", lambda k, s: jax.random.normal(k, s) / self.lr_mul,
-                            (in_dim, self.features))
-        bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
+        kernel = official_param(self, "kernel", InitRule(True, self.lr_mul),
+                                (in_dim, self.features))
+        bias = official_param(self, "bias", InitRule(False, self.bias_init), (self.features,))
         scale = self.lr_mul / math.sqrt(in_dim)
         out = jnp.dot(x, kernel * scale, precision=self.precision)
         if self.activation:

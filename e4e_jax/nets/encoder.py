@@ -10,17 +10,23 @@ Reconstructions use the generator's stored noise buffers (official randomize_noi
 through the official face_pool (AdaptiveAvgPool2d((256, 256))) and, for cars, are cropped to rows
 32:224 (192x256) as the official training and metrics code does.
 
-Both entry points are jitted once per batch shape with the weights passed as arguments, and split
-the batch over all local devices (data parallel) when there is more than one. On a single CPU
-device they scan over the batch one image at a time inside the jit (`scan_batch`, default: CPU
-with one device), which XLA's CPU convolutions run 20-40% faster per image than a batched call.
+An Inverter is the package's one shape of a network bound to its weights (e4e_jax.nets.base):
+module = the encoder, variables = its weights, plus the generator (a LoadedGenerator) and
+latent_avg as pytree leaves. Both entry points are compiled once per batch shape with the weights
+as arguments by the model's inference `Runtime` (e4e_jax.nets.base): the batch is split over all
+local devices (mesh axis "data", padded to a multiple of their count) when there is more than
+one; on a single CPU device it is scanned one image at a time inside the program (`scan_batch`),
+which XLA's CPU convolutions run 20-40% faster per image than a batched call.
 
 Pure functions for a training step (variables are arguments, nothing is closed over):
     inv.apply_encode(encoder_variables, images, progressive_stage=None, train=False)
         -> w_plus, or (w_plus, new_batch_stats) when train=True (BatchNorm batch statistics).
     inv.apply_decode(generator_variables, w_plus, noise="const", rng=None, resize=True)
         -> images (face_pool + crop when resize=True).
+    inv.apply_invert(encoder_variables, images, resize=True) -> (w_plus, images)
     add_latent_avg(codes, latent_avg), face_pool(images, size, crop_rows)
+`inv.with_generator(g)` (e.g. a PTI-tuned generator) and `inv.with_policy(dtype, precision)`
+return new Inverters; the generator always computes under the Inverter's policy.
 `save_inverter` writes a directory `load_encoder` reads (converter and training export).
 """
 from __future__ import annotations
@@ -39,6 +45,7 @@ from e4e_jax.core.ops import adaptive_avg_pool2d
 from e4e_jax.core.precision import module_kwargs
 from e4e_jax.models.encoders import INFERENCE_STAGE, build_encoder, encoder_shapes
 from e4e_jax.nets import model_dir as checkpoints
+from e4e_jax.nets.base import BoundNet, Runtime
 from e4e_jax.nets.generator import LoadedGenerator, load_generator, save_generator
 
 KIND = "e4e_inverter"
@@ -66,8 +73,28 @@ def _np_tree(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-class Inverter:
-    """An e4e / pSp encoder with its generator. See the module docstring for the API."""
+class Inverter(BoundNet):
+    """An e4e / pSp encoder with its generator and latent_avg (a `BoundNet`; module docstring).
+
+    Inverter(encoder_config, encoder_variables, generator, latent_avg=None,
+             start_from_latent_avg=True, crop_rows=None, face_pool_size=256, config=None,
+             precision=None, scan_batch=None, dtype=None, remat=False)
+
+    module / `encoder`: the encoder module; variables: its {'params', 'batch_stats'} (empty for
+    the pure model of a training step, which passes its own); generator: a LoadedGenerator run
+    under the Inverter's policy (dtype, precision, remat); latent_avg (n_latent, style_dim) or
+    (style_dim,). Raises ValueError on a generator whose W+ rows differ from the encoder's, a
+    mis-shaped latent_avg, or start_from_latent_avg without one. scan_batch: see `Runtime`
+    (default: one image at a time on a single CPU device).
+
+    Immutable: `with_generator(g)` and `with_policy(dtype, precision, remat)` return new
+    Inverters; the generator always computes under the Inverter's policy.
+    """
+
+    tree_leaves = ("variables", "generator", "latent_avg")
+    tree_static = ("module", "start_from_latent_avg", "crop_rows", "face_pool_size", "dtype",
+                   "precision", "remat", "runtime")
+    tree_meta = ("encoder_config", "config")
 
     def __init__(self, encoder_config: Mapping[str, Any], encoder_variables: Mapping[str, Any],
                  generator: LoadedGenerator, latent_avg: Any = None,
@@ -75,59 +102,100 @@ class Inverter:
                  face_pool_size: int | None = 256, config: Mapping[str, Any] | None = None,
                  precision: Any = None, scan_batch: bool | None = None, dtype: Any = None,
                  remat: bool = False):
-        self.policy = module_kwargs(dtype, precision)
-        self.precision = self.policy["precision"]
-        self.encoder_config = dict(encoder_config)
-        self.encoder = build_encoder(self.encoder_config, dtype=dtype, precision=precision,
-                                     remat=remat)
-        self.variables = dict(encoder_variables)
-        # decode / invert / the train step run the generator with the encoder's dtype and
-        # precision: one policy for the whole inversion
-        self.generator = generator.with_policy(dtype, precision, remat)
-        self.n_latent = int(self.encoder_config["n_styles"])
-        if generator.n_latent != self.n_latent:
-            raise ValueError(f"the encoder predicts {self.n_latent} W+ rows but the generator "
+        policy = module_kwargs(dtype, precision)
+        encoder_config = dict(encoder_config)
+        n_latent = int(encoder_config["n_styles"])
+        if generator.n_latent != n_latent:
+            raise ValueError(f"the encoder predicts {n_latent} W+ rows but the generator "
                              f"({generator.resolution}px) takes {generator.n_latent}.")
-        self.start_from_latent_avg = bool(start_from_latent_avg)
-        self.latent_avg = None
+        la = None
         if latent_avg is not None:
             la = np.asarray(latent_avg, np.float32)
             if la.ndim == 1:
-                la = np.broadcast_to(la, (self.n_latent, la.shape[0])).copy()
-            if la.shape != (self.n_latent, generator.style_dim):
-                raise ValueError(f"latent_avg must have shape ({self.n_latent}, "
+                la = np.broadcast_to(la, (n_latent, la.shape[0])).copy()
+            if la.shape != (n_latent, generator.style_dim):
+                raise ValueError(f"latent_avg must have shape ({n_latent}, "
                                  f"{generator.style_dim}), got {la.shape}.")
-            self.latent_avg = la
-        if self.start_from_latent_avg and self.latent_avg is None:
+        if start_from_latent_avg and la is None:
             raise ValueError("start_from_latent_avg=True needs a latent_avg.")
-        self.crop_rows = None if crop_rows is None else (int(crop_rows[0]), int(crop_rows[1]))
-        self.face_pool_size = face_pool_size
-        self.config = dict(config or {})
-        self.input_size = tuple(int(s) for s in self.encoder_config["input_size"])
-        self.is_e4e = self.encoder_config["encoder_type"] == "Encoder4Editing"
-        self._devices = jax.local_devices()
-        self.scan_batch = (self._devices[0].platform == "cpu" and len(self._devices) == 1
-                           if scan_batch is None else bool(scan_batch))
-        self._shardings = None
-        if len(self._devices) > 1:
-            from jax.sharding import Mesh, NamedSharding
-            from jax.sharding import PartitionSpec as P
-            mesh = Mesh(np.asarray(self._devices), ("batch",))
-            self._shardings = (NamedSharding(mesh, P("batch")), NamedSharding(mesh, P()))
-        self._encode_jit = jax.jit(self._encode_impl)
-        self._invert_jit = jax.jit(self._invert_impl, static_argnums=(4,))
+        super().__init__(
+            build_encoder(encoder_config, dtype=dtype, precision=precision, remat=remat),
+            jax.tree_util.tree_map(jnp.asarray, dict(encoder_variables)),
+            # decode / invert / the train step run the generator with the encoder's dtype and
+            # precision: one policy for the whole inversion
+            generator=generator.with_policy(dtype, precision, remat),
+            latent_avg=la, start_from_latent_avg=bool(start_from_latent_avg),
+            crop_rows=None if crop_rows is None else (int(crop_rows[0]), int(crop_rows[1])),
+            face_pool_size=face_pool_size, dtype=policy["dtype"],
+            precision=policy["precision"], remat=bool(remat),
+            runtime=Runtime.local(scan_batch), encoder_config=encoder_config,
+            config=dict(config or {}))
 
     def __repr__(self) -> str:
         return (f"Inverter({self.encoder_config['encoder_type']}, input {self.input_size}, "
                 f"n_latent {self.n_latent}, generator {self.generator.resolution}px)")
 
-    # ---- pure functions (usable inside a caller's jit) ----
+    # ---- what users look for
+    @property
+    def encoder(self):
+        """The encoder module (= `module`)."""
+        return self.module
+
+    @property
+    def n_latent(self) -> int:
+        return int(self.encoder_config["n_styles"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) the encoder takes ((256, 256) for faces, (192, 256) for cars)."""
+        return tuple(int(s) for s in self.encoder_config["input_size"])
+
+    @property
+    def is_e4e(self) -> bool:
+        return self.encoder_config["encoder_type"] == "Encoder4Editing"
+
+    @property
+    def scan_batch(self) -> bool:
+        """Whether encode / invert run one image at a time inside the program (`Runtime`)."""
+        return self.runtime.scan_batch
+
+    @property
+    def policy(self) -> dict:
+        """{"dtype": compute dtype or None (float32), "precision": lax precision or None}."""
+        return {"dtype": self.dtype, "precision": self.precision}
+
+    def with_policy(self, dtype: Any = None, precision: Any = None,
+                    remat: bool = False) -> "Inverter":
+        """The same encoder and generator weights computing under another policy (dtype None /
+        "float32" / "bfloat16", precision None / "default" / "high" / "highest", remat);
+        ValueError on unknown values."""
+        policy = module_kwargs(dtype, precision)
+        return self.replace(
+            module=build_encoder(self.encoder_config, dtype=dtype, precision=precision,
+                                 remat=remat),
+            generator=self.generator.with_policy(dtype, precision, remat),
+            dtype=policy["dtype"], precision=policy["precision"], remat=bool(remat))
+
+    def with_generator(self, generator: LoadedGenerator) -> "Inverter":
+        """This Inverter decoding with `generator` (e.g. a PTI-tuned one), which computes under
+        this Inverter's dtype / precision / remat. ValueError when its W+ shape (n_latent,
+        style_dim) differs from this model's."""
+        old = self.generator
+        if (generator.n_latent, generator.style_dim) != (old.n_latent, old.style_dim):
+            raise ValueError(f"the generator takes W+ ({generator.n_latent}, "
+                             f"{generator.style_dim}) but this model's takes ({old.n_latent}, "
+                             f"{old.style_dim}).")
+        return self.replace(generator=generator.with_policy(self.dtype, self.precision,
+                                                            self.remat))
+
+    # ---- pure functions (usable inside a caller's jit)
     def _latent_avg_or_none(self):
         return self.latent_avg if self.start_from_latent_avg else None
 
     def apply_encode(self, encoder_variables, images, progressive_stage=None, train: bool = False,
                      latent_avg=None):
-        """W+ codes with latent_avg added (when the model starts from it).
+        """W+ codes (N, n_latent, style_dim) of images (N, H, W, 3) in [-1, 1], latent_avg added
+        (when the model starts from it): pSp.forward's codes.
 
         progressive_stage: None (all deltas) or an int / int32 array (traced; changing it does
         not recompile). train=True uses batch statistics and returns (w_plus, new_batch_stats).
@@ -140,10 +208,10 @@ class Inverter:
         if latent_avg is None:
             latent_avg = self._latent_avg_or_none()
         if train:
-            codes, upd = self.encoder.apply(encoder_variables, images, train=True,
-                                            mutable=["batch_stats"], **kwargs)
+            codes, upd = self.module.apply(encoder_variables, images, train=True,
+                                           mutable=["batch_stats"], **kwargs)
             return add_latent_avg(codes, latent_avg), upd["batch_stats"]
-        codes = self.encoder.apply(encoder_variables, images, **kwargs)
+        codes = self.module.apply(encoder_variables, images, **kwargs)
         return add_latent_avg(codes, latent_avg)
 
     def apply_decode(self, generator_variables, w_plus, noise: Any = "const", rng=None,
@@ -154,26 +222,21 @@ class Inverter:
             images = face_pool(images, self.face_pool_size, self.crop_rows, self.precision)
         return images
 
-    # ---- jitted entry points ----
-    def _per_sample(self, fn, images):
-        """fn over the batch; on a single CPU device one image at a time (lax.map inside the
-        jit): XLA's CPU convolutions run 20-40% faster per image that way than batched. Only
-        valid at inference (BatchNorm on running statistics treats samples independently)."""
-        if not self.scan_batch or images.shape[0] == 1:
-            return fn(images)
-        return jax.lax.map(lambda x: jax.tree_util.tree_map(lambda t: t[0], fn(x[None])),
-                           images)
+    def apply_invert(self, encoder_variables, images, resize: bool = True):
+        """(W+ codes, reconstructions) of images, decoded with the own generator's variables
+        (stored noise): pSp.forward(x, return_latents=True)."""
+        w = self.apply_encode(encoder_variables, images)
+        return w, self.apply_decode(self.generator.variables, w, resize=resize)
 
-    def _encode_impl(self, enc_vars, latent_avg, images, stage):
-        return self._per_sample(
-            lambda x: self.apply_encode(enc_vars, x, stage if self.is_e4e else None,
-                                        latent_avg=latent_avg), images)
+    # ---- compiled entry points (through the inference runtime)
+    def run(self, verb: str, images: Any, **kwargs: Any) -> Any:
+        """The pure method `verb` (encoder variables first) over a batch of images, compiled by
+        this model's `Runtime` (devices, padding, one image at a time on one CPU)."""
+        return self.runtime.run(self, verb, images, **kwargs)
 
-    def _invert_impl(self, enc_vars, gen_vars, latent_avg, images, resize):
-        def one(x):
-            w = self.apply_encode(enc_vars, x, latent_avg=latent_avg)
-            return w, self.apply_decode(gen_vars, w, resize=resize)
-        return self._per_sample(one, images)
+    def lower(self, verb: str, images: Any, **kwargs: Any) -> tuple[Any, tuple]:
+        """(jax.stages.Lowered, arguments) of `run(verb, images, ...)`'s program."""
+        return self.runtime.lower(self, verb, images, **kwargs)
 
     def _check_images(self, images) -> jax.Array:
         if np.issubdtype(np.asarray(images).dtype if not isinstance(images, jax.Array)
@@ -187,43 +250,22 @@ class Inverter:
                              f"in [-1, 1], the model's input size), got {tuple(images.shape)}.")
         return images
 
-    def _pad(self, images):
-        n = images.shape[0]
-        k = len(self._devices)
-        pad = (-n) % k
-        if pad:
-            images = jnp.concatenate([images, jnp.zeros((pad,) + images.shape[1:],
-                                                        images.dtype)])
-        if self._shardings is not None:
-            images = jax.device_put(images, self._shardings[0])
-        return images, n
-
-    def _replicated(self, tree):
-        if self._shardings is None or tree is None:
-            return tree
-        return jax.device_put(tree, self._shardings[1])
-
     def encode(self, images, progressive_stage: int | None = None) -> jax.Array:
         """images (N, H, W, 3) in [-1, 1] -> W+ (N, n_latent, 512), latent_avg added."""
-        images, n = self._pad(self._check_images(images))
+        images = self._check_images(images)
         if progressive_stage is not None and not self.is_e4e:
             raise ValueError(f"progressive_stage applies to Encoder4Editing only, not "
                              f"{self.encoder_config['encoder_type']}.")
-        # None: every delta (ProgressiveStage.Inference = 18 covers all rows up to 1024 px)
-        stage = jnp.asarray(max(INFERENCE_STAGE, self.n_latent) if progressive_stage is None
-                            else progressive_stage, jnp.int32)
-        w = self._encode_jit(self._replicated(self.variables),
-                             self._replicated(self._latent_avg_or_none()), images, stage)
-        return w[:n]
+        stage = None
+        if self.is_e4e:
+            # None: every delta (ProgressiveStage.Inference = 18 covers all rows up to 1024 px)
+            stage = jnp.asarray(max(INFERENCE_STAGE, self.n_latent) if progressive_stage is None
+                                else progressive_stage, jnp.int32)
+        return self.run("apply_encode", images, progressive_stage=stage)
 
     def invert(self, images, resize: bool = True) -> tuple[jax.Array, jax.Array]:
         """images -> (W+, reconstructions). resize=False returns the raw generator output."""
-        images, n = self._pad(self._check_images(images))
-        w, rec = self._invert_jit(self._replicated(self.variables),
-                                  self._replicated(self.generator.variables),
-                                  self._replicated(self._latent_avg_or_none()), images,
-                                  bool(resize))
-        return w[:n], rec[:n]
+        return self.run("apply_invert", self._check_images(images), resize=bool(resize))
 
     def decode(self, w_plus, resize: bool = True) -> jax.Array:
         """W+ codes (e.g. edited) -> images, with face_pool and crop like invert."""

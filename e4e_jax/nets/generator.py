@@ -8,13 +8,15 @@
 The same class holds StyleGAN2-ADA generators (`e4e-jax convert stylegan2_ada`; config
 variant "ada"), whose mapping may take z of another width (`z_dim`) and class labels `c`.
 
-Weights are passed to the jitted functions as arguments (not baked in as constants), so one
-compilation serves every generator of the same shape and compile time does not grow with the
-weights.
+A LoadedGenerator is the package's one shape of a network bound to its weights
+(e4e_jax.nets.base.BoundNet): pure `map` / `synthesize` take the variables for use inside a
+caller's jit; `mapping` / `synthesis` run them compiled on the own variables, which are
+arguments of the program (not baked-in constants), so one compilation serves every generator of
+the same shape (a PTI-tuned copy included) and compile time does not grow with the weights.
+`with_policy(dtype, precision, remat)` and `with_latent_avg(w)` return changed copies.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Sequence
 
@@ -23,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax.core.precision import module_kwargs
-from e4e_jax.models.stylegan2 import Generator, official_channels
+from e4e_jax.models.stylegan2 import Generator, init_rules, official_channels
 from e4e_jax.nets import model_dir as checkpoints
+from e4e_jax.nets.base import BoundNet
 
 KIND = "stylegan2_generator"
 NoiseSpec = Any  # "const" | "random" | "none" | list of (1 or N, r, r, 1) arrays
@@ -62,11 +65,6 @@ def _noise_mode(noise: NoiseSpec) -> tuple[str, Any]:
                      f'{type(noise).__name__}.')
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _mapping(module, variables, z, c=None):
-    return module.apply(variables, z, c, method="mapping")
-
-
 def torch_lerp(start, end, weight: float):
     """torch.lerp's float32 formula (ADA's truncation): the form depends on |weight| < 0.5."""
     if abs(weight) < 0.5:
@@ -74,21 +72,28 @@ def torch_lerp(start, end, weight: float):
     return end - (end - start) * (np.float32(1.0) - np.float32(weight))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _synthesis(module, variables, w_plus, noise_mode, noises, rng):
-    rngs = {"noise": rng} if rng is not None else None
-    return module.apply(variables, w_plus, noise_mode, noises, rngs=rngs)
+class LoadedGenerator(BoundNet):
+    """A StyleGAN2 generator with its variables (a `BoundNet`). Inputs may be numpy or jax arrays.
 
+    LoadedGenerator(module, variables, config, latent_avg=None): module a
+    `e4e_jax.models.stylegan2.Generator` (its dtype / precision / remat fields are the numeric
+    policy), variables {"params", "noises"}, config the generator config (metadata, saved by
+    save_generator), latent_avg (style_dim,) float32 or None. Leaves: variables, latent_avg.
 
-class LoadedGenerator:
-    """A StyleGAN2 generator with its variables. Inputs may be numpy or jax arrays."""
+    Pure (variables passed in, for a caller's jit): `map(variables, z, c=None)`,
+    `synthesize(variables, w_plus, noise, rng)`. Compiled on the own variables: `mapping`,
+    `synthesis`, `__call__` / `sample` (z -> images), `mean_latent`.
+    """
+
+    tree_leaves = ("variables", "latent_avg")
+    tree_meta = ("config",)
 
     def __init__(self, module: Generator, variables: dict, config: dict,
                  latent_avg: np.ndarray | None = None):
-        self.module = module
-        self.variables = variables
-        self.config = dict(config)
-        self.latent_avg = None if latent_avg is None else np.asarray(latent_avg, np.float32)
+        super().__init__(module, jax.tree_util.tree_map(jnp.asarray, dict(variables)),
+                         config=dict(config),
+                         latent_avg=None if latent_avg is None
+                         else np.asarray(latent_avg, np.float32))
 
     # Attributes users look for.
     @property
@@ -126,16 +131,16 @@ class LoadedGenerator:
         return (f"LoadedGenerator(resolution={self.resolution}, n_latent={self.n_latent}, "
                 f"channels={tuple(self.module.channels)}, n_mlp={self.module.n_mlp}{extra})")
 
-    def with_policy(self, dtype: Any = None, precision: Any = None,
-                    remat: bool = False) -> "LoadedGenerator":
-        """The same generator (shared variables) computing with another compute dtype
-        ("float32" / "bfloat16"), precision (None / "default" / "high" / "highest") or with its
-        synthesis layers rematerialised in the backward pass. ValueError on unknown values."""
-        module = self.module.clone(**module_kwargs(dtype, precision), remat=bool(remat))
-        return LoadedGenerator(module, self.variables, self.config, self.latent_avg)
+    def with_latent_avg(self, latent_avg) -> "LoadedGenerator":
+        """The same generator with latent_avg (style_dim,) (e.g. mean_latent(10000)[0])."""
+        return self.replace(latent_avg=None if latent_avg is None
+                            else np.asarray(latent_avg, np.float32).reshape(-1))
 
     # Pure functions for use inside a caller's jit (variables passed in).
     def synthesize(self, variables, w_plus, noise: NoiseSpec = "random", rng=None):
+        """W+ (N, n_latent, style_dim) -> images (N, R, R, 3) float32, raw scale (no clamp).
+        noise: "const" (the stored buffers), "random" (needs rng), "none", or a list of arrays
+        (1 or N, r, r, 1) in noise-layer order. Official Generator.forward / ADA's synthesis."""
         mode, noises = _noise_mode(noise)
         if mode == "random" and rng is None:
             raise ValueError('noise="random" needs an rng (a jax.random key).')
@@ -143,6 +148,7 @@ class LoadedGenerator:
         return self.module.apply(variables, w_plus, mode, noises, rngs=rngs)
 
     def map(self, variables, z, c=None):
+        """z (N, z_dim) [, labels c (N, c_dim)] -> w (N, style_dim): the mapping network."""
         return self.module.apply(variables, z, c, method="mapping")
 
     def _labels(self, c, n: int):
@@ -166,7 +172,7 @@ class LoadedGenerator:
         z = jnp.asarray(z, jnp.float32)
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape (N, {self.z_dim}), got {tuple(z.shape)}.")
-        return _mapping(self.module, self.variables, z, self._labels(c, z.shape[0]))
+        return self.run("map", z, c=self._labels(c, z.shape[0]))
 
     def synthesis(self, w_plus, noise: NoiseSpec = "const", rng=None) -> jax.Array:
         """W+ (N, n_latent, style_dim) -> images (N, R, R, 3), raw scale (no clamp)."""
@@ -177,8 +183,8 @@ class LoadedGenerator:
         mode, noises = _noise_mode(noise)
         if mode == "random" and rng is None:
             raise ValueError('noise="random" needs an rng (a jax.random key).')
-        return _synthesis(self.module, self.variables, w_plus, mode, noises,
-                          rng if mode == "random" else None)
+        return self.run("synthesize", w_plus, noise=mode if noises is None else noises,
+                        rng=rng if mode == "random" else None)
 
     def broadcast(self, w) -> jax.Array:
         """w (N, style_dim) -> W+ (N, n_latent, style_dim), the same code at every layer."""
@@ -266,26 +272,28 @@ def init_generator(rng, resolution: int, channel_multiplier: int = 2,
                    max_channels: int | None = None, n_mlp: int = 8, style_dim: int = 512,
                    channels: Sequence[int] | None = None, lr_mlp: float = 0.01,
                    with_latent_avg: bool = True) -> LoadedGenerator:
-    """A randomly initialised generator with the official initialisation (tests, demos)."""
+    """A randomly initialised generator with the official initialisation (tests, demos):
+    `official_init` of the module, latent_avg = mean_latent(4096) under fold_in(rng, 1)."""
     if channels is None:
         channels = official_channels(resolution, channel_multiplier, max_channels)
     config = dict(resolution=int(resolution), channels=[int(c) for c in channels],
                   style_dim=int(style_dim), n_mlp=int(n_mlp), lr_mlp=float(lr_mlp),
                   blur_kernel=[1, 3, 3, 1], channel_multiplier=channel_multiplier)
     module = module_from_config(config)
-    variables = _official_init(module, rng)
-    g = LoadedGenerator(module, variables, config)
+    g = LoadedGenerator(module, official_init(module, rng), config)
     if with_latent_avg:
-        g.latent_avg = np.asarray(g.mean_latent(4096, jax.random.fold_in(rng, 1))[0])
+        g = g.with_latent_avg(g.mean_latent(4096, jax.random.fold_in(rng, 1))[0])
     return g
 
 
-def _official_init(module: Generator, rng) -> dict:
-    """The official initialisation, drawn on the host with numpy: N(0, 1) weights (mapping
-    weights / lr_mul), modulation biases 1, other biases and noise strengths 0, N(0, 1) constant
-    input and noise buffers. Same distributions as `module.init`, without compiling a threefry
-    graph per parameter (which takes many seconds on CPU even for tiny generators)."""
-    shapes = expected_variables(module)
+def official_init(module: Generator, rng) -> dict:
+    """Variables of `module` drawn on the host with numpy under the module's own initialisers
+    (e4e_jax.models.stylegan2_ops.InitRule, what `module.init` draws with jax.random): N(0, 1)
+    weights (mapping weights / lr_mul), modulation biases 1, other biases and noise strengths 0,
+    N(0, 1) constant input and noise buffers. numpy.random.default_rng(key data of `rng`)
+    fills the variables in their tree order, without compiling a threefry graph per parameter
+    (which takes many seconds on CPU even for tiny generators)."""
+    shapes, rules = init_rules(lambda: expected_variables(module))
     seed = [int(s) for s in np.asarray(jax.random.key_data(rng)).ravel()]
     draw = np.random.default_rng(seed)
 
@@ -294,24 +302,15 @@ def _official_init(module: Generator, rng) -> dict:
         for name, leaf in node.items():
             if not hasattr(leaf, "shape"):
                 out[name] = fill(leaf, path + (name,))
-                continue
-            shape = tuple(leaf.shape)
-            if name == "bias":
-                value = np.full(shape, 1.0 if path[-1] == "modulation" else 0.0)
-            elif name == "noise_strength":
-                value = np.zeros(shape)
-            elif name == "kernel" and "mapping" in path:
-                value = draw.standard_normal(shape) / module.lr_mlp
-            else:  # kernels, the constant input, noise buffers
-                value = draw.standard_normal(shape)
-            out[name] = value.astype(np.float32)
+            else:
+                out[name] = rules[path + (name,)].draw(draw, tuple(leaf.shape))
         return out
 
     return fill(shapes, ())
 
 
 def expected_variables(module: Generator) -> Any:
-    """Shapes of every variable of `module` (for checking loaded files)."""
+    """Shapes of every variable of `module` (for checking loaded files); nothing is computed."""
     w_plus = jax.ShapeDtypeStruct((1, module.n_latent, module.style_dim), jnp.float32)
     return jax.eval_shape(lambda w: module.init({"params": jax.random.key(0)}, w,
                                                 method=_init_all), w_plus)

@@ -302,3 +302,43 @@ def test_edit_reads_official_latents_pt_and_refuses_non_finite_codes(model_dir, 
                       str(tmp_path / "inv" / "latents" / "face.npy"), "--edit", "sefa:0",
                       "--out", str(tmp_path / "one")]) == 0
     assert os.path.isfile(tmp_path / "one" / "face.png")
+
+
+def test_edit_generator_keeps_the_dtype_and_precision(model_dir, inv, tmp_path, monkeypatch):
+    """edit --generator DIR --dtype bfloat16 --precision highest decodes with DIR's weights under
+    the checkpoint's policy: bfloat16 convolutions at HIGHEST precision (the generator is given
+    to the Inverter with `with_generator`, not assigned over its policy)."""
+    import jax
+    import jax.numpy as jnp
+
+    from e4e_jax.nets import encoder as encoder_module
+    from e4e_jax.nets.generator import load_generator, save_generator
+    from tests.parity.test_encoders import tiny_generator
+    gen_dir = save_generator(tiny_generator(32, seed=7), str(tmp_path / "tuned"))
+    latents = tmp_path / "latents.npy"
+    w = np.asarray(inv.encode(np.zeros((1, 32, 32, 3), np.float32)))
+    np.save(latents, w)
+    used = []
+    make_decoder = encoder_module.make_decoder
+    monkeypatch.setattr(encoder_module, "make_decoder",
+                        lambda model: used.append(model) or make_decoder(model))
+    out = tmp_path / "out"
+    assert edit.main(["--checkpoint", model_dir, "--latents", str(latents), "--generator",
+                      gen_dir, "--dtype", "bfloat16", "--precision", "highest", "--edit",
+                      "sefa:0:1", "--out", str(out)]) == 0
+    (model,) = used
+    g = model.generator
+    assert g.module.dtype == jnp.bfloat16 and g.module.precision == jax.lax.Precision.HIGHEST
+    assert model.module.dtype == jnp.bfloat16            # the encoder keeps the same policy
+    tuned = load_generator(gen_dir)
+    for a, b in zip(jax.tree_util.tree_leaves(g.variables),
+                    jax.tree_util.tree_leaves(tuned.variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the inversion cell is the bfloat16 decode, which differs from the float32 one
+    bf16 = np.asarray(model.decode(w))
+    f32 = np.asarray(inv.with_generator(tuned).decode(w))
+    assert np.abs(bf16 - f32).max() > 1e-4
+    grid = np.asarray(Image.open(out / "latents.png"))
+    layout = grid_layout(1, 2, 32, 32)
+    inversion = magnified(image_io.to_uint8(bf16[0]), 4)
+    assert np.abs(cell(grid, layout, 0, 0).astype(int) - inversion).max() <= 1

@@ -174,6 +174,35 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_refuses_another_architecture_and_skips_a_damaged_checkpoint(tmp_path, capsys):
+    w = str(tmp_path / "w")
+    trainer.train_and_evaluate(tiny_config(max_steps=8), w)          # checkpoints 4 and 8
+    # another architecture in the same workdir: one line naming the field, before restoring
+    with pytest.raises(trainer.TrainingError,
+                       match=r"--workdir .* was made with another configuration \(encoder."
+                             r"widths=\[4, 8, 8, 16\] there, \[4, 8, 8, 8\] now\); use another "
+                             r"--workdir, or rerun with the original settings"):
+        trainer.train_and_evaluate(tiny_config(max_steps=12, **{"encoder.widths": (4, 8, 8, 8)}),
+                                   w)
+    # the newest checkpoint damaged (a data file truncated): moved aside, step 4 restored
+    data = os.path.join(w, "checkpoints", "8", "state", "d")
+    for name in os.listdir(data):
+        with open(os.path.join(data, name), "r+b") as f:
+            f.truncate(os.path.getsize(os.path.join(data, name)) // 2)
+    capsys.readouterr()
+    summary = trainer.train_and_evaluate(tiny_config(max_steps=12), w)
+    out = capsys.readouterr().out
+    ckpt = os.path.join(w, "checkpoints")
+    assert (f"checkpoint {os.path.join(os.path.abspath(ckpt), '8')} is damaged (" in out
+            and f"moved it to {os.path.join(os.path.abspath(ckpt), '8.damaged')} and resumed "
+                f"from step 4, the newest intact checkpoint" in out), out
+    assert "resumed from" in out and summary["steps"] == 12
+    assert summary["trained_steps_this_run"] == 8
+    assert os.path.isdir(os.path.join(ckpt, "8.damaged"))
+    assert os.path.isdir(os.path.join(ckpt, "12"))
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_term(tmp_path):
     @L.register_loss("explodes")
     def explodes(inputs):

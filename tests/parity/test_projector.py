@@ -60,9 +60,18 @@ def atol(key):
     return fu.suggested_atol(FIX, key)
 
 
+def pti_dataset_image(fixture):
+    """PTI's target before its coach converts it: the [-1, 1] dataset tensor of target_u8
+    (ToTensor, Normalize(0.5, 0.5)), in float32 as torch computes it."""
+    u = fixture.inputs["target_u8"].astype(np.float32) / np.float32(255)
+    return (u - np.float32(0.5)) / np.float32(0.5)
+
+
 def replay(fixture, generator, lpips, case):
     inp = fixture.inputs
-    target = (inp["target_ada"] if case == "ada" else inp["target_pti"]).transpose(1, 2, 0)
+    # ada: the uint8 pixels run_projection passes; pti: the [-1, 1] image (the inversions' one
+    # convention), which the projector turns into PTI's float pixels target_pti
+    target = inp["target_ada"].transpose(1, 2, 0) if case == "ada" else pti_dataset_image(fixture)
     return project(generator, target, lpips=lpips, num_steps=int(inp["num_steps"]),
                    w_avg_samples=int(inp["w_avg_samples"]),
                    initial_learning_rate=float(inp[f"{case}.initial_learning_rate"]),
@@ -79,6 +88,22 @@ def test_w_statistics(fixture, generator):
     w_avg, w_std = w_statistics(generator, int(fixture.inputs["w_avg_samples"]))
     fu.assert_close("w_avg", w_avg, fixture.expected["w_avg"].reshape(-1), atol("w_avg"))
     fu.assert_close("w_std", w_std, fixture.expected["w_std"], atol("w_std"))
+
+
+def test_target_convention(fixture):
+    """A [-1, 1] image becomes exactly the pixels PTI's coach passes ((x + 1) / 2 * 255); uint8
+    stays pixels; floats outside [-1, 1] beyond rounding are refused, naming the convention."""
+    from e4e_jax.inversion.common import check_target, target_pixels
+    x = pti_dataset_image(fixture)
+    assert -1 <= x.min() and x.max() <= 1
+    np.testing.assert_array_equal(target_pixels(check_target(x, 32))[0],
+                                  fixture.inputs["target_pti"].transpose(1, 2, 0))
+    u8 = fixture.inputs["target_u8"]
+    np.testing.assert_array_equal(target_pixels(check_target(u8, 32))[0], u8.astype(np.float32))
+    check_target(np.nextafter(np.float32(1), np.float32(2)) * np.ones((32, 32, 3), np.float32), 32)
+    with pytest.raises(ProjectorError, match=r"targets are float images in \[-1, 1\] \(NHWC\), "
+                                             r"or uint8 pixels.*pass them as uint8"):
+        check_target(u8.astype(np.float32), 32)
 
 
 def test_target_features_are_lpips(fixture, lpips):
@@ -181,8 +206,11 @@ def test_bad_inputs(generator, lpips):
         project(generator, np.zeros((64, 64, 3), np.uint8), lpips=lpips, num_steps=1)
     with pytest.raises(ProjectorError, match="CHW"):
         project(generator, np.zeros((1, 3, 32, 32), np.uint8), lpips=lpips, num_steps=1)
-    with pytest.raises(ProjectorError, match=r"\[0, 255\]"):
-        project(generator, -np.ones((32, 32, 3), np.float32), lpips=lpips, num_steps=1)
+    with pytest.raises(ProjectorError, match=r"targets are float images in \[-1, 1\]"):
+        project(generator, np.full((32, 32, 3), 1.5, np.float32), lpips=lpips, num_steps=1)
+    with pytest.raises(ProjectorError, match="loop"):
+        project(generator, np.zeros((32, 32, 3), np.float32), lpips=lpips, num_steps=1,
+                loop="python")
     with pytest.raises(ProjectorError, match="noise_init"):
         project(generator, np.zeros((32, 32, 3), np.uint8), lpips=lpips, num_steps=1,
                 w_avg_samples=4, noise_init=[np.zeros((4, 4))])
@@ -192,3 +220,14 @@ def test_bad_inputs(generator, lpips):
 
 def test_public_name():
     assert e4e_jax.project is project
+
+
+@pytest.mark.slow
+def test_stepwise_loop_gives_the_same_projection(fixture, generator, lpips):
+    """loop="step" (one donated compiled step per step) equals the compiled lax.scan."""
+    kw = dict(lpips=lpips, num_steps=3, w_avg_samples=16, rng=jax.random.key(2))
+    target = pti_dataset_image(fixture)
+    scan = project(generator, target, **kw)
+    step = project(generator, target, loop="step", **kw)
+    fu.assert_close("stepwise w", step.w_per_step, scan.w_per_step, 1e-6)
+    fu.assert_close("stepwise loss", step.history["loss"], scan.history["loss"], 0.0, rtol=1e-6)

@@ -231,8 +231,7 @@ def test_multi_image_tuning_visits_the_pivots_in_turn(tiny, tiny_run):
 def test_bad_arguments_are_named(fixture):
     """Checked before anything is compiled."""
     g = e4e_jax.init_generator(jax.random.key(3), 32, channels=(16, 16, 16, 8), style_dim=32,
-                               n_mlp=2, with_latent_avg=False)
-    g.latent_avg = np.zeros((32,), np.float32)
+                               n_mlp=2, with_latent_avg=False).with_latent_avg(np.zeros((32,)))
     pivot = np.zeros((1, 8, 32), np.float32)
     target = np.zeros((2, 32, 32, 3), np.float32)
     lp = fixture_lpips(fixture.manifest)
@@ -254,3 +253,20 @@ def test_bad_arguments_are_named(fixture):
         pti.tune(no_avg, pivot, target[:1], lpips=lp, locality=True)
     with pytest.raises(ValueError, match="steps must be >= 0"):
         pti.tune(g, pivot, target[:1], lpips=lp, steps=-1)
+
+
+@pytest.mark.slow
+def test_stepwise_loop_gives_the_same_tuning(tiny):
+    """loop="step" (one donated compiled evaluation per dispatch, as benchmarks/invert.py --loop
+    step times it) gives the numbers of the single compiled while_loop; one HWC target with a
+    (n_latent, w_dim) pivot is the N = 1 case."""
+    g, pivot, target, lp = tiny
+    kw = dict(lpips=lp, steps=3, learning_rate=TINY_LR, lpips_threshold=0.0)
+    scan = pti.tune(g, pivot, target[:1], **kw)
+    step = pti.tune(g, pivot[0], target[0], loop="step", **kw)
+    assert scan.num_updates == step.num_updates == 3
+    for k in scan.history:
+        np.testing.assert_allclose(step.history[k], scan.history[k], rtol=1e-6, err_msg=k)
+    for a, b in zip(jax.tree_util.tree_leaves(scan.generator.variables),
+                    jax.tree_util.tree_leaves(step.generator.variables)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

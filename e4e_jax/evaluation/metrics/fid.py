@@ -5,94 +5,22 @@
 
 Reproduces mseitzer/pytorch-fid (`calculate_frechet_distance`, `InceptionV3` pool3 features)
 as the paper's FID; `method="eigen"` gives the same value from a symmetric eigen-decomposition.
+The network bound to its weights (LoadedInception, load_inception, maybe_load_inception) is
+e4e_jax.nets.inception's; its names are re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.evaluation.metrics.batching import as_float_images, run_batched
-
-INCEPTION_KIND = "fid_inception"
-
-
-class LoadedInception:
-    """The FID Inception-v3 with its variables; `features` is jitted with the weights as
-    arguments (one compilation per batch shape)."""
-
-    def __init__(self, variables: dict, config: dict | None = None, precision: Any = None,
-                 dtype: Any = None):
-        from e4e_jax.models.inception import fid_inception
-        config = dict(config or {})
-        self.config = config
-        self.module = fid_inception(precision, dtype,
-                                    resize_input=bool(config.get("resize_input", True)),
-                                    normalize_input=bool(config.get("normalize_input", True)))
-        self.variables = variables
-        self._apply = jax.jit(lambda v, x: self.module.apply(v, x))
-
-    def __repr__(self) -> str:
-        return "LoadedInception(FID Inception-v3 of pytorch-fid, pool3 2048-d)"
-
-    def apply(self, variables, images01: jax.Array) -> jax.Array:
-        """Pure function: images in [0, 1] (N, H, W, 3) -> (N, 2048), for a caller's jit."""
-        return self.module.apply(variables, images01)
-
-    def features(self, images: Any, value_range: Sequence[float] = (-1.0, 1.0),
-                 batch_size: int = 50, clip: bool = True) -> np.ndarray:
-        """pool3 features (N, 2048) float32 of NHWC RGB images.
-
-        Float images are taken in `value_range` ((-1, 1) as generated / encoded images; (0, 1) as
-        pytorch-fid's input) and mapped to [0, 1], clipped there with `clip` (the official code
-        evaluates images saved as files, so clamped); uint8 images are u8 / 255 as pytorch-fid
-        reads files. Any size: pytorch-fid resizes to 299 (bilinear, no antialiasing).
-        """
-        lo, hi = (float(v) for v in value_range)
-        if not hi > lo:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
-
-        def one(batch):
-            is_u8 = getattr(batch, "dtype", None) == np.uint8
-            x = as_float_images(batch)
-            if x.ndim != 4 or x.shape[-1] != 3:
-                raise ValueError(f"FID needs NHWC RGB images (N, H, W, 3), got shape "
-                                 f"{tuple(x.shape)}.")
-            if not is_u8:
-                if (lo, hi) != (0.0, 1.0):
-                    x = (x - lo) / (hi - lo)
-                if clip:
-                    x = jnp.clip(x, 0.0, 1.0)
-            return self._apply(self.variables, x)
-
-        return run_batched(one, images, batch_size)
-
-
-def load_inception(path: str, precision: Any = None, dtype: Any = None) -> LoadedInception:
-    """Loads a directory written by `e4e-jax convert fid_inception SRC DST`."""
-    from e4e_jax.models.inception import expected_variables
-    from e4e_jax.nets import model_dir as checkpoints
-    md = checkpoints.load_model_dir(os.fspath(path), INCEPTION_KIND)
-    checkpoints.check_tree(expected_variables(), md.variables or {},
-                           f"FID Inception variables in {md.path!r}")
-    variables = jax.tree.map(jnp.asarray, md.variables)
-    return LoadedInception(variables, md.config, precision=precision, dtype=dtype)
-
-
-def maybe_load_inception(path: str | None) -> tuple[LoadedInception | None, str | None]:
-    """(inception, None) when `path` holds converted FID weights, else (None, reason)."""
-    if not path:
-        return None, ("no FID Inception weights given; convert pytorch-fid's "
-                      "pt_inception-2015-12-05-6726825d.pth with `e4e-jax convert fid_inception` "
-                      "and pass the directory")
-    try:
-        return load_inception(path), None
-    except (OSError, ValueError) as e:
-        return None, f"FID Inception weights at {path!r} could not be loaded: {e}"
+from e4e_jax.nets.inception import (  # noqa: F401  (re-exported: the network lives in nets/)
+    INCEPTION_KIND,
+    LoadedInception,
+    load_inception,
+    maybe_load_inception,
+)
 
 
 def fid_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
