@@ -72,8 +72,10 @@ def print_help(argv, prog: str = "python train.py") -> int:
 
 
 class _QuietLibraries(logging.Filter):
-    """Drops the chatter of orbax / TensorFlow / jax / etils (INFO, and orbax's "waiting for
-    previous save" warnings); keeps clu's metric lines and every error."""
+    """Drops the chatter of orbax / TensorFlow / jax / etils / clu (INFO, and orbax's "waiting
+    for previous save" warnings); keeps every warning of the others and every error. (The
+    metrics go to TensorBoard and WORKDIR/metrics.jsonl; the loop prints one line per logging
+    interval.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         path = record.pathname.replace(os.sep, "/")
@@ -81,7 +83,8 @@ class _QuietLibraries(logging.Filter):
             return record.levelno >= logging.ERROR
         if record.levelno >= logging.WARNING:
             return True
-        return not any(f"/{lib}/" in path for lib in ("orbax", "tensorflow", "jax", "etils"))
+        return not any(f"/{lib}/" in path
+                       for lib in ("orbax", "tensorflow", "jax", "etils", "clu"))
 
 
 def _main(argv, prog: str = "python train.py"):
@@ -103,8 +106,10 @@ def _main(argv, prog: str = "python train.py"):
             for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
                 handler.addFilter(_QuietLibraries())
         from e4e_jax.train import Interrupted, TrainingError, train_and_evaluate
+        explicit_generator(config_flag.value, argv)
         try:
-            train_and_evaluate(config_flag.value, workdir_flag.value)
+            train_and_evaluate(config_flag.value, workdir_flag.value,
+                               verbose=flags.FLAGS.verbose)
         except TrainingError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
@@ -127,6 +132,25 @@ def _main(argv, prog: str = "python train.py"):
         sys.exit(2)
 
     app.run(main, argv=argv, flags_parser=parse)
+
+
+def _overridden(argv, field: str) -> bool:
+    """Whether argv sets --config.FIELD (or a field under it)."""
+    return any(a == f"--config.{field}" or a.startswith((f"--config.{field}=",
+                                                           f"--config.{field}."))
+               for a in argv)
+
+
+def explicit_generator(config, argv) -> None:
+    """An explicit --config.generator.path switches a config with a seeded random generator
+    (the demo's generator.init.resolution) to that directory, saying so in one line; giving
+    --config.generator.init.* too leaves both, and the start-up checks refuse the pair."""
+    if (_overridden(argv, "generator.path") and not _overridden(argv, "generator.init")
+            and config.generator.path and int(config.generator.init.resolution or 0)):
+        print(f"training over --config.generator.path={config.generator.path} instead of the "
+              f"config's seeded random generator (generator.init.resolution="
+              f"{int(config.generator.init.resolution)} -> 0)", flush=True)
+        config.generator.init.resolution = 0
 
 
 def normalize_overrides(argv: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ batch runs on one device (it is not split over several).
 """
 from __future__ import annotations
 
-import weakref
+import functools
 from typing import Any
 
 import jax
@@ -148,33 +148,18 @@ def apply_restyle(model, encoder_variables, generator_variables, latent_avg, ima
 
 # ----------------------------------------------------------------------------- jitted entry points
 
-# model -> its jitted functions. Weak keys, and the programs refer to their model only weakly (a
-# strong reference from the value would keep the key alive): a dropped model takes them along.
-_COMPILED: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+# The model is an argument (a BoundNet is a pytree: its modules are static, its weights leaves),
+# so one program serves every model of the same architecture and shapes, and nothing is cached
+# per model object.
+@functools.partial(jax.jit, static_argnames=("iterations", "resize"))
+def _loop(model, latent_avg, images, iterations: int, resize: bool):
+    return apply_restyle(model, model.variables, model.generator.variables, latent_avg, images,
+                         iterations, resize)
 
 
-def _programs(model) -> dict:
-    programs = _COMPILED.get(model)
-    if programs is None:
-        ref = weakref.ref(model)
-
-        def loop(encoder_variables, generator_variables, latent_avg, images, iterations,
-                 resize):
-            return apply_restyle(ref(), encoder_variables, generator_variables, latent_avg,
-                                 images, iterations, resize)
-
-        def average(generator_variables, latent_avg):
-            return apply_average_image(ref(), generator_variables, latent_avg)
-
-        programs = {"loop": jax.jit(loop, static_argnames=("iterations", "resize")),
-                    "average": jax.jit(average)}
-        _COMPILED[model] = programs
-    return programs
-
-
-def _compiled(model):
-    """The model's jitted loop (one program per batch shape, iterations and resize)."""
-    return _programs(model)["loop"]
+@jax.jit
+def _average(model, latent_avg):
+    return apply_average_image(model, model.generator.variables, latent_avg)
 
 
 def _check_images(model, images) -> jax.Array:
@@ -210,14 +195,12 @@ def invert(model, images, iterations: int = DEFAULT_ITERATIONS,
     _check_model(model)
     iterations = _check_iterations(iterations)
     images = _check_images(model, images)
-    return _compiled(model)(model.variables, model.generator.variables,
-                            jnp.asarray(model.latent_avg), images, iterations=iterations,
-                            resize=bool(resize))
+    return _loop(model, jnp.asarray(model.latent_avg), images, iterations=iterations,
+                 resize=bool(resize))
 
 
 def average_image(model) -> jax.Array:
     """The official average image (get_average_image) of a ReStyle model: (H, W, 3) float32 at
     the encoder's input size, the input the first iteration pairs with every image."""
     _check_model(model)
-    return _programs(model)["average"](model.generator.variables,
-                                       jnp.asarray(model.latent_avg))[0]
+    return _average(model, jnp.asarray(model.latent_avg))[0]

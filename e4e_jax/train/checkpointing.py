@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from e4e_jax.nets.encoder import save_inverter
+from e4e_jax.train.errors import TrainingError
 from e4e_jax.train.setup import Setup, to_host
 
 
@@ -44,16 +45,60 @@ def save_checkpoint(manager, step: int, state, meta: dict, metrics: dict | None 
                  metrics=metrics)
 
 
-def restore_checkpoint(manager, abstract_state):
-    """(state, meta) of the latest step restored onto `abstract_state`'s shardings, or (None,
-    None) when the manager holds no checkpoint."""
+def _restore_step(manager, step: int, abstract_state):
     import orbax.checkpoint as ocp
-    step = manager.latest_step()
-    if step is None:
-        return None, None
     out = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """The exception's type and the start of its first line (tensorstore's specs cut off)."""
+    text = str(e).strip()
+    line = (text.splitlines()[0] if text else "").split(" [tensorstore_spec")[0]
+    if len(line) > limit:
+        line = line[:limit - 3] + "..."
+    return f"{type(e).__name__}: {line}"
+
+
+def restore_checkpoint(manager, abstract_state, say=None):
+    """(state, meta) of the newest restorable step onto `abstract_state`'s shardings, or (None,
+    None) when the manager holds no checkpoint.
+
+    When the newest step cannot be read (files missing or truncated) but an older one can,
+    each unreadable newer step directory is renamed `<step>.damaged` (kept, never deleted),
+    `say` reports it in one line, and the older step is restored. When no step can be read,
+    nothing is renamed and TrainingError says so."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None, None
+    failures = []
+    for step in steps:
+        try:
+            restored = _restore_step(manager, step, abstract_state)
+        except Exception as e:                      # noqa: BLE001 -- reported below
+            failures.append((step, e))
+            continue
+        root = os.fspath(manager.directory)
+        import jax
+        for bad, e in failures:
+            src = os.path.join(root, str(bad))
+            dst = src + ".damaged"
+            n = 1
+            while os.path.exists(dst):
+                dst, n = f"{src}.damaged{n}", n + 1
+            if jax.process_index() == 0:
+                os.rename(src, dst)
+            if say is not None:
+                say(f"checkpoint {src} is damaged ({_first_line(e)}); moved it to {dst} and "
+                    f"resumed from step {step}, the newest intact checkpoint")
+        if failures:
+            manager.reload()                        # forget the renamed steps
+        return restored
+    bad, e = failures[0]
+    raise TrainingError(
+        f"no checkpoint in {manager.directory} can be restored (newest, step {bad}: "
+        f"{_first_line(e)}); nothing was changed there: use another --workdir to start over.")
 
 
 def export(setup: Setup, state, path: str, steps: int) -> str:

@@ -14,7 +14,9 @@ fails in a second with one line instead of a traceback minutes into the run:
   is the fixed class index used for all of them (None: refused for a conditional generator);
 - fine-tuning an encoder (encoder.init='checkpoint') keeps its input size: config.data.input_size
   must equal the checkpoint's;
-- LPIPS needs images of at least lpips_min_size(net) pixels (31 alex, 16 vgg).
+- LPIPS needs images of at least lpips_min_size(net) pixels (31 alex, 16 vgg);
+- no setting is silently overridden by another (check_conflicts): generator.path with a seeded
+  random generator (generator.init.resolution > 0), encoder.checkpoint unread by encoder.init.
 """
 from __future__ import annotations
 
@@ -139,9 +141,29 @@ def check_workdir(workdir: str) -> None:
                             f"and --config.encoder.checkpoint={workdir}).")
 
 
+def check_conflicts(config) -> None:
+    """Two settings where one would silently override the other are refused: a generator
+    directory (generator.path) together with a seeded random generator (generator.init.
+    resolution > 0), and an encoder checkpoint (encoder.checkpoint) that encoder.init does not
+    read."""
+    path, res = config.generator.path, int(config.generator.init.resolution or 0)
+    if path and res:
+        raise TrainingError(
+            f"config.generator.path={path} and config.generator.init.resolution={res} both name "
+            f"the generator (a converted directory, a seeded random one); to train over {path} "
+            f"add --config.generator.init.resolution=0, or drop --config.generator.path to keep "
+            f"the random one.")
+    if config.encoder.checkpoint and config.encoder.init != "checkpoint":
+        raise TrainingError(
+            f"config.encoder.checkpoint={config.encoder.checkpoint} is not read with "
+            f"config.encoder.init={config.encoder.init!r}; to fine-tune it add "
+            f"--config.encoder.init=checkpoint, or drop --config.encoder.checkpoint.")
+
+
 def preflight(config) -> None:
     """Every start-up check above; raises TrainingError naming the option to change."""
     check_counts(config)
+    check_conflicts(config)
     meta, option = _generator_meta(config)
     check_channels(meta, option)
     check_class(config, meta, option)

@@ -15,7 +15,12 @@ Field reference (defaults are the paper's / the official code's):
     data.flip_prob               RandomHorizontalFlip of the training transform (0.5)
     generator.path               converted generator directory (`e4e-jax convert stylegan2` or
                                  stylegan2_ada.py); or generator.init for a seeded random one:
-                                 {resolution, max_channels, n_mlp}
+                                 {resolution, max_channels, n_mlp}. One of the two: a path
+                                 with generator.init.resolution > 0 is refused at start-up,
+                                 except that train.py's explicit --config.generator.path
+                                 (without --config.generator.init.*) switches a config's
+                                 random generator (the demo's) to that directory, saying so
+    encoder.checkpoint           read only with encoder.init="checkpoint" (refused otherwise)
     generator_class              class index K for a class-conditional StyleGAN2-ADA generator
                                  (c_dim > 0): every z is mapped with the one-hot label K; None
                                  (default) for unconditional generators (a conditional one is

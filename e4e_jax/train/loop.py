@@ -3,9 +3,10 @@
     summary = train_and_evaluate(config, workdir)
 
 Side effects live here (train.py is a thin CLI over this module): clu metric writers
-(TensorBoard + console) and progress reports (steps/s, ETA), image grids (input |
-reconstruction), the evaluations of config.evals (train/validation.py: eval.py's distortion
-evaluator on the held-out images, the validation losses), orbax checkpoints
+(TensorBoard and WORKDIR/metrics.jsonl; absl's log of every scalar only with `verbose`), one
+console line per logging interval (step, loss, steps/s, ETA) and progress reports, image grids
+(input | reconstruction), the evaluations of config.evals (train/validation.py: eval.py's
+distortion evaluator on the held-out images, the validation losses), orbax checkpoints
 (train/checkpointing.py) restored on start so that a killed run resumes exactly; a non-finite
 loss stops the run naming the step and the loss term, and checkpoints are only ever written from
 finite steps; at the end WORKDIR/export/ (an inference directory for e4e_jax.load_encoder, the
@@ -90,6 +91,53 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.5f}"
 
 
+def change_note(before: float | None, after: float | None) -> str:
+    """` (x% lower)` / ` (x% higher)` / ` (unchanged)` of a figure going from `before` to
+    `after` (empty when either is missing or `before` is 0)."""
+    if not before or after is None:
+        return ""
+    change = 100 * (after - before) / before
+    if f"{abs(change):.1f}" == "0.0":
+        return " (unchanged)"
+    return f" ({abs(change):.1f}% {'higher' if change > 0 else 'lower'})"
+
+
+RUN_CONFIG = "train_config.json"
+# the fields that shape the TrainState a checkpoint holds (a resumed run must keep them)
+ARCHITECTURE_FIELDS = ("encoder.", "generator.", "generator_class", "data.input_size",
+                       "output.", "optimizer.name", "discriminator.use_w_pool",
+                       "discriminator.w_pool_size", "losses.adv")
+NOT_ARCHITECTURE = ("encoder.arcface",)          # where the initial weights were read from
+
+
+def _jsonable(config) -> dict:
+    return json.loads(json.dumps(flat_config(config), default=str))
+
+
+def check_run_config(config, workdir: str) -> None:
+    """WORKDIR/train_config.json records a new run's config; a resumed run must have the same
+    architecture (ARCHITECTURE_FIELDS), else TrainingError names the fields that differ."""
+    path = os.path.join(workdir, RUN_CONFIG)
+    now = _jsonable(config)
+    if latest_checkpoint(workdir) is None:
+        if jax.process_index() == 0:
+            with open(path, "w") as f:
+                json.dump(now, f, indent=2)
+        return
+    if not os.path.isfile(path):
+        return                                   # a workdir from before the record was kept
+    with open(path) as f:
+        then = json.load(f)
+    diff = [k for k in sorted(set(then) | set(now)) if k.startswith(ARCHITECTURE_FIELDS)
+            and k not in NOT_ARCHITECTURE and then.get(k, "<unset>") != now.get(k, "<unset>")]
+    if diff:
+        shown = "; ".join(f"{k}={then.get(k, '<unset>')} there, {now.get(k, '<unset>')} now"
+                          for k in diff)
+        raise TrainingError(
+            f"--workdir {workdir} was made with another configuration ({shown}); use "
+            f"another --workdir, or rerun with the original settings ({path}).")
+
+
 @dataclasses.dataclass
 class Run:
     """The loop's bookkeeping of one run: what the named steps read and update besides the
@@ -111,6 +159,7 @@ class Run:
     last_log_step: int = 0
     last_train: dict = dataclasses.field(default_factory=dict)
     stop_requested: bool = False  # set after a step when a SIGTERM/SIGINT arrived
+    verbose: bool = False         # the metric writer also logs every scalar (absl INFO)
 
     @property
     def config(self):
@@ -131,6 +180,7 @@ def start_run(config, workdir: str) -> Run:
     maybe_initialize_distributed(config)
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
+    check_run_config(config, workdir)
     setup = build(config)
     evaluations = make_evaluations(config)
     data = TrainData(setup)
@@ -138,7 +188,7 @@ def start_run(config, workdir: str) -> Run:
     periodic, best = checkpoint_managers(workdir, int(config.keep_checkpoints))
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored, meta = restore_checkpoint(periodic, abstract)
+    restored, meta = restore_checkpoint(periodic, abstract, say=say)
     if restored is not None:
         state = restored
         say(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}")
@@ -150,13 +200,85 @@ def start_run(config, workdir: str) -> Run:
                int(to_host(state.step)))
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def _json_writer(path: str):
+    """A clu MetricWriter appending each write_scalars call to `path` as one JSON line
+    ({"step": N, "train/loss": ...}); every other kind of summary is left to TensorBoard."""
+    from clu.metric_writers import interface
+
+    class JsonLinesWriter(interface.MetricWriter):
+        def write_scalars(self, step, scalars):
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": int(step),
+                                    **{k: float(v) for k, v in scalars.items()}}) + "\n")
+
+        def write_summaries(self, step, values, metadata=None):
+            pass
+
+        def write_images(self, step, images):
+            pass
+
+        def write_videos(self, step, videos):
+            pass
+
+        def write_audios(self, step, audios, *, sample_rate):
+            pass
+
+        def write_texts(self, step, texts):
+            pass
+
+        def write_histograms(self, step, arrays, num_buckets=None):
+            pass
+
+        def write_hparams(self, hparams):
+            pass
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    return JsonLinesWriter()
+
+
+def make_writer(run: Run):
+    """The metric writer: TensorBoard (WORKDIR/tensorboard) and JSON lines (WORKDIR/
+    metrics.jsonl) on the main process; with run.verbose also absl's log of every scalar (clu's
+    default writer), which is otherwise left out of the console."""
+    from clu import metric_writers
+    tensorboard = os.path.join(run.workdir, "tensorboard")
+    if run.verbose:
+        return metric_writers.create_default_writer(tensorboard, just_logging=not run.is_main)
+    if not run.is_main:
+        return metric_writers.MultiWriter([])
+    return metric_writers.AsyncMultiWriter([
+        metric_writers.SummaryWriter(tensorboard),
+        _json_writer(os.path.join(run.workdir, METRICS_FILE))])
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def progress_line(done: int, max_steps: int, loss: float | None, step_time: float) -> str:
+    """The console's line per logging interval: step, loss, steps/s, ETA."""
+    rate = 1.0 / step_time if step_time > 0 else 0.0
+    eta = _duration((max_steps - done) * step_time) if step_time > 0 else "n/a"
+    return (f"step {done}/{max_steps}: loss {_fmt(loss)}, {rate:.2f} steps/s, ETA {eta}")
+
+
 def open_writers(run: Run) -> None:
-    """clu writers (TensorBoard + console, hparams and the held-out figures at step 0) and the
-    progress report."""
-    from clu import metric_writers, periodic_actions
+    """clu writers (TensorBoard + JSON lines, hparams and the held-out figures at step 0) and
+    the progress report."""
+    from clu import periodic_actions
     config, setup = run.config, run.setup
-    run.writer = metric_writers.create_default_writer(
-        os.path.join(run.workdir, "tensorboard"), just_logging=not run.is_main)
+    run.writer = make_writer(run)
     if run.start == 0:
         if run.is_main:
             run.writer.write_hparams({k: str(v) for k, v in flat_config(config).items()})
@@ -205,6 +327,8 @@ def log_step(run: Run, step: int, metrics) -> None:
     scalars["train/images_per_s"] = config.batch_size / dt if dt > 0 else 0.0
     run.writer.write_scalars(done, scalars)
     run.last_train = {k[len("train/"):]: v for k, v in scalars.items()}
+    if run.is_main:
+        say(progress_line(done, run.max_steps, scalars.get("train/loss"), dt))
 
 
 def write_images(run: Run, done: int) -> None:
@@ -329,8 +453,7 @@ def finish_run(run: Run, t_start: float) -> dict:
             json.dump(summary, f, indent=2)
     before, raw_before, raw_after = (summary["mse_before"], summary["holdout_mse_raw_before"],
                                      summary["holdout_mse_raw_after"])
-    drop = (f" ({100 * (1 - after['mse'] / before):.1f}% lower)"
-            if before and after["mse"] is not None else "")
+    drop = change_note(before, after["mse"])
     say(f"done: {max_steps} steps; held-out reconstruction MSE {_fmt(before)} -> "
         f"{_fmt(after['mse'])}{drop}, clamped to [-1, 1] as eval.py's mse (unclamped "
         f"{_fmt(raw_before)} -> {_fmt(raw_after)}); exported to {export_dir}")
@@ -380,7 +503,7 @@ def _already_finished(config, workdir: str) -> dict | None:
     return summary
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, verbose: bool = False) -> dict:
     """Trains (resuming from WORKDIR/checkpoints), evaluates, saves and exports; returns the
     summary also written to WORKDIR/summary.json. Raises TrainingError (non-finite loss, bad
     configuration, missing files) and interrupts.Interrupted (SIGTERM / SIGINT: the step it
@@ -391,6 +514,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return finished
     with StopSignals() as stop:
         run = start_run(config, workdir)
+        run.verbose = verbose
         try:
             open_writers(run)
             stopped = run_steps(run, stop)

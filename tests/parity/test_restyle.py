@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from e4e_jax.evaluation.monitoring import CompileCounter
+
 import tests.support.fixtures as fu
 from tests.parity.test_encoders import rand_images, tiny_generator
 
@@ -231,8 +233,10 @@ def test_one_program_batch_modes_and_iterations():
     model = tiny_model("ResNetBackboneEncoder", seed=1)
     x = rand_images(2, *model.input_size, seed=3)
     w3, r3 = restyle.invert(model, x, iterations=3)
-    restyle.invert(model, x + 0.1, iterations=3)
-    assert restyle._compiled(model)._cache_size() == 1
+    with CompileCounter() as compiles:
+        restyle.invert(model, x + 0.1, iterations=3)
+        restyle.invert(tiny_model("ResNetBackboneEncoder", seed=2), x, iterations=3)
+    assert compiles.count == 0          # new images, even another model's weights: no program
     batched = tiny_model("ResNetBackboneEncoder", seed=1, scan_batch=False)
     assert model.scan_batch and not batched.scan_batch
     wb, rb = restyle.invert(batched, x, iterations=1)

@@ -249,3 +249,63 @@ def test_overrides_take_dashes_and_a_wrong_field_names_the_closest(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean --config.max_steps?" in lines[0], p.stderr
+
+
+# ------------------------------------------------------------------ no silent wrong results
+
+def test_summary_says_higher_when_the_error_rose():
+    from e4e_jax.train.loop import change_note
+    assert change_note(0.5, 0.4) == " (20.0% lower)"
+    assert change_note(0.5, 0.5085) == " (1.7% higher)"
+    assert change_note(0.5, 0.5) == " (unchanged)"
+    assert change_note(None, 0.5) == "" and change_note(0.5, None) == ""
+
+
+def test_a_generator_path_with_a_random_generator_is_refused():
+    config = tiny_config()                               # generator.init.resolution = 16
+    config.generator.path = "converted/gen"
+    with pytest.raises(trainer.TrainingError,
+                       match=r"config.generator.path=converted/gen and config.generator.init."
+                             r"resolution=16 both name the generator.*"
+                             r"--config.generator.init.resolution=0"):
+        preflight(config)
+    config = tiny_config(**{"encoder.checkpoint": "converted/e4e"})
+    with pytest.raises(trainer.TrainingError,
+                       match=r"config.encoder.checkpoint=converted/e4e is not read with "
+                             r"config.encoder.init='random'.*--config.encoder.init=checkpoint"):
+        preflight(config)
+
+
+def test_an_explicit_generator_path_replaces_the_demos_random_generator(capsys):
+    from e4e_jax.cli.train import explicit_generator
+    config = tiny_config()
+    config.generator.path = "converted/gen"
+    explicit_generator(config, ["train.py", "--config.generator.path=converted/gen"])
+    assert config.generator.init.resolution == 0
+    assert "instead of the config's seeded random generator" in capsys.readouterr().out
+    # both given explicitly: left as they are, and the start-up check refuses the pair
+    config = tiny_config()
+    config.generator.path = "converted/gen"
+    explicit_generator(config, ["train.py", "--config.generator.path=converted/gen",
+                                "--config.generator.init.resolution=16"])
+    assert config.generator.init.resolution == 16
+    with pytest.raises(trainer.TrainingError, match="both name the generator"):
+        preflight(config)
+
+
+@pytest.mark.slow
+def test_training_console_is_one_line_per_interval(tmp_path):
+    w = tmp_path / "w"
+    p = train_py("--config", CONFIG, "--workdir", str(w), "--config.max_steps=8",
+                 "--config.log_every=2", timeout=600)
+    assert p.returncode == 0, p.stderr
+    out, err = p.stdout.splitlines(), p.stderr.splitlines()
+    assert len(out) + len(err) <= 20, p.stdout + p.stderr
+    for line in out + err:                     # no metric dump (clu's logging writer), no banner
+        assert "train/" not in line and "logging_writer" not in line, line
+        assert "oneDNN" not in line and "work unit notes" not in line, line
+    steps = [line for line in out if line.startswith("step ") and "steps/s, ETA" in line]
+    assert [s.split(":")[0] for s in steps] == ["step 1/8", "step 2/8", "step 4/8", "step 6/8",
+                                                "step 8/8"], p.stdout
+    records = [json.loads(line) for line in open(w / "metrics.jsonl")]
+    assert {r["step"] for r in records if "train/loss" in r} == {1, 2, 4, 6, 8}
