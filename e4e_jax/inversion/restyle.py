@@ -34,7 +34,6 @@ batch runs on one device (it is not split over several).
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp

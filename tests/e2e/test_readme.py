@@ -89,6 +89,8 @@ def outputs(cmds):
                 made.add(value)
         if len(cmd) > 2 and cmd[0].startswith("python") and cmd[1].startswith("convert_weights/"):
             made.add(cmd[-1])
+        if len(cmd) > 3 and cmd[:2] == ["e4e-jax", "convert"]:
+            made.add(cmd[-1])
     return {os.path.normpath(m) for m in made if m and not m.startswith("-")}
 
 
@@ -156,7 +158,7 @@ def test_readme_shell_paths_exist():
      "age.pt:3 --out e/", "tests/data/editings/interfacegan_directions/age.pt"),
     ("python train.py --config configs/nope.py --workdir runs/x", "configs/nope.py does not exist"),
     ("python -m e4e_jax.nope --help", "e4e_jax/nope.py does not exist"),
-    ("e4e-jax convert nope a.pt out/", "`e4e-jax convert nope` does not exist"),
+    ("python convert_weights/nope.py a.pt out/", "convert_weights/nope.py does not exist"),
 ])
 def test_the_rule_finds_wrong_paths(line, expected):
     problems = missing_paths(f"```bash\n{line}\n```\n", tracked_files())
