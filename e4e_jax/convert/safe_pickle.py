@@ -366,3 +366,27 @@ def load_network_pickle(path_or_file) -> Any:
             AttributeError, struct.error, MemoryError, RecursionError) as e:
         raise ConversionError(f"not a readable network pickle: {type(e).__name__}: "
                               f"{str(e)[:200]}") from e
+
+
+def find_generator(obj: Any, what: str = "snapshot", family: str = "StyleGAN2-ADA"
+                   ) -> PersistentObject:
+    """`G_ema` of a network snapshot dict as NVIDIA's training loops pickle it (or a pickled
+    Generator on its own); ConversionError naming what was found instead. `family` names the
+    snapshot kind in the messages."""
+    if isinstance(obj, PersistentObject):
+        if obj.class_name != "Generator":
+            raise ConversionError(f"{what}: the pickle holds a {obj.class_name}, not a "
+                                  f"Generator.")
+        return obj
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{what}: expected a snapshot dict with 'G_ema', got a "
+                              f"{type(obj).__name__} (a TensorFlow-era (G, D, Gs) tuple is not "
+                              f"a {family} snapshot).")
+    if "G_ema" not in obj:
+        raise ConversionError(f"{what}: no 'G_ema' entry (found: {sorted(map(str, obj))}); a "
+                              f"{family} network snapshot holds G, D and G_ema.")
+    G = obj["G_ema"]
+    if not isinstance(G, PersistentObject) or G.class_name != "Generator":
+        raise ConversionError(f"{what}: 'G_ema' is {G!r}, not a persistent Generator.")
+    return G
+

@@ -30,7 +30,9 @@ from e4e_jax.convert.common import (
     dense_kernel,
     f32,
 )
-from e4e_jax.convert.safe_pickle import PersistentObject, UnsafePickleError, load_network_pickle
+from e4e_jax.convert.safe_pickle import (PersistentObject, UnsafePickleError,
+                                         load_network_pickle)
+from e4e_jax.convert.safe_pickle import find_generator as find_snapshot_generator
 
 DEFAULT_FILTER = [1, 3, 3, 1]
 
@@ -305,22 +307,8 @@ def _check_attributes(G: PersistentObject, kw: dict, what: str) -> None:
 
 
 def find_generator(obj: Any, what: str = "snapshot") -> PersistentObject:
-    """`G_ema` of a snapshot dict (or a pickled Generator on its own)."""
-    if isinstance(obj, PersistentObject):
-        if obj.class_name != "Generator":
-            raise ConversionError(f"{what}: the pickle holds a {obj.class_name}, not a Generator.")
-        return obj
-    if not isinstance(obj, dict):
-        raise ConversionError(f"{what}: expected a snapshot dict with 'G_ema', got a "
-                              f"{type(obj).__name__} (a TensorFlow-era (G, D, Gs) tuple is not "
-                              f"supported).")
-    if "G_ema" not in obj:
-        raise ConversionError(f"{what}: no 'G_ema' entry (found: {sorted(map(str, obj))}); a "
-                              f"StyleGAN2-ADA network snapshot holds G, D and G_ema.")
-    G = obj["G_ema"]
-    if not isinstance(G, PersistentObject) or G.class_name != "Generator":
-        raise ConversionError(f"{what}: 'G_ema' is {G!r}, not a persistent Generator.")
-    return G
+    """`G_ema` of a StyleGAN2-ADA snapshot dict (or a pickled Generator on its own)."""
+    return find_snapshot_generator(obj, what, family="StyleGAN2-ADA")
 
 
 def convert_snapshot(obj: Any, what: str = "snapshot"):

@@ -47,7 +47,9 @@ from e4e_jax.convert.common import (
     load_torch_file,
 )
 from e4e_jax.convert.pickle_scan import file_kind
-from e4e_jax.convert.safe_pickle import PersistentObject, UnsafePickleError, load_network_pickle
+from e4e_jax.convert.safe_pickle import (PersistentObject, UnsafePickleError,
+                                         load_network_pickle)
+from e4e_jax.convert.safe_pickle import find_generator as find_snapshot_generator
 from e4e_jax.models.stylegan3_ops import layer_filters, synthesis_schedule
 
 # The official constructors' defaults (training/networks_stylegan3.py at c233a91).
@@ -399,23 +401,8 @@ def check_attributes(G: PersistentObject, config: dict, what: str) -> None:
 
 
 def find_generator(obj: Any, what: str = "snapshot") -> PersistentObject:
-    """`G_ema` of a snapshot dict (or a pickled Generator on its own)."""
-    if isinstance(obj, PersistentObject):
-        if obj.class_name != "Generator":
-            raise ConversionError(f"{what}: the pickle holds a {obj.class_name}, not a "
-                                  f"Generator.")
-        return obj
-    if not isinstance(obj, dict):
-        raise ConversionError(f"{what}: expected a snapshot dict with 'G_ema', got a "
-                              f"{type(obj).__name__} (a TensorFlow-era (G, D, Gs) tuple is not "
-                              f"a StyleGAN3 snapshot).")
-    if "G_ema" not in obj:
-        raise ConversionError(f"{what}: no 'G_ema' entry (found: {sorted(map(str, obj))}); a "
-                              f"StyleGAN3 network snapshot holds G, D and G_ema.")
-    G = obj["G_ema"]
-    if not isinstance(G, PersistentObject) or G.class_name != "Generator":
-        raise ConversionError(f"{what}: 'G_ema' is {G!r}, not a persistent Generator.")
-    return G
+    """`G_ema` of a StyleGAN3 snapshot dict (or a pickled Generator on its own)."""
+    return find_snapshot_generator(obj, what, family="StyleGAN3")
 
 
 def convert_snapshot(obj: Any, what: str = "snapshot"):

@@ -72,6 +72,25 @@ def torch_lerp(start, end, weight: float):
     return end - (end - start) * (np.float32(1.0) - np.float32(weight))
 
 
+
+def check_labels(c, n: int, c_dim: int):
+    """Class labels for n samples of a generator with c_dim classes: None for an unconditional
+    generator, else (n, c_dim) float32 (a (c_dim,) row is broadcast to every sample).
+    ValueError naming the expected shape (StyleGAN2-ADA and StyleGAN3 generators alike)."""
+    if c_dim == 0:
+        if c is not None:
+            raise ValueError("this generator is unconditional (c_dim=0): c must be None.")
+        return None
+    if c is None:
+        raise ValueError(f"this generator is conditional: pass labels c of shape "
+                         f"(N, {c_dim}) (or ({c_dim},) for all samples).")
+    c = jnp.asarray(c, jnp.float32)
+    if c.ndim == 1:
+        c = jnp.broadcast_to(c, (n, c.shape[0]))
+    if c.shape != (n, c_dim):
+        raise ValueError(f"c must have shape ({n}, {c_dim}), got {tuple(c.shape)}.")
+    return c
+
 class LoadedGenerator(BoundNet):
     """A StyleGAN2 generator with its variables (a `BoundNet`). Inputs may be numpy or jax arrays.
 
@@ -152,19 +171,7 @@ class LoadedGenerator(BoundNet):
         return self.module.apply(variables, z, c, method="mapping")
 
     def _labels(self, c, n: int):
-        if self.c_dim == 0:
-            if c is not None:
-                raise ValueError("this generator is unconditional (c_dim=0): c must be None.")
-            return None
-        if c is None:
-            raise ValueError(f"this generator is conditional: pass labels c of shape "
-                             f"(N, {self.c_dim}) (or ({self.c_dim},) for all samples).")
-        c = jnp.asarray(c, jnp.float32)
-        if c.ndim == 1:
-            c = jnp.broadcast_to(c, (n, c.shape[0]))
-        if c.shape != (n, self.c_dim):
-            raise ValueError(f"c must have shape ({n}, {self.c_dim}), got {tuple(c.shape)}.")
-        return c
+        return check_labels(c, n, self.c_dim)
 
     # Jitted conveniences on the generator's own variables.
     def mapping(self, z, c=None) -> jax.Array:

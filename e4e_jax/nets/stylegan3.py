@@ -33,6 +33,7 @@ from e4e_jax.core.precision import module_kwargs
 from e4e_jax.models.stylegan3 import BUFFERS, Generator, layer_filters, torch_lerp
 from e4e_jax.nets import model_dir as checkpoints
 from e4e_jax.nets.base import BoundNet
+from e4e_jax.nets.generator import check_labels
 
 KIND = "stylegan3_generator"
 
@@ -157,19 +158,7 @@ class LoadedStyleGAN3(BoundNet):
 
     # Checks shared by the jitted conveniences.
     def _labels(self, c, n: int):
-        if self.c_dim == 0:
-            if c is not None:
-                raise ValueError("this generator is unconditional (c_dim=0): c must be None.")
-            return None
-        if c is None:
-            raise ValueError(f"this generator is conditional: pass labels c of shape "
-                             f"(N, {self.c_dim}) (or ({self.c_dim},) for all samples).")
-        c = jnp.asarray(c, jnp.float32)
-        if c.ndim == 1:
-            c = jnp.broadcast_to(c, (n, c.shape[0]))
-        if c.shape != (n, self.c_dim):
-            raise ValueError(f"c must have shape ({n}, {self.c_dim}), got {tuple(c.shape)}.")
-        return c
+        return check_labels(c, n, self.c_dim)
 
     def _transform(self, transform, n: int):
         """(n, 3, 3): one compiled synthesis serves the stored buffer, one transform and a
