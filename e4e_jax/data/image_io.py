@@ -53,9 +53,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     ("I;16*") is scaled from 0..65535, 32-bit integer grey ("I") from 0..65535 when it exceeds
     255 (else 0..255), float grey ("F") from 0..1 when it stays within it (else 0..255), each
     rounded to 8 bits; 16-bit colour and grey + alpha PNGs arrive from PIL already as 8-bit.
-    Transparency (RGBA, LA, PA, a palette with a transparent index) is composited onto white,
-    as image viewers show it; the official `convert('RGB')` keeps the colour stored under
-    transparent pixels instead, which is the same wherever the image is opaque.
+    Transparency (RGBA, LA, PA, a palette with a transparent index) is dropped as the official
+    test transform's `convert('RGB')` drops it: every pixel keeps its stored colour, so the
+    encoder sees what the official code feeds its encoder (the same picture wherever the image
+    is opaque).
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
@@ -69,11 +70,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
             top = 1.0
         arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and
-                                                      "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 

@@ -190,14 +190,14 @@ def test_transform_size_supersamples_and_is_checked():
 
 def test_to_rgb_handles_grayscale_alpha_palette_and_16_bit():
     rgba = PIL.Image.new("RGBA", (4, 4), (10, 20, 30, 255))
-    rgba.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent -> white background
+    rgba.putpixel((0, 0), (5, 6, 7, 0))  # fully transparent: its stored colour (official)
     out = align.to_rgb(rgba)
     assert out.mode == "RGB"
-    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (10, 20, 30)
+    assert out.getpixel((0, 0)) == (5, 6, 7) and out.getpixel((1, 1)) == (10, 20, 30)
     gray = align.to_rgb(PIL.Image.new("L", (4, 4), 77))
     assert gray.mode == "RGB" and gray.getpixel((2, 2)) == (77, 77, 77)
     la = align.to_rgb(PIL.Image.new("LA", (4, 4), (77, 0)))
-    assert la.getpixel((2, 2)) == (255, 255, 255)
+    assert la.getpixel((2, 2)) == (77, 77, 77)
     pal = align.to_rgb(PIL.Image.new("RGB", (4, 4), (200, 10, 10)).convert("P"))
     assert pal.mode == "RGB" and pal.getpixel((0, 0))[0] > 150
     deep = PIL.Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))

@@ -75,15 +75,16 @@ def test_every_mode_reads_as_its_8_bit_picture(picture, tmp_path):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name   # float rounding
 
 
-def test_palette_with_transparency_is_composited_onto_white(tmp_path):
+def test_transparency_is_dropped_as_the_official_convert_drops_it(tmp_path):
+    """The official test transform's convert('RGB'): a transparent pixel keeps its colour."""
     palette = Image.new("P", (4, 4), 0)
-    palette.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    palette.putpalette([30, 40, 50, 200, 10, 10] + [0] * 762)
     palette.putpixel((0, 0), 1)
     data = _save(palette, transparency=0)                    # index 0 transparent
     got = _read(data, tmp_path)
-    assert tuple(got[0, 0]) == (200, 10, 10) and tuple(got[1, 1]) == (255, 255, 255)
+    assert tuple(got[0, 0]) == (200, 10, 10) and tuple(got[1, 1]) == (30, 40, 50)
     rgba = Image.new("RGBA", (2, 2), (10, 20, 30, 0))
-    assert tuple(np.asarray(image_io.to_rgb(rgba))[0, 0]) == (255, 255, 255)
+    assert tuple(np.asarray(image_io.to_rgb(rgba))[0, 0]) == (10, 20, 30)
 
 
 def test_load_image_of_a_16_bit_png_is_the_8_bit_one(picture, tmp_path):
