@@ -81,6 +81,11 @@ class CliParser(argparse.ArgumentParser):
         return known
 
 
+def invocation() -> str | None:
+    """The spelling set by set_invocation (None: each command's own)."""
+    return _invocation
+
+
 def set_invocation(prog: str | None) -> None:
     """Makes the parsers built from now on show `prog` (e.g. "e4e-jax encode") as their usage
     line, and in their examples in place of the module's own spelling."""

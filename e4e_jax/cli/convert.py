@@ -52,5 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(name, list(FORMATS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return cli.error(f"unknown format {name!r}{hint}; `e4e-jax convert --help` lists them.")
+    module = importlib.import_module(f"e4e_jax.convert.{name}")
+    outer = cli.invocation()
     cli.set_invocation(f"e4e-jax convert {name}")
-    return importlib.import_module(f"e4e_jax.convert.{name}").main(rest)
+    try:
+        return module.main(rest)
+    finally:
+        cli.set_invocation(outer)

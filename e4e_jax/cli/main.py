@@ -57,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(name, list(SUBCOMMANDS), n=1)
         hint = f" (did you mean `e4e-jax {close[0]}`?)" if close else ""
         return cli.error(f"unknown subcommand {name!r}{hint}; `e4e-jax --help` lists them.")
-    cli.set_invocation(f"e4e-jax {name}")
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest)
+    cli.set_invocation(f"e4e-jax {name}")
+    try:
+        return module.main(rest)
+    finally:
+        cli.set_invocation(None)           # a caller's own parsers keep their own names
 
 
 if __name__ == "__main__":
