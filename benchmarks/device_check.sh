@@ -41,14 +41,16 @@ if [ "$SMOKE" = 1 ]; then
   BATCHES="2 4"
   TRAIN_BATCHES="2"  # each train-step run compiles the whole step (~30 s on a CPU): one is enough
   SIZE=(--resolution 64 --max-channels 32 --encoder-widths 8 16 16 32)
-  PARITY=(tests/test_discriminator.py)
+  PARITY=(tests/parity/test_discriminator.py)
 else
   BATCHES="8 32"
   TRAIN_BATCHES="$BATCHES"
   SIZE=(--resolution 1024)
-  PARITY=(tests/test_generator.py tests/test_stylegan2_ada.py tests/test_encoders.py
-          tests/test_lpips.py tests/test_arcface.py tests/test_moco.py
-          tests/test_fid_inception.py tests/test_discriminator.py)
+  PARITY=(tests/parity/test_generator.py tests/parity/test_stylegan2_ada.py
+          tests/parity/test_encoders.py tests/parity/test_lpips.py tests/parity/test_arcface.py
+          tests/parity/test_moco.py tests/parity/test_fid_inception.py
+          tests/parity/test_discriminator.py tests/parity/test_stylegan3.py
+          tests/parity/test_restyle.py)
 fi
 
 echo "== parity tests at precision highest: ${PARITY[*]}"
