@@ -55,12 +55,10 @@ def files():
     return fixture_files()
 
 
-@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
-def official(request, files, tmp_path_factory):
+def _convert_official(name, files, tmp_path_factory):
     """(name, model): the official checkpoint written with torch.save, converted by
     `e4e-jax convert restyle`, loaded with e4e_jax.load_encoder."""
     pytest.importorskip("torch")
-    name = request.param
     entry = files[0]["models"][name]
     state, extra = fu.state_from_manifest(entry)
     d = tmp_path_factory.mktemp(name)
@@ -68,7 +66,19 @@ def official(request, files, tmp_path_factory):
     del state
     assert convert_cli.main(["restyle", src, str(d / "converted")]) == 0
     os.remove(src)
-    yield name, e4e_jax.load_encoder(str(d / "converted"))
+    return name, e4e_jax.load_encoder(str(d / "converted"))
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
+def official(request, files, tmp_path_factory):
+    return _convert_official(request.param, files, tmp_path_factory)
+
+
+# the fixture runs the official loop (run_on_batch) for two of the four models
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow)
+                                        for n, (_, loop) in MODELS.items() if loop])
+def official_loop(request, files, tmp_path_factory):
+    return _convert_official(request.param, files, tmp_path_factory)
 
 
 def test_encoder_parity(official, files):
@@ -99,11 +109,9 @@ def test_loaded_model(official, files):
     assert restyle.is_restyle(model)
 
 
-def test_loop_parity(official, files):
+def test_loop_parity(official_loop, files):
     """run_on_batch for 3 iterations: the average image, every iteration's W+ and images."""
-    name, model = official
-    if not MODELS[name][1]:
-        pytest.skip("the fixture runs the official loop for two of the four models")
+    name, model = official_loop
     _, inputs, expected = files
     x = fu.nchw_to_nhwc(inputs[f"{name}/x"])
     key = f"{name}/avg_image"
