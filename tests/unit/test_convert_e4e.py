@@ -124,7 +124,7 @@ def test_wrong_files(e4e_fx, tmp_path, capsys):
           r"decoder: the weights are a 64x64 generator, but 32 was expected")
     fails(_with(c, opts=dict(c["opts"], encoder_type="ResNetEncoder")), r"not one of")
     fails({k: v for k, v in c.items() if k != "opts"}, r"no 'opts' entry")
-    fails({"g_ema": {}}, r"use convert_weights/stylegan2\.py")
+    fails({"g_ema": {}}, r"use `e4e-jax convert stylegan2`")
     fails(_with(c, latent_avg=np.zeros((7, 512), np.float32)), r"latent_avg has shape \(7, 512\)")
     fails({k: v for k, v in c.items() if k != "latent_avg"}, r"has no latent_avg")
     # a single-row latent_avg (older pSp files) is repeated for every W+ row
@@ -178,6 +178,5 @@ def test_full_size_round_trip_through_torch_and_cli(tmp_path):
     assert inv.generator.resolution == 1024 and inv.n_latent == 18
     np.testing.assert_array_equal(inv.latent_avg, extra["latent_avg"])
     x = jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32)
-    w, img = jax.eval_shape(lambda e, g, la, x: inv._invert_impl(e, g, la, x, True),
-                            inv.variables, inv.generator.variables, inv.latent_avg, x)
+    w, img = jax.eval_shape(lambda v, x: inv.apply_invert(v, x, resize=True), inv.variables, x)
     assert w.shape == (2, 18, 512) and img.shape == (2, 256, 256, 3)
