@@ -26,6 +26,7 @@ reports before and after training: `mse_before` / `mse_after` are its `mse`,
 """
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import jax
@@ -62,7 +63,7 @@ def training_networks(setup: Setup):
     return Networks(**kw)
 
 
-class Evaluation:
+class Evaluation(abc.ABC):
     """One entry of config.evals: its name, the set it reads and how often it runs."""
 
     type = ""
@@ -74,9 +75,9 @@ class Evaluation:
         """True after step `done` (1-based count of finished steps) when this one runs."""
         return done % self.every == 0 or done == max_steps
 
+    @abc.abstractmethod
     def run(self, setup: Setup, state, data) -> dict:
         """The entry {key: float or None (+ `<key>_reason`)} of `state` on the set."""
-        raise NotImplementedError
 
     def scalars(self, entry: dict) -> dict[str, float]:
         """`<name>/<key>` for every number of the entry (TensorBoard)."""
