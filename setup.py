@@ -32,12 +32,21 @@ setup(
         # the linear SVM of InterFaceGAN's train_boundary (`e4e-jax directions`,
         # e4e_jax/editing/boundaries.py), the very classifier the official code fits
         "scikit-learn>=1.3",
+        # the path layer (e4e_jax/core/fs.py) for buckets and any protocol it speaks
+        "fsspec>=2024.6",
+        # ArrayRecord shards of `e4e-jax prepare` (random access by index, as TFDS writes them)
+        "array_record>=0.5",
     ],
     extras_require={
         # Only the converters import torch, and only to read checkpoint files.
         "convert": ["torch>=2.6"],
         # pytest, and nbclient / nbformat / ipykernel to run notebooks/ headless in the tests
-        "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
+        # and a GCS emulator on 127.0.0.1 to test the bucket paths against (tests/unit/test_fs.py)
+        "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6",
+                 "gcp-storage-emulator>=2024.8", "gcsfs>=2025.3,<2025.12"],
+        # `gs://` paths. gcsfs 2025.12 and newer need protobuf>=6, which tensorflow-cpu 2.19 and
+        # mediapipe refuse; older ones speak the same JSON API.
+        "gcs": ["gcsfs>=2025.3,<2025.12"],
         # Face alignment (e4e_jax.align). mediapipe 0.10.14 is the last release with its face
         # models inside the wheel; it needs protobuf<5, so pip settles on an older TensorFlow
         # beside it. tensorflow-metadata 1.21 declares protobuf>=4.25.2 but its generated code
