@@ -49,7 +49,7 @@ def bench_ours(config: str, resolution: int, batch: int, repeats: int, precision
     g = g.with_policy(precision=precision)
     ws = jax.random.normal(jax.random.key(1), (batch, g.n_latent, g.w_dim))
     transform = jnp.broadcast_to(jnp.eye(3), (batch, 3, 3))
-    fn = jax.jit(lambda v, w, t: g.synthesize(v, w, t))
+    fn = jax.jit(lambda v, w, t: g.synthesize(v, w, transform=t))
     t0 = time.perf_counter()
     compiled = fn.lower(g.variables, ws, transform).compile()
     compile_s = time.perf_counter() - t0

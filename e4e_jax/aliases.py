@@ -68,6 +68,7 @@ COMMANDS = {
     "python -m e4e_jax.sample": "e4e-jax sample",
     "python -m e4e_jax.align": "e4e-jax align",
     "python -m e4e_jax.directions": "e4e-jax directions",
+    "python -m e4e_jax.prepare": "e4e-jax prepare",
     "python train.py": "e4e-jax train",
     "python eval.py": "e4e-jax eval",
     **{f"python convert_weights/{n}.py, python -m convert_weights.{n}": f"e4e-jax convert {n}"

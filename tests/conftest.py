@@ -43,3 +43,29 @@ def pytest_unconfigure(config):
             os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         shutil.rmtree(_CREATED_ROOT, ignore_errors=True)
         _CREATED_ROOT = None
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS emulator (tests/support/gcs.py) with bucket `bkt` for the whole session, reached by
+    gs:// paths through STORAGE_EMULATOR_HOST; skipped without the `test` extra's packages."""
+    pytest.importorskip("gcsfs")
+    pytest.importorskip("gcp_storage_emulator")
+    from tests.support.gcs import GcsEmulator
+    with GcsEmulator("bkt") as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def gcs_photos(gcs, tmp_path_factory):
+    """(local folder, gs://bkt/photos): six small RGB PNGs, two of them in sub/, the same bytes
+    in both places."""
+    import numpy as np
+    from PIL import Image
+    local = tmp_path_factory.mktemp("gcs_photos")
+    rng = np.random.default_rng(7)
+    for i, name in enumerate(["a.png", "b.png", "c.png", "d.png", "sub/e.png", "sub/f.png"]):
+        path = local / name
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24 + 4 * i, 28, 3), dtype=np.uint8)).save(path)
+    return str(local), gcs.upload_folder(str(local), "photos")

@@ -360,7 +360,7 @@ def train_direction(latents: str, labels: str, attribute: str, output: str,
         print(f"projected off {len(conditions)} condition(s): cosine with the unconditioned "
               f"direction {conditional['cos_to_unconditioned']:.4f}", file=log)
     print(f"wrote {npy_path} {normal.shape} and {json_path}\nedit with: e4e-jax edit "
-          f"--checkpoint CHECKPOINT --synthetic 4 --edit {summary['edit_spec']} --out EDITS/",
+          f"--checkpoint CHECKPOINT --synthetic 4 --edit {summary['edit_spec']} --output EDITS/",
           file=log)
     return summary
 

@@ -112,12 +112,13 @@ def _image_batches(folder: str, size, batch_size: int, num: int | None, skipped:
     `folder`, read by the one loader (e4e_jax.data.loader.SourceImages: decoded in threads, in
     order); unreadable files are reported and appended to `skipped`."""
     from e4e_jax.data.loader import SourceImages
-    from e4e_jax.data.sources import FolderSource
-    files = image_io.list_images(folder)
+    from e4e_jax.data.prepared import list_inputs
+    from e4e_jax.data.sources import make_source
+    files = list_inputs(folder)                 # an image folder or a prepared dataset
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) under "
                                 f"{folder!r}.")
-    images = SourceImages(FolderSource(folder), folder, num, fill=True,
+    images = SourceImages(make_source(folder), folder, num, fill=True,
                           on_skip=lambda rel, e: print(f"skipping {rel}: {e}", file=sys.stderr))
     count = 0
     for batch in images.read(size, batch_size):
@@ -146,19 +147,19 @@ def check_request(edits: Sequence[str], images: str | None, latents: str | None,
     """Checks the edit command's arguments before any model is loaded; returns the parsed specs.
 
     Raises EditError (exactly one input, >= 1 edit, positive sizes), FileNotFoundError (a
-    missing --images folder) or EditSpecError (a spec that does not parse).
+    missing --input folder) or EditSpecError (a spec that does not parse).
     """
     if sum(v is not None for v in (images, latents, synthetic)) != 1:
-        raise EditError("give exactly one of --images FOLDER, --latents FILE.npy and "
+        raise EditError("give exactly one of --input FOLDER, --latents FILE.npy and "
                         "--synthetic N.")
     if synthetic is not None and synthetic < 1:
         raise EditError(f"--synthetic must be >= 1, got {synthetic}.")
     if not edits:
         raise EditError(f"give at least one --edit SPEC ({SPEC_HELP}).")
     if batch_size < 1:
-        raise EditError(f"--batch_size must be >= 1, got {batch_size}.")
+        raise EditError(f"--batch-size must be >= 1, got {batch_size}.")
     if images is not None and not os.path.isdir(images):
-        raise FileNotFoundError(f"--images {images!r} is not a directory.")
+        raise FileNotFoundError(f"--input {images!r} is not a directory.")
     return [parse_edit_spec(e) for e in edits]
 
 
@@ -243,6 +244,7 @@ def use_generator(inv, path: str):
     from e4e_jax.nets.generator import load_generator
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--generator {path!r} is not a directory.")
+    _refuse_generator_folder(path)
     g, old = load_generator(path), inv.generator
     if (g.resolution, g.n_latent, g.style_dim) != (old.resolution, old.n_latent, old.style_dim):
         raise EditError(f"--generator {path!r} is a {g.resolution}px generator with W+ "
@@ -251,13 +253,43 @@ def use_generator(inv, path: str):
     return inv.with_generator(g)
 
 
+def _refuse_generator_folder(path: str) -> None:
+    """EditError when `path` is not a model directory but holds model directories, as
+    `invert --method pti`'s OUT/generators/ holds one tuned generator per image: the message
+    names the per-image directory to pass (and its pivot, OUT/latents/<name>.npy)."""
+    from e4e_jax.nets.model_dir import CONFIG_FILE
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return
+    names = sorted(n for n in os.listdir(path)
+                   if os.path.isfile(os.path.join(path, n, CONFIG_FILE)))
+    if not names:
+        return                         # load_generator says what a model directory is
+    folder = path.rstrip("/" + os.sep) or path
+    example = os.path.join(folder, names[0])
+    pivot = os.path.join(os.path.dirname(folder), "latents", names[0] + ".npy")
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    raise EditError(f"--generator {path!r} is a folder of per-image generators ({shown}), as "
+                    f"`invert --method pti` writes them; pass one of them, e.g. --generator "
+                    f"{example} (with its pivot --latents {pivot}).")
+
+
 def _check_synthetic(inv, synthetic: int | None) -> None:
     """--synthetic maps z: refuse a class-conditional generator (EditError naming the way)."""
     if synthetic is not None and inv.generator.c_dim:
         raise EditError(f"--synthetic maps z through the generator, but this one is "
                         f"class-conditional (c_dim={inv.generator.c_dim}) and the edit command "
-                        f"has no class option: give --images FOLDER (e.g. the samples of "
+                        f"has no class option: give --input FOLDER (e.g. the samples of "
                         f"`python -m e4e_jax.sample --class K`) or --latents FILE.npy.")
+
+
+def describe_generator(checkpoint: str, generator: str | None, loaded) -> str:
+    """Which generator decodes the inversions and edits, for the console: the checkpoint's
+    own (the export's), or the --generator directory (e.g. a PTI-tuned one) with its path."""
+    what = f"{loaded.resolution}px, W+ ({loaded.n_latent}, {loaded.style_dim})"
+    if generator is None:
+        from e4e_jax.nets.encoder import GENERATOR_SUBDIR
+        return f"the checkpoint's own ({os.path.join(checkpoint, GENERATOR_SUBDIR)}; {what})"
+    return f"--generator {generator} ({what}), replacing the checkpoint's own"
 
 
 def _summary(checkpoint, source, has_source, names, written, out, specs, cols, shape, skipped,
@@ -278,13 +310,14 @@ def _check_out(out: str, has_source: bool, overwrite: bool) -> None:
     """Refuses (EditError) an `out` that is a file, and files an earlier run left in `out`
     without --overwrite."""
     if os.path.exists(out) and not os.path.isdir(out):
-        raise EditError(f"--out {out!r} is a file; give a folder (it is created if missing).")
+        raise EditError(f"--output {out!r} is a file; give a folder (it is created if "
+                        f"missing).")
     names = ["edits.json", "edited_latents.npy"] + (["latents.npy", "files.txt"] if has_source
                                                      else [])
     found = [n for n in names if os.path.exists(os.path.join(out, n))]
     if found and not overwrite:
-        raise EditError(f"--out {out!r} already holds {', '.join(found)} of an earlier run; "
-                        f"pass --overwrite to replace them, or choose another --out.")
+        raise EditError(f"--output {out!r} already holds {', '.join(found)} of an earlier "
+                        f"run; pass --overwrite to replace them, or choose another --output.")
 
 
 def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | None = None,
@@ -332,6 +365,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     print(f"editing {total or 'the'} {what} "
           f"with {inv}: {', '.join(s.name for s in specs)} at strengths "
           f"{', '.join(format_number(s) for s in cols)}", file=log)
+    print(f"generator: {describe_generator(checkpoint, generator, inv.generator)}", file=log)
     has_source = latents is None
     edited_rows, inverted_rows, names, written = [], [], [], []
     grid_names = OutputNames()
@@ -364,5 +398,6 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
         json.dump(summary, f, indent=2)
     print(f"wrote {len(written)} grids ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
           f"edited_latents.npy {tuple(edited_all.shape)} to {out} in {seconds:.1f} s"
+          f"{f' with the generator {generator}' if generator else ''}"
           f"{f'; skipped {len(skipped)} unreadable file(s)' if skipped else ''}", file=log)
     return summary

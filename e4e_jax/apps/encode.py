@@ -20,9 +20,11 @@ from typing import Iterator
 
 import numpy as np
 
-from e4e_jax.data import image_io
+from e4e_jax.core import fs
+from e4e_jax.data import image_io, prepared
 from e4e_jax.data.loader import Batch, fixed_batches, read_in_order
 from e4e_jax.outputs import grids
+from e4e_jax.outputs.progress import AfterCompileRate
 
 _NPY_HEADER_BYTES = 128
 
@@ -65,25 +67,36 @@ class Progress:
     """A dependency-free progress line on stderr.
 
     Its rate is the summary's `images_per_s`: latents written / wall seconds since the loop
-    started, compile time of the first batch included (one definition in both places)."""
+    started, compile time of the first batch included (one definition in both places). Its ETA
+    leaves the first (compiling) batch out: files per second from the end of the first batch on
+    (e4e_jax.outputs.progress), "ETA after compile" until a second batch is written."""
 
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream=sys.stderr, clock=time.perf_counter):
         self.total = total
         self.stream = stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.start = time.perf_counter()
+        self.clock = clock
+        self.start = clock()
         self._last_line = -1.0
+        self._rows_seen = 0
+        self.after_compile = AfterCompileRate(clock)
 
-    def update(self, done: int, rows: int, final: bool = False) -> None:
-        elapsed = time.perf_counter() - self.start
+    def line(self, done: int, rows: int) -> str:
+        """The progress line after `done` files and `rows` latents written."""
+        if rows > self._rows_seen:            # a batch was written: a timing point
+            self._rows_seen = rows
+            self.after_compile.mark(done)
+        elapsed = self.clock() - self.start
         rate = rows / elapsed if elapsed > 0 else 0.0
-        file_rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / file_rate if rows and file_rate > 0 else float("nan")
         width = 30
         filled = int(width * done / max(self.total, 1))
-        eta_text = f"{eta:.0f}s" if np.isfinite(eta) else "?"
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-                f"{rows} latents, {rate:.2f} images/s incl. compile, ETA {eta_text}")
+        return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
+                f"{rows} latents, {rate:.2f} images/s incl. compile, "
+                f"{self.after_compile.eta_text(self.total)}")
+
+    def update(self, done: int, rows: int, final: bool = False) -> None:
+        line = self.line(done, rows)
+        elapsed = self.clock() - self.start
         if self.tty:
             self.stream.write("\r" + line)
         elif elapsed - self._last_line >= 10 or final:
@@ -131,12 +144,12 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
 
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder
     check_checkpoint(checkpoint)
-    files = image_io.list_images(input_dir)
+    files = prepared.list_inputs(input_dir)      # an image folder or a prepared dataset
     if not files:
         raise SystemExit(f"error: no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) "
                          f"under {input_dir!r}.")
-    latents_path = os.path.join(output_dir, "latents.npy")
-    if os.path.exists(latents_path) and not overwrite:
+    latents_path = fs.join(output_dir, "latents.npy")
+    if fs.exists(latents_path) and not overwrite:
         raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
     align_faces = import_align() if align else None
     inv = load_encoder(checkpoint, **(loader_kwargs or {}))
@@ -144,6 +157,24 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
     batch_size = max(1, int(batch_size))
     batch_size = -(-batch_size // n_dev) * n_dev
     return files, inv, batch_size, align_faces
+
+
+def side_by_side_grid(name: str, input8: np.ndarray, reconstruction8: np.ndarray,
+                      min_cell: int = 128) -> np.ndarray:
+    """OUT/side_by_side/<name>.png of one row: uint8 input (H, W, 3) | reconstruction
+    (H', W', 3), captioned "input" / "reconstruction" under the title "<name>: input |
+    reconstruction", small cells magnified by nearest neighbour to `min_cell` pixels like every
+    other command's grids (e4e_jax.outputs.grids.labelled_grid). The smaller of the two (the
+    input of a model whose face_pool is larger than its input size) is first magnified by the
+    integer factor that brings it closest to the other's height, so both show at one scale.
+    Returns uint8 (H'', W'', 3)."""
+    h = max(input8.shape[0], reconstruction8.shape[0])
+    cells = []
+    for image in (input8, reconstruction8):
+        k = max(1, h // image.shape[0])
+        cells.append(np.repeat(np.repeat(image, k, axis=0), k, axis=1) if k > 1 else image)
+    return grids.labelled_grid([[(cells[0], "input"), (cells[1], "reconstruction")]],
+                               title=f"{name}: input | reconstruction", min_cell=min_cell)
 
 
 class FolderOutputs:
@@ -178,7 +209,7 @@ class FolderOutputs:
                 self.images_f.flush()
                 r8 = image_io.to_uint8(r)
                 image_io.save_png(r8, os.path.join(self.output_dir, "reconstructions", out_name))
-                image_io.save_png(grids.side_by_side([image_io.to_uint8(inp), r8], pad=4),
+                image_io.save_png(side_by_side_grid(name, image_io.to_uint8(inp), r8),
                                   os.path.join(self.output_dir, "side_by_side", out_name))
 
     def skip(self, rel: str, err: str) -> None:
@@ -251,11 +282,12 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
     loader's read_in_order."""
     def job(rel):
         try:
-            return rel, load_rows(os.path.join(folder, rel), rel, size, align_faces), None
+            src = prepared.input_file(folder, rel)      # a path, or a prepared record
+            return rel, load_rows(src, rel, size, align_faces), None
         except image_io.ImageReadError as e:
             # the line already names the file: drop PIL's repeat of its full path
             return rel, None, " ".join(
-                str(e).replace(f"{os.path.join(folder, rel)!r}", "").split())
+                str(e).replace(f"{fs.join(folder, rel)!r}", "").split())
     return read_in_order(job, files, workers, prefetch)
 
 
@@ -277,7 +309,9 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     n_dev = jax.local_device_count()
     print(f"encoding {len(files)} files from {input_dir} with {inv} on {n_dev} "
           f"{jax.devices()[0].platform} device(s), batch {batch_size}", file=log)
-    out = FolderOutputs(output_dir, (inv.n_latent, inv.generator.style_dim), save_images)
+    # a bucket --output is written to a local staging folder and uploaded as it grows
+    stage = fs.OutputFolder(output_dir)
+    out = FolderOutputs(stage.local, (inv.n_latent, inv.generator.style_dim), save_images)
     progress = Progress(len(files), log)
     t0 = time.perf_counter()
     first_batch_s, files_done, interrupted = None, 0, False
@@ -303,22 +337,23 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
             w, rec, dt = encode_batch(inv, batch, save_images)
             first_batch_s = dt if first_batch_s is None else first_batch_s
             out.add(batch.names, batch.images[:batch.valid], w, rec)
+            stage.sync()
         progress.update(files_done, out.writer.rows, final=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
         out.close()
+        stage.close()       # uploads what a bucket --output still lacks
     seconds = time.perf_counter() - t0
     summary = run_summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
                        interrupted, inv, save_images)
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    fs.write_bytes(fs.join(output_dir, "summary.json"), json.dumps(summary, indent=2).encode())
     print(f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
           f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
           f"({summary['images_per_s']} images/s incl. compile; first batch "
           f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
-          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {out.latents_path} "
+          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {stage.path('latents.npy')} "
           f"{tuple(summary['latents_shape'])} and files.txt", file=log)
     if interrupted:
         raise KeyboardInterrupt

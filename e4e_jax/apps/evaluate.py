@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from e4e_jax.apps import evaluate_restyle
+from e4e_jax.core import fs
 from e4e_jax.data import image_io
 from e4e_jax.data.sources import DataError
 from e4e_jax.evaluation.cost import EtaTracker, cost_plan, describe
@@ -43,6 +45,7 @@ from e4e_jax.evaluation.evaluators.proximity import ProximityEvaluator
 from e4e_jax.evaluation.monitoring import BatchMarks, CompileCounter, ProgressPrinter
 from e4e_jax.evaluation.networks import Networks
 from e4e_jax.evaluation.report import format_metric, json_entry, write_grids, write_report
+from e4e_jax.inversion import restyle
 
 
 def open_data(spec: str, data_dir: str | None = None, num_images: int | None = None,
@@ -60,8 +63,8 @@ def open_data(spec: str, data_dir: str | None = None, num_images: int | None = N
             raise EvalError(str(e)) from e
     if num_images is not None and num_images < 1:
         raise EvalError(f"--num_images must be >= 1, got {num_images}.")
-    if not spec.startswith("tfds:") and not os.path.isdir(spec):
-        raise EvalError(f"--data {spec!r} is not a folder, 'tfds:NAME:SPLIT' or 'synthetic'.")
+    if not spec.startswith("tfds:") and not fs.isdir(spec):
+        raise EvalError(f"--input {spec!r} is not a folder, 'tfds:NAME:SPLIT' or 'synthetic'.")
     try:
         source = make_source(spec, data_dir)
     except DataError as e:
@@ -121,6 +124,8 @@ def metadata(ctx: Context) -> dict:
 
 def select_evaluators(ctx: Context) -> list:
     """The metric families, in report order (editability reads distribution's real images)."""
+    if restyle.is_restyle(ctx.inv):   # per-iteration distortion (apps/evaluate_restyle.py)
+        return evaluate_restyle.select_evaluators(ctx)
     distribution = DistributionEvaluator(ctx)
     return [DistortionEvaluator.for_context(ctx), distribution,
             EditabilityEvaluator(ctx, distribution), ProximityEvaluator(ctx)]
@@ -128,6 +133,8 @@ def select_evaluators(ctx: Context) -> list:
 
 def invert_batch(ctx: Context, batch) -> BatchOutputs:
     """Inverts one padded batch, clips both sides and decodes every --edits edit."""
+    if restyle.is_restyle(ctx.inv):
+        return evaluate_restyle.invert_batch(ctx, batch)
     w, rec = ctx.inv.invert(batch.images)
     edited = []
     for p in ctx.edits:
@@ -215,7 +222,9 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         parse_edit_spec(spec)                      # syntax errors before any work
     images = open_data(data, data_dir, num_images, options.seed)
     nets = nets or Networks()
-    os.makedirs(out, exist_ok=True)
+    target = out
+    stage = fs.OutputFolder(target)    # a bucket --output: written locally, uploaded per model
+    out = stage.local
     names = checkpoint_names(checkpoints_)
     printer = progress or ProgressPrinter(log)
     n_edits = (1 if options.lec_edit else 0) if options.edits is None else len(options.edits)
@@ -238,8 +247,12 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump({k: json_entry(v, out) for k, v in results.items()}, f, indent=2)
         write_report(out, results, argv, images.description)
+        stage.sync(force=True)
         summary = ", ".join(f"{k} {format_metric(entry.get(k))}" for k in METRIC_KEYS)
         print(f"[{name}] {summary} ({entry['seconds']} s)", file=log)
-    print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'report.md')} "
+        for line in evaluate_restyle.per_iteration_lines(entry):
+            print(f"[{name}]{line}", file=log)
+    stage.close()
+    print(f"wrote {fs.join(target, 'metrics.json')} and {fs.join(target, 'report.md')} "
           f"({len(results)} checkpoint(s))", file=log)
     return results

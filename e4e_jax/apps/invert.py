@@ -26,12 +26,15 @@ import time
 import numpy as np
 
 from e4e_jax.apps.encode import FolderOutputs
-from e4e_jax.data import image_io
+from e4e_jax.core import fs
+from e4e_jax.data import image_io, prepared
 from e4e_jax.outputs.grids import labelled_grid
+from e4e_jax.outputs.progress import AFTER_COMPILE
 
-METHODS = ("e4e", "projector", "pti")
+METHODS = ("e4e", "projector", "pti", "restyle")
 PIVOTS = ("e4e", "projector")
-DEFAULT_STEPS = {"e4e": 0, "projector": 1000, "pti": 350}   # ADA num_steps, PTI max_pti_steps
+DEFAULT_STEPS = {"e4e": 0, "projector": 1000, "pti": 350,    # ADA num_steps, PTI max_pti_steps
+                 "restyle": 0}
 PTI_PIVOT_STEPS = 450              # PTI configs/hyperparameters.py first_inv_steps
 PTI_PROJECTOR_LR = 0.01            # PTI's w_projector initial_learning_rate
 
@@ -55,11 +58,21 @@ class InvertRequest:
     lpips_threshold: float = 0.06
     overwrite: bool = False
     seed: int = 0
+    iterations: int | None = None   # restyle: encoder passes (None: the official 5)
+    dtype: str | None = None        # --dtype / --precision of every network loaded (None:
+    precision: str | None = None    # the loaders' defaults; e4e_jax.core.precision)
+    transforms: str | None = None   # StyleGAN3: (N, 3, 3) .npy, per-image input transforms
 
     @property
     def num_steps(self) -> int:
         """--steps, or the method's official default."""
         return DEFAULT_STEPS[self.method] if self.steps is None else int(self.steps)
+
+    @property
+    def num_iterations(self) -> int:
+        """--iterations, or ReStyle's official n_iters_per_batch (5)."""
+        from e4e_jax.inversion.restyle import DEFAULT_ITERATIONS
+        return DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
 
 
 def check_request(req: InvertRequest) -> list[str]:
@@ -72,6 +85,11 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"--method must be one of {', '.join(METHODS)}, got {req.method!r}.")
     if req.pivot not in PIVOTS:
         raise InvertError(f"--pivot must be one of {', '.join(PIVOTS)}, got {req.pivot!r}.")
+    if req.iterations is not None and req.method != "restyle":
+        raise InvertError(f"--iterations applies to --method restyle only, not --method "
+                          f"{req.method}: add --method restyle or drop --iterations.")
+    if req.method == "restyle":
+        _check_restyle_request(req)
     if req.pivot == "projector" and req.method != "pti":
         raise InvertError(f"--pivot chooses PTI's pivot; it needs --method pti, not "
                           f"--method {req.method}.")
@@ -81,34 +99,160 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"{given} only apply to --method projector or pti; --method e4e (the "
                           f"default) runs the encoder alone. Add --method projector or --method "
                           f"pti, or drop {given}.")
-    if req.method != "e4e" and req.num_steps < 1:
+    if req.method in ("projector", "pti") and req.num_steps < 1:
         raise InvertError(f"--steps must be >= 1, got {req.steps}.")
     if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:
         raise InvertError(f"--pivot-steps must be >= 1, got {req.pivot_steps}.")
-    if req.method != "e4e" and not req.lpips:
+    if req.method in ("projector", "pti") and not req.lpips:
         recipe = "LPIPS-VGG (the official projector)" if req.method == "projector" else \
             "LPIPS-alex (PTI's default)"
         raise InvertError(f"--method {req.method} needs a loss network: pass --lpips DIR, a "
                           f"converted LPIPS directory (`e4e-jax convert lpips`; official "
                           f"recipe {recipe}).")
+    if req.transforms is not None:
+        if req.method == "restyle":
+            raise InvertError("--transforms is not supported with --method restyle yet: use "
+                              "--method e4e, projector or pti.")
+        if not os.path.isfile(req.transforms):
+            raise FileNotFoundError(f"--transforms {req.transforms!r} is not a file (an .npy "
+                                    f"array of shape (N, 3, 3), one transform per image).")
     if req.lpips and not os.path.isdir(req.lpips):
         raise FileNotFoundError(f"--lpips {req.lpips!r} is not a directory (convert one with "
                                 f"`e4e-jax convert lpips`).")
-    if not os.path.isdir(req.input_dir):
+    if not fs.isdir(req.input_dir):
         raise FileNotFoundError(f"--input {req.input_dir!r} is not a directory.")
-    files = image_io.list_images(req.input_dir)
+    files = prepared.list_inputs(req.input_dir)      # an image folder or a prepared dataset
     if not files:
         raise InvertError(f"no image files ({', '.join(image_io.IMAGE_EXTENSIONS)}) under "
                           f"{req.input_dir!r}.")
-    if os.path.exists(req.output_dir) and not os.path.isdir(req.output_dir):
+    if fs.exists(req.output_dir) and not fs.isdir(req.output_dir):
         raise InvertError(f"--output {req.output_dir!r} is a file; give a folder (it is "
                           f"created if missing).")
-    for name in ("latents.npy", "generators"):
-        path = os.path.join(req.output_dir, name)
-        if os.path.exists(path) and not req.overwrite:
-            raise InvertError(f"{path!r} exists; pass --overwrite to replace the outputs in "
-                              f"{req.output_dir!r}, or choose another --output.")
+    if req.transforms is not None:
+        load_transforms(req.transforms, len(files))
+    previous_run(req, files)            # refuses outputs it cannot resume
     return files
+
+
+def load_transforms(path: str, n_files: int) -> np.ndarray:
+    """--transforms: (n_files, 3, 3) float32, row k the StyleGAN3 synthesis.input.transform
+    (the inverse of the wanted image transform, as stylegan3-editing's landmarks transforms)
+    rendering the k-th input file (files in the sorted order of files.txt). InvertError for an
+    unreadable file or another shape."""
+    try:
+        t = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InvertError(f"--transforms {path!r} is not a readable .npy array ({e}); save an "
+                          f"(N, 3, 3) float array with numpy.save.") from None
+    if t.shape != (n_files, 3, 3) or not np.issubdtype(t.dtype, np.floating):
+        raise InvertError(f"--transforms {path!r} must be a float array of shape ({n_files}, 3, "
+                          f"3) (one transform per input file, in sorted order), got "
+                          f"{t.dtype} {t.shape}.")
+    if not np.isfinite(t).all():
+        raise InvertError(f"--transforms {path!r} holds non-finite values.")
+    return t.astype(np.float32)
+
+
+SUMMARY = "summary.json"
+
+
+def run_settings(req: InvertRequest) -> dict:
+    """What a rerun must repeat to resume a folder: every field of the request but --output and
+    --overwrite, with absolute paths and the method's resolved step count."""
+    settings = dataclasses.asdict(req)
+    for key in ("output_dir", "overwrite"):
+        settings.pop(key, None)
+    for key in ("checkpoint", "input_dir", "lpips", "transforms"):
+        if settings.get(key) and not fs.is_remote(settings[key]):
+            settings[key] = os.path.abspath(settings[key])
+    settings["steps"] = req.num_steps
+    return json.loads(json.dumps(settings))        # the types summary.json gives back
+
+
+@dataclasses.dataclass
+class PreviousRun:
+    """What an earlier run of the same command left in OUT: the first `processed` input files
+    are finished (`files` inverted, the rows of `latents`, named `names`; `skipped` as
+    (file, reason)); `records` and `seconds` are its summary's; `complete`: it was not
+    interrupted and every file was handled."""
+    processed: int
+    latents: np.ndarray
+    files: list
+    names: list
+    skipped: list
+    records: list
+    seconds: float
+    complete: bool
+
+
+def _lines(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def previous_run(req: InvertRequest, files: list[str]) -> PreviousRun | None:
+    """The earlier run of this very command (same settings, same input files) whose outputs are
+    in OUT, to resume; None when OUT holds no outputs or --overwrite is given.
+
+    Raises InvertError (the outputs exist but another command wrote them, or they do not match
+    the inputs): resuming them would mix two runs.
+    """
+    out = req.output_dir
+    existing = [os.path.join(out, n) for n in ("latents.npy", "generators")
+                if os.path.exists(os.path.join(out, n))]
+    if not existing or req.overwrite:
+        return None
+
+    def refuse(why: str) -> InvertError:
+        return InvertError(f"{existing[0]!r} exists; pass --overwrite to replace the outputs in "
+                           f"{out!r}, or choose another --output ({why}).")
+
+    try:
+        with open(os.path.join(out, SUMMARY)) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        summary = {}
+    old = summary.get("settings") if isinstance(summary, dict) else None
+    if not isinstance(old, dict):
+        raise refuse("no summary.json of an invert run that can be resumed")
+    new = run_settings(req)
+    differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if differ:
+        raise refuse("an invert run with other settings wrote it: " + ", ".join(
+            f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in differ))
+    if summary.get("input_files") != list(files):
+        raise refuse(f"an invert run of other input files wrote it; {req.input_dir!r} changed")
+    latents = np.load(os.path.join(out, "latents.npy"), mmap_mode="r") \
+        if os.path.exists(os.path.join(out, "latents.npy")) else np.zeros((0,), np.float32)
+    done, names = _lines(os.path.join(out, "files.txt")), _lines(os.path.join(out, "names.txt"))
+    # a run killed inside one image's writes leaves that row in some files only: drop it
+    n = min(len(latents), len(done), len(names))
+    skipped = [tuple(line.split("\t", 1)) for line in _lines(os.path.join(out, "skipped.txt"))]
+    handled = done[:n] + [s[0] for s in skipped]
+    if sorted(handled) != sorted(files[:len(handled)]):
+        raise refuse("its files.txt / skipped.txt are not the first input files in order")
+    # a killed run wrote no summary rows: those images keep their file and name only
+    rows = {r.get("file"): r for r in summary.get("images", []) if isinstance(r, dict)}
+    return PreviousRun(
+        processed=len(handled), latents=np.array(latents[:n], np.float32), files=done[:n],
+        names=names[:n], skipped=[(s[0], s[1] if len(s) > 1 else "") for s in skipped],
+        records=[rows.get(f, {"file": f, "name": name}) for f, name in zip(done[:n], names)],
+        seconds=float(summary.get("seconds") or 0.0),
+        complete=bool(summary.get("complete")) and len(handled) == len(files))
+
+
+def _check_restyle_request(req: InvertRequest) -> None:
+    iters = req.iterations
+    if iters is not None and (isinstance(iters, bool) or int(iters) != iters or int(iters) < 1):
+        raise InvertError(f"--iterations must be >= 1, got {iters}.")
+    given = [f for f, v in (("--steps", req.steps), ("--lpips", req.lpips),
+                            ("--pivot projector", req.pivot == "projector" or None))
+             if v is not None and v != ""]
+    if given:
+        raise InvertError(f"{' and '.join(given)} do not apply to --method restyle (it runs "
+                          f"the encoder --iterations times, no optimisation): drop them.")
 
 
 def load_models(req: InvertRequest):
@@ -117,15 +261,23 @@ def load_models(req: InvertRequest):
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder
     from e4e_jax.nets.loss_nets import load_lpips
     check_checkpoint(req.checkpoint)
-    inv = load_encoder(req.checkpoint)
-    if req.method != "e4e":
+    policy = {k: v for k, v in (("dtype", req.dtype), ("precision", req.precision))
+              if v is not None}
+    inv = load_encoder(req.checkpoint, **policy)
+    from e4e_jax.apps.invert_restyle import check_model
+    check_model(inv, req.method)
+    if req.method in ("projector", "pti"):
         if inv.crop_rows is not None:
             raise InvertError(f"--method {req.method} fits the generator's full square image; "
                               f"this checkpoint crops rows {inv.crop_rows} (cars), which is not "
                               f"supported: use --method e4e.")
         if inv.generator.c_dim:
             raise InvertError(f"--method {req.method} needs an unconditional generator.")
-    lpips = load_lpips(req.lpips) if req.lpips and req.method != "e4e" else None
+    if req.transforms is not None and not hasattr(inv.generator, "transform"):
+        raise InvertError(f"--transforms: only a StyleGAN3 generator has an input transform; "
+                          f"{req.checkpoint} holds a StyleGAN2 one ({inv.generator.resolution}px)"
+                          f": drop --transforms.")
+    lpips = load_lpips(req.lpips, **policy) if req.lpips and req.method in ("projector", "pti") else None
     return inv, lpips
 
 
@@ -143,6 +295,9 @@ class ImageResult:
     generator: object = None
     noises: list | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    columns: list | None = None        # [(uint8 image, label)]: replaces the side-by-side row
+    unaligned8: np.ndarray | None = None     # --transforms: the code rendered with its transform
+    iterations_w: np.ndarray | None = None   # restyle: (N, n_latent, S), every iteration's W+
 
 
 class Pipeline:
@@ -155,6 +310,20 @@ class Pipeline:
     def __init__(self, inv, lpips, req: InvertRequest):
         self.inv, self.lpips, self.req = inv, lpips, req
         self.g = inv.generator
+        self.transforms = (None if req.transforms is None else
+                           load_transforms(req.transforms, len(prepared.list_inputs(
+                               req.input_dir))))
+
+    def _unaligned(self, result: ImageResult, k: int) -> ImageResult:
+        """stylegan3-editing's unaligned inversion: the same code rendered with the k-th input
+        transform (by the PTI-tuned generator for pti), at the size of the reconstruction."""
+        if self.transforms is None:
+            return result
+        g = result.generator if result.generator is not None else self.g
+        full = g.synthesis(np.asarray(result.w)[None], transform=self.transforms[k])
+        if self.req.method == "e4e":
+            return dataclasses.replace(result, unaligned8=self._display(full))
+        return dataclasses.replace(result, unaligned8=image_io.to_uint8(np.asarray(full)[0]))
 
     def _e4e(self, img):
         x = image_io.load_image(img, self.inv.input_size)
@@ -175,7 +344,11 @@ class Pipeline:
         return image_io.to_uint8(np.asarray(face_pool(full, self.inv.face_pool_size))[0])
 
     def run(self, path: str, k: int = 0) -> ImageResult:
-        """Inverts the image file `path` (the k-th image: its random draws use seed + k)."""
+        """Inverts the image file `path` (the k-th image: its random draws use seed + k, its
+        --transforms row is k)."""
+        return self._unaligned(self._run(path, k), k)
+
+    def _run(self, path: str, k: int) -> ImageResult:
         from e4e_jax.nets.encoder import face_pool
         info: dict = {}
         t = time.perf_counter()
@@ -222,6 +395,8 @@ class Pipeline:
 def _describe(req: InvertRequest) -> str:
     if req.method == "e4e":
         return "e4e"
+    if req.method == "restyle":
+        return f"ReStyle, {req.num_iterations} iterations"
     if req.method == "projector":
         return f"W projector, {req.num_steps} steps"
     pivot = "e4e pivot" if req.pivot == "e4e" else \
@@ -229,64 +404,177 @@ def _describe(req: InvertRequest) -> str:
     return f"PTI, {pivot}, {req.num_steps} tuning steps"
 
 
-def invert_folder(req: InvertRequest, log=None, pipeline_factory=None) -> dict:
-    """Runs the command; returns its summary (also OUT/summary.json).
+RESUME_FILES = ("latents.npy", "files.txt", "names.txt", "skipped.txt", SUMMARY)
 
-    Unreadable files and images whose inversion fails are recorded in OUT/skipped.txt and the
-    run goes on. Ctrl-C keeps every finished image (summary "interrupted": true) and re-raises
-    KeyboardInterrupt. Raises InvertError / FileNotFoundError / ModelDirError for bad requests
-    (before anything is written). `pipeline_factory(inv, lpips, req)` replaces `Pipeline`
-    (tests inject failures through it).
+
+class _Renamed:
+    """A log stream that writes `old` (a staging folder) as `new` (the bucket it stands for)."""
+
+    def __init__(self, stream, old: str, new: str):
+        self.stream, self.old, self.new = stream, old, new
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text.replace(self.old, self.new))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return hasattr(self.stream, "isatty") and self.stream.isatty()
+
+
+def invert_folder(req: InvertRequest, log=None, pipeline_factory=None) -> dict:
+    """Runs the command (`run_folder`) and returns its summary (also OUT/summary.json).
+
+    A bucket --output (gs://..., e4e_jax.core.fs) is written to a local staging folder
+    (fs.OutputFolder) that starts with the files a resume reads back (RESUME_FILES), is
+    uploaded after each finished image (at most every 30 s) and in full at the end, also when
+    interrupted; messages name the bucket, not the staging folder.
     """
     log = log or sys.stderr
+    if not fs.is_remote(req.output_dir):
+        return run_folder(req, log, pipeline_factory)
+    from e4e_jax.train.interrupts import Interrupted
+    if fs.exists(req.output_dir) and not fs.isdir(req.output_dir):
+        raise InvertError(f"--output {req.output_dir!r} is a file; give a folder.")
+    stage = fs.OutputFolder(req.output_dir)
+    stage.fetch(*RESUME_FILES)
+    if fs.isdir(fs.join(req.output_dir, "generators")):
+        os.makedirs(os.path.join(stage.local, "generators"), exist_ok=True)
+    staged = dataclasses.replace(req, output_dir=stage.local)
+    try:
+        return run_folder(staged, _Renamed(log, stage.local, req.output_dir), pipeline_factory,
+                          stage)
+    except (InvertError, Interrupted) as e:
+        e.args = tuple(a.replace(stage.local, req.output_dir) if isinstance(a, str) else a
+                       for a in e.args)
+        raise
+    finally:
+        stage.close()
+
+
+def run_folder(req: InvertRequest, log=None, pipeline_factory=None,
+               stage: fs.OutputFolder | None = None) -> dict:
+    """Runs the command on a local --output; returns its summary (also OUT/summary.json).
+
+    Unreadable files and images whose inversion fails are recorded in OUT/skipped.txt and the
+    run goes on. SIGTERM / Ctrl-C stop at once (the image in progress is dropped, never half
+    written), keep every finished image, write the summary and raise
+    e4e_jax.train.interrupts.Interrupted (its one-line message, exit_code 143 / 130).
+    Rerunning the same request resumes an interrupted run (`previous_run`): the finished
+    images are kept and the others inverted, so the outputs end as an uninterrupted run's; a
+    finished run is left as it is. A run that inverted nothing leaves no latents.npy.
+    Raises InvertError / FileNotFoundError / ModelDirError for bad requests (before anything
+    is written). `pipeline_factory(inv, lpips, req)` replaces `Pipeline` (tests inject
+    failures through it).
+    """
+    from e4e_jax.train.interrupts import AbortSignals, Interrupted
+    log = log or sys.stderr
     files = check_request(req)
+    prev = previous_run(req, files)
+    latents_path = os.path.join(req.output_dir, "latents.npy")
+    if prev is not None and prev.complete:
+        print(f"{req.output_dir} already holds this command's finished run ({len(prev.files)} "
+              f"of {len(files)} images inverted, {len(prev.skipped)} skipped): nothing to do "
+              f"(--overwrite redoes it)", file=log)
+        with open(os.path.join(req.output_dir, SUMMARY)) as f:
+            return json.load(f)
     inv, lpips = load_models(req)
+    if pipeline_factory is None and req.method == "restyle":
+        from e4e_jax.apps.invert_restyle import RestylePipeline as pipeline_factory
     pipe = (pipeline_factory or Pipeline)(inv, lpips, req)
     names = output_names(files)
-    out = RunOutputs(req.output_dir, (inv.n_latent, inv.generator.style_dim), req.method)
+    start = prev.processed if prev is not None else 0
+    records = list(prev.records) if prev is not None else []
     print(f"inverting {len(files)} images from {req.input_dir} with {inv}: {_describe(req)}",
           file=log)
+    if start:
+        print(f"resuming the interrupted run in {req.output_dir}: {start} of {len(files)} "
+              f"images already done, inverting the other {len(files) - start}", file=log)
     ticker = Ticker(len(files), log)
-    records, interrupted, t0 = [], False, time.perf_counter()
-    try:
-        for k, (rel, name) in enumerate(zip(files, names)):
-            ticker.start(k, rel)
-            try:
-                result = pipe.run(os.path.join(req.input_dir, rel), k)
-            except image_io.ImageReadError as e:
-                ticker.skip(rel, str(e))
-                out.skip(rel, ticker.last_reason)
-                continue
-            except Exception as e:  # noqa: BLE001 (keep going; the error is reported per file)
-                ticker.skip(rel, f"inversion failed: {type(e).__name__}: {e}")
-                out.skip(rel, ticker.last_reason)
-                continue
-            finally:
-                ticker.stop()
-            out.add(rel, name, result)
-            records.append(dict(file=rel, name=name, **result.info))
-            ticker.done(k, rel, result.info)
-    except KeyboardInterrupt:
-        interrupted = True
+    interrupted, t0, processed = False, time.perf_counter(), start
+    shape = (inv.n_latent, inv.generator.style_dim)
+
+    def summary_now(complete: bool) -> dict:
+        summary = dict(method=req.method, pivot=req.pivot if req.method == "pti" else None,
+                       steps=req.num_steps if req.method in ("projector", "pti") else None,
+                       iterations=req.num_iterations if req.method == "restyle" else None,
+                       checkpoint=os.path.abspath(req.checkpoint), lpips=req.lpips,
+                       files=len(files), processed=processed, inverted=len(records),
+                       skipped=len(out.skipped), interrupted=interrupted, complete=complete,
+                       resumed_at=start or None,
+                       seconds=round((prev.seconds if prev else 0.0)
+                                     + time.perf_counter() - t0, 3),
+                       images=records, latents_shape=[len(records), *shape],
+                       settings=run_settings(req), input_files=list(files))
+        _write_json(os.path.join(req.output_dir, SUMMARY), summary)
+        return summary
+
+    out = None
+    with AbortSignals() as signals:
+        try:
+            with signals.protect():
+                out = RunOutputs(req.output_dir, shape, req.method)
+                if prev is not None:
+                    out.restore(prev)
+                summary_now(complete=False)  # the settings a rerun must match, from the start
+            for k in range(start, len(files)):
+                rel, name = files[k], names[k]
+                ticker.start(k, rel)
+                try:
+                    result = pipe.run(prepared.input_file(req.input_dir, rel), k)
+                except image_io.ImageReadError as e:
+                    with signals.protect():
+                        ticker.skip(rel, str(e))
+                        out.skip(rel, ticker.last_reason)
+                        processed = k + 1
+                    continue
+                except Exception as e:  # noqa: BLE001 (keep going; reported per file)
+                    with signals.protect():
+                        ticker.skip(rel, f"inversion failed: {type(e).__name__}: {e}")
+                        out.skip(rel, ticker.last_reason)
+                        processed = k + 1
+                    continue
+                finally:
+                    ticker.stop()
+                with signals.protect():
+                    out.add(rel, name, result)
+                    records.append(dict(file=rel, name=name, **result.info))
+                    processed = k + 1
+                    if stage is not None:
+                        stage.sync()
+                ticker.done(k, rel, result.info)
+            signals.hold()                   # the final writes are not cut short
+        except KeyboardInterrupt:
+            signals.hold()
+            interrupted = True
         ticker.stop()
-    finally:
+        if out is None:                      # stopped before anything was opened
+            raise Interrupted(f"{signals.name}: interrupted before the first image; nothing "
+                              f"was changed in {req.output_dir}", signals.exit_code)
         out.close()
+        summary = summary_now(complete=not interrupted)
+        if not interrupted and not records:
+            out.remove_empty()               # no empty latents.npy to block the next run
     seconds = time.perf_counter() - t0
-    summary = dict(method=req.method, pivot=req.pivot if req.method == "pti" else None,
-                   steps=req.num_steps if req.method != "e4e" else None,
-                   checkpoint=os.path.abspath(req.checkpoint), lpips=req.lpips,
-                   files=len(files), inverted=len(records), skipped=len(out.skipped),
-                   interrupted=interrupted, seconds=round(seconds, 3), images=records,
-                   latents_shape=[len(records), inv.n_latent, inv.generator.style_dim])
-    with open(os.path.join(req.output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"{'interrupted: ' if interrupted else ''}inverted {len(records)} of {len(files)} "
-          f"images in {seconds:.1f} s; skipped {len(out.skipped)}"
-          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {req.output_dir}/latents.npy "
-          f"{tuple(summary['latents_shape'])}, files.txt, names.txt", file=log)
     if interrupted:
-        raise KeyboardInterrupt
+        raise Interrupted(
+            f"{signals.name}: interrupted after {processed} of {len(files)} images ({len(records)} "
+            f"inverted, {len(out.skipped)} skipped; {latents_path} {tuple(summary['latents_shape'])}"
+            f", summary.json); rerun the same command to resume", signals.exit_code)
+    wrote = (f"wrote {latents_path} {tuple(summary['latents_shape'])}, files.txt, names.txt"
+             if records else "wrote no latents")
+    print(f"inverted {len(records)} of {len(files)} images in {seconds:.1f} s; skipped "
+          f"{len(out.skipped)}{' (see skipped.txt)' if out.skipped else ''}; {wrote}", file=log)
     return summary
+
+
+def _write_json(path: str, data: dict) -> None:
+    """Replaces `path` in one rename, so a killed run never leaves half a summary."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
 
 
 COLUMN_LABELS = {"e4e": "e4e", "projector": "projector", "pti": "PTI (tuned)"}
@@ -329,15 +617,22 @@ class RunOutputs:
         cells = [(result.input8, "input"), (result.e4e8, "e4e")]
         if result.final8 is not None:
             cells.append((result.final8, COLUMN_LABELS[self.method]))
+        if result.columns is not None:
+            cells = list(result.columns)
         title = f"{rel}: " + " | ".join(label for _, label in cells)
         image_io.save_png(labelled_grid([cells], title=title),
                           self._path("side_by_side", name + ".png"))
         os.makedirs(os.path.join(self.dir, "latents"), exist_ok=True)
         np.save(self._path("latents", name + ".npy"), np.asarray(result.w, np.float32)[None])
-        if result.noises is not None:
+        if result.unaligned8 is not None:
+            image_io.save_png(result.unaligned8, self._path("unaligned", name + ".png"))
+        if result.noises:      # a StyleGAN3 generator has no noise maps: no empty file
             os.makedirs(os.path.join(self.dir, "noises"), exist_ok=True)
             np.savez(self._path("noises", name + ".npz"),
                      **{f"noise_{i}": np.asarray(n) for i, n in enumerate(result.noises)})
+        if result.iterations_w is not None:
+            from e4e_jax.apps.invert_restyle import save_iterations
+            save_iterations(self.dir, name, result.iterations_w)
         if result.generator is not None:
             from e4e_jax.nets.generator import save_generator
             save_generator(result.generator, self._path("generators", name),
@@ -350,6 +645,28 @@ class RunOutputs:
         """Records a file that produced nothing in skipped.txt."""
         self.folder.skip(rel, reason)
 
+    def restore(self, prev: "PreviousRun") -> None:
+        """Writes back the rows of latents.npy, files.txt, names.txt and skipped.txt that an
+        interrupted run of the same command finished (opening the files emptied them); the
+        per-image files (PNGs, latents/, generators/, noises/) stay where they are."""
+        if len(prev.latents):
+            self.folder.writer.append(prev.latents)
+        self.folder.names_f.write("".join(f + "\n" for f in prev.files))
+        self.folder.names_f.flush()
+        self.names_f.write("".join(n + "\n" for n in prev.names))
+        self.names_f.flush()
+        for rel, reason in prev.skipped:
+            self.folder.skip(rel, reason)
+
+    def remove_empty(self) -> None:
+        """After close: deletes latents.npy, files.txt and names.txt when no row was written,
+        so a folder of a run that inverted nothing is not taken for finished outputs."""
+        if self.folder.writer.rows == 0:
+            for name in ("latents.npy", "files.txt", "names.txt"):
+                path = os.path.join(self.dir, name)
+                if os.path.exists(path):
+                    os.remove(path)
+
     def close(self) -> None:
         """Closes latents.npy (valid with the rows written), files.txt, names.txt."""
         self.folder.close()
@@ -360,9 +677,9 @@ class Ticker:
     """Progress lines with an ETA per image and overall.
 
     Each image is one compiled call (no per-step host callback), so the per-image ETA comes
-    from the images already done (the first one includes compilation, so later images are
-    estimated from the others when there are any); while an image runs, a background thread
-    prints its elapsed time and ETAs every `interval` seconds.
+    from the images already done, leaving out the first one (it includes compilation): until a
+    second image is done the ETA reads "ETA after compile" (e4e_jax.outputs.progress); while an
+    image runs, a background thread prints its elapsed time and ETAs every `interval` seconds.
     """
 
     def __init__(self, total: int, log=sys.stderr, interval: float = 30.0):
@@ -375,20 +692,19 @@ class Ticker:
         self._label = ""
 
     def estimate(self) -> float | None:
-        """Expected seconds of the next image (None before the first one finished)."""
-        if not self.durations:
+        """Expected seconds of the next image: the mean of the images after the first (None
+        before a second image finished; the first one's time is mostly compilation)."""
+        if len(self.durations) < 2:
             return None
-        later = self.durations[1:] or self.durations
-        return float(np.mean(later))
+        return float(np.mean(self.durations[1:]))
 
     def _eta(self, remaining_after: int, elapsed: float) -> str:
         est = self.estimate()
         if est is None:
-            return "ETA after the first image (it includes compilation)"
+            return AFTER_COMPILE
         here = max(0.0, est - elapsed)
         total = here + est * remaining_after
-        bound = "<=" if len(self.durations) == 1 else "~"   # the first image's time has compile
-        return f"{bound}{here:.0f} s left for this image, overall ETA {bound}{total:.0f} s"
+        return f"~{here:.0f} s left for this image, overall ETA ~{total:.0f} s"
 
     def _print(self, line: str) -> None:
         print(line, file=self.log, flush=True)
@@ -422,7 +738,9 @@ class Ticker:
         self.durations.append(dt)
         parts = ", ".join(f"{key} {v}" for key, v in info.items())
         left = self.total - k - 1
-        eta = f"overall ETA {self.estimate() * left:.0f} s" if left else "last image"
+        est = self.estimate()
+        eta = ("last image" if not left else f"overall {AFTER_COMPILE}" if est is None
+               else f"overall ETA {est * left:.0f} s")
         self._print(f"[{k + 1}/{self.total}] {rel}: done in {dt:.1f} s ({parts}); {eta}")
 
     def skip(self, rel: str, reason: str) -> None:
@@ -435,11 +753,12 @@ EXAMPLES = [
     "python -m e4e_jax.invert --checkpoint converted/e4e_ffhq_encode --input photos/ "
     "--output out/ --method pti --pivot e4e --steps 350 --lpips weights/lpips_alex",
     "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode "
-    "--generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --out e/",
+    "--generator out/generators/<name> --latents out/latents/<name>.npy --edit sefa:0 --output e/",
 ]
 
 
 OUTPUTS = ("outputs: OUT/latents.npy + files.txt (+ names.txt), reconstructions/, side_by_side/, "
            "latents/<name>.npy, generators/<name>/ (pti), noises/<name>.npz (projector), "
+           "iterations/<name>.npy (restyle), unaligned/<name>.png (--transforms), "
            "summary.json.\nexit codes: 0 ok, 1 nothing usable produced, 2 bad arguments, "
-           "130 interrupted.")
+           "130 / 143 interrupted by Ctrl-C / SIGTERM (rerun the same command to resume).")

@@ -4,7 +4,12 @@
     python -m e4e_jax.sample --generator converted/ffhq --n 8 --truncation 0.7 --out ffhq.png
     python -m e4e_jax.sample --generator converted/cifar10_ada --class 3 --out cls3.png
 
-A class-conditional StyleGAN2-ADA generator (c_dim > 0) needs `--class K` (0 <= K < c_dim; the
+A StyleGAN3 generator (`e4e-jax convert stylegan3`) also takes the input transform of the official
+gen_images.py: `--translate X Y` (sampling-grid units) and `--rotate DEG`; the generator renders
+with the inverse of make_transform(translate, rotate) in its synthesis.input.transform. A
+StyleGAN2 generator has no input transform and refuses both.
+
+A class-conditional StyleGAN2-ADA (or StyleGAN3) generator (c_dim > 0) needs `--class K` (0 <= K < c_dim; the
 label is the one-hot vector of K, as the official generate.py); an unconditional one refuses
 --class. Exit codes: 0 grid written, 2 bad arguments or generator directory, 130 interrupted.
 The grid is one PNG written exactly where --out says (replacing a file of that name, as before).
@@ -41,9 +46,26 @@ def class_labels(g, class_index: int | None):
     return c
 
 
+def input_transform(g, translate=None, rotate=None):
+    """The (3, 3) synthesis transform of --translate (x, y) / --rotate DEG for a StyleGAN3
+    generator (None when neither is given). Raises SampleError for a generator without an
+    input transform (StyleGAN2)."""
+    if translate is None and rotate is None:
+        return None
+    if not hasattr(g, "transform"):
+        flags = " and ".join(f for f, v in (("--translate", translate), ("--rotate", rotate))
+                             if v is not None)
+        raise SampleError(f"{flags}: only a StyleGAN3 generator has an input transform; this "
+                          f"one is StyleGAN2: drop {flags} (or pass a generator converted "
+                          f"with `e4e-jax convert stylegan3`).")
+    from e4e_jax.nets.stylegan3 import input_transform as official
+    return official(translate or (0.0, 0.0), 0.0 if rotate is None else rotate)
+
+
 def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
                 truncation: float = 1.0, noise: str = "const", resolution: int = 64,
-                class_index: int | None = None, loader_kwargs: dict | None = None):
+                class_index: int | None = None, loader_kwargs: dict | None = None,
+                translate=None, rotate: float | None = None):
     """(uint8 grid (rows * H, min(n, 8) * W, 3), generator) of `n` samples G(mapping(z[, c])).
 
     generator: a converted generator directory, or None for a seeded tiny random generator
@@ -51,7 +73,9 @@ def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
     display). truncation < 1 moves w toward latent_avg (estimated from 10000 samples when the
     generator has none; under the class label for a conditional one). noise: "const" |
     "random" | "none". class_index: the class of a conditional generator (see class_labels).
-    loader_kwargs (dtype / precision) go to load_generator. Raises SampleError, ModelDirError.
+    loader_kwargs (dtype / precision) go to load_generator. translate (x, y) / rotate (degrees):
+    a StyleGAN3 generator's input transform (`input_transform`). Raises SampleError,
+    ModelDirError.
     """
     import jax
 
@@ -60,11 +84,13 @@ def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
         g = e4e_jax.load_generator(generator, **(loader_kwargs or {}))
     else:
         g = e4e_jax.init_generator(jax.random.key(seed), resolution, max_channels=64, n_mlp=4)
+    transform = input_transform(g, translate, rotate)
     c = class_labels(g, class_index)
     if truncation < 1 and (g.latent_avg is None or c is not None):
         g = g.with_latent_avg(g.mean_latent(10000, c=c)[0])
+    extra = {} if transform is None else {"transform": transform}
     images = np.asarray(g.sample(jax.random.key(seed + 1), n, truncation=truncation,
-                                 noise=noise, c=c))
+                                 noise=noise, c=c, **extra))
     if images.shape[-1] == 1:                       # grayscale generators: show as grey RGB
         images = np.repeat(images, 3, axis=-1)
     # Generator outputs live in about [-1, 1]; a random generator is normalised for display.

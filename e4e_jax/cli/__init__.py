@@ -126,6 +126,9 @@ def quiet_third_party_logs(verbose: bool = False) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     for name in ("absl", "tensorflow", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # gcsfs logs a traceback when its retries run out; e4e_jax.core.fs.RemoteError carries
+    # the reason in the command's one error line
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     if "absl.logging" in sys.modules:
         sys.modules["absl.logging"].set_verbosity("error")
 

@@ -6,7 +6,7 @@
         --labels dirs/synthetic/labels.csv --attribute bright --output dirs/ [--chosen 0.1]
         [--condition dirs/other.npy ...] [--seed 0] [--overwrite]
     python -m e4e_jax.edit --checkpoint runs/demo/export --synthetic 4 \\
-        --edit interfacegan:dirs/bright.npy:3 --out edits/
+        --edit interfacegan:dirs/bright.npy:3 --output edits/
 
 Training (InterFaceGAN's train_boundary, genforce/interfacegan utils/manipulator.py: the
 `--chosen` most and least confident codes, a `--split-ratio` train / validation split shuffled

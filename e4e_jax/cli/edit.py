@@ -1,10 +1,12 @@
 """Edit command: inversions and edits of images (or saved latents) as labelled PNG grids.
 
-    python -m e4e_jax.edit --checkpoint runs/demo/export --images photos/ \\
-        --edit sefa:0 --edit interfacegan:age.pt --strengths -3 0 3 --out edits/
+    python -m e4e_jax.edit --checkpoint runs/demo/export --input photos/ \\
+        --edit sefa:0 --edit interfacegan:age.pt --strengths -3 0 3 --output edits/
     python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode --latents enc/latents.npy \\
-        --edit ganspace:ffhq_pca.pt:54,7,8 --strengths -5 5 --out edits/
-    python -m e4e_jax.edit --checkpoint runs/demo/export --synthetic 4 --edit sefa:0 --out e/
+        --edit ganspace:ffhq_pca.pt:54,7,8 --strengths -5 5 --output edits/
+    python -m e4e_jax.edit --checkpoint runs/demo/export --synthetic 4 --edit sefa:0 --output e/
+
+--input and --output were --images and --out; the old spellings stay as aliases.
 
 Writes
     OUT/<image>.png          one grid per image: a row per edit, columns source | inversion |
@@ -54,16 +56,17 @@ def build_parser():
         "Invert images (or take saved latents), apply latent edits and write one labelled PNG "
         "grid per image.",
         examples=["python -m e4e_jax.edit --checkpoint runs/demo/export --synthetic 4 "
-                  "--edit sefa:0 --out edits/",
-                  "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode --images "
+                  "--edit sefa:0 --output edits/",
+                  "python -m e4e_jax.edit --checkpoint converted/e4e_ffhq_encode --input "
                   "photos/ --edit interfacegan:tests/data/editings/interfacegan_directions/age.pt "
-                  "--strengths -3 0 3 --out e/"],
+                  "--strengths -3 0 3 --output e/"],
         epilog=f"Edit specs: {SPEC_HELP}.\nExit codes: 0 done, 1 no input readable, 2 bad "
                f"arguments or files, 130 interrupted.")
     parser.add_argument("--checkpoint", required=True,
                         help="inverter directory (`e4e-jax convert e4e` output or WORKDIR/export)")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="folder of images (searched recursively)")
+    src.add_argument("--input", "--images", dest="input", metavar="FOLDER",
+                     help="folder of images (searched recursively); --images is an alias")
     src.add_argument("--latents", help="latents.npy as written by `python -m e4e_jax.encode`")
     src.add_argument("--synthetic", type=int, metavar="N",
                      help="N images G(mapping(z)) of the checkpoint's own generator (the demo "
@@ -79,9 +82,10 @@ def build_parser():
     parser.add_argument("--strengths", type=float, nargs="+",
                         help="strengths of every edit (default: the union of the specs' own "
                              "strengths, -3 0 3 for a spec without one)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--output", "--out", dest="output", required=True, metavar="OUT",
+                        help="output folder; --out is an alias")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the arrays and grids of an earlier run in --out (default: "
+                        help="replace the arrays and grids of an earlier run in OUT (default: "
                              "refuse)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-images", type=int, default=None, help="edit at most this many")
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.nets.model_dir import ModelDirError
     try:
-        run_edits(args.checkpoint, args.out, args.edit, images=args.images, latents=args.latents,
+        run_edits(args.checkpoint, args.output, args.edit, images=args.input, latents=args.latents,
                   files=args.files, strengths=args.strengths, batch_size=args.batch_size,
                   num_images=args.num_images, min_cell=args.min_cell,
                   synthetic=args.synthetic, seed=args.seed, loader_kwargs=cli.loader_kwargs(args),

@@ -89,12 +89,13 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     cli.quiet_third_party_logs(args.verbose)
+    from e4e_jax.core.fs import RemoteError
     from e4e_jax.nets.model_dir import ModelDirError
     try:
         summary = encode_folder(args.checkpoint, args.input, args.output, args.batch_size,
                                 args.save_images, args.align, args.overwrite, args.workers,
                                 loader_kwargs=cli.loader_kwargs(args))
-    except (ModelDirError, FileNotFoundError) as e:
+    except (ModelDirError, FileNotFoundError, FileExistsError, RemoteError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except SystemExit as e:        # open_run's "error: ..." checks: bad arguments
         if not isinstance(e.code, str):

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from e4e_jax import cli
 from e4e_jax.apps.evaluate import run
+from e4e_jax.core.fs import RemoteError
 from e4e_jax.data.sources import DataError
 from e4e_jax.editing.spec import SPEC_HELP, EditSpecError, parse_edit_spec
 from e4e_jax.evaluation.evaluators.base import (
@@ -29,25 +30,28 @@ def build_parser():
         "python eval.py",
         "Distortion, perception, editability and proximity-to-W metrics of e4e/pSp encoder "
         "checkpoints; writes OUT/metrics.json and OUT/report.md.",
-        examples=["python eval.py --checkpoint runs/demo/export --data synthetic "
-                  "--num-images 64 --out eval/",
-                  "python eval.py --checkpoint A --checkpoint B --data test_images/ --out eval/ "
-                  "--lpips weights/lpips_alex --arcface weights/arcface --inception "
+        examples=["python eval.py --checkpoint runs/demo/export --input synthetic "
+                  "--num-images 64 --output eval/",
+                  "python eval.py --checkpoint A --checkpoint B --input test_images/ --output "
+                  "eval/ --lpips weights/lpips_alex --arcface weights/arcface --inception "
                   "weights/fid_inception --paper"],
         epilog=f"Edit specs: {SPEC_HELP}. Unavailable metrics are null with a "
                f"'<metric>_reason' in metrics.json. The cost of every metric (network passes) "
-               f"is printed before the work starts, an ETA after the first batches.\n"
+               f"is printed before the work starts, an ETA once a batch after compilation is "
+               f"timed. --input and --output were --data and --out; the old spellings stay "
+               f"as aliases.\n"
                f"Exit codes: 0 metrics written, 1 no image readable, 2 bad arguments or "
                f"files, 130 interrupted.")
     p.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
                    help="inverter directory (`e4e-jax convert e4e` output or WORKDIR/export); "
                         "repeat to compare several (keyed by directory name)")
-    p.add_argument("--data", required=True,
+    p.add_argument("--input", "--data", dest="input", required=True, metavar="DATA",
                    help="an image folder, 'tfds:NAME:SPLIT' (with --data-dir), or 'synthetic' "
                         "(each checkpoint generator's own images G(mapping(z)); unconditional "
-                        "generators only)")
+                        "generators only); --data is an alias")
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--output", "--out", dest="output", required=True, metavar="OUT",
+                   help="output folder (metrics.json, report.md, grids); --out is an alias")
     p.add_argument("--num-images", type=int, default=None,
                    help="evaluate at most this many images (synthetic: how many; default 1000)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -104,12 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_edit_spec(spec)
         nets = load_networks(args.lpips, args.arcface, args.moco, args.inception,
                              loader_kwargs=kw)
-        run(args.checkpoint, args.data, args.out, data_dir=args.data_dir,
+        run(args.checkpoint, args.input, args.output, data_dir=args.data_dir,
             num_images=args.num_images, nets=nets, options=options, argv=argv,
             loader_kwargs=kw)
     except NothingEvaluatedError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)
-    except (ModelDirError, EditSpecError, EvalError, DataError, FileNotFoundError) as e:
+    except (ModelDirError, EditSpecError, EvalError, DataError, FileNotFoundError,
+            FileExistsError, RemoteError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
         return cli.EXIT_INTERRUPTED

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "directions": ("e4e_jax.cli.directions", "train an InterFaceGAN direction on scored codes"),
     "sample": ("e4e_jax.cli.sample", "a PNG grid of generator samples"),
     "align": ("e4e_jax.cli.align", "FFHQ-align the faces of a folder of photos"),
+    "prepare": ("e4e_jax.cli.prepare", "an image folder as shards at the training size"),
     "convert": ("e4e_jax.cli.convert", "convert official PyTorch weights to a model directory"),
 }
 

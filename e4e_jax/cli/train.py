@@ -106,13 +106,18 @@ def _main(argv, prog: str = "python train.py"):
             for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
                 handler.addFilter(_QuietLibraries())
         from e4e_jax.train import Interrupted, TrainingError, train_and_evaluate
+        from e4e_jax.core.fs import RemoteError
+        from e4e_jax.data.sources import DataError
         explicit_generator(config_flag.value, argv)
         try:
             train_and_evaluate(config_flag.value, workdir_flag.value,
                                verbose=flags.FLAGS.verbose)
         except TrainingError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
-            sys.exit(1)
+            sys.exit(e.exit_code)            # 2 for settings found wrong up front
+        except (DataError, RemoteError) as e:   # a missing / empty data folder, a bucket
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
         except Interrupted as e:
             sys.stdout.flush()
             print(str(e), file=sys.stderr, flush=True)

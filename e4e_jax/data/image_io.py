@@ -13,11 +13,14 @@ truncated to uint8. Grids of images live in e4e_jax.outputs.grids.
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from e4e_jax.core import fs
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -27,18 +30,15 @@ class ImageReadError(ValueError):
 
 
 def list_images(folder: str, recursive: bool = True) -> list[str]:
-    """Image files under `folder` (by extension, case-insensitive), sorted, relative paths."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder!r} is not a directory.")
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for f in files:
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                out.append(os.path.relpath(os.path.join(root, f), folder))
-        if not recursive:
-            break
-    return sorted(out)
+    """Image files under `folder` (by extension, case-insensitive), sorted, relative paths
+    ('/'-separated). `folder` may be local or a bucket (`gs://...`, e4e_jax.core.fs).
+    FileNotFoundError when it is not a folder; fs.RemoteError when a bucket cannot be read."""
+    try:
+        names = fs.list_files(folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder!r} is not a directory.") from None
+    return [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)
+            and (recursive or "/" not in n)]
 
 
 # PIL modes whose values are not 0..255: convert("RGB") clips them at 255 (a 16-bit grey PNG
@@ -73,19 +73,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(path: str, upright: bool = False) -> Image.Image:
-    """Opens any PIL-readable file as an RGB image (`to_rgb`); `upright` applies the EXIF
-    orientation (phone photos; the alignment does, the official test transform does not).
-    Raises ImageReadError naming the file and PIL's reason."""
+def read_rgb(src, upright: bool = False) -> Image.Image:
+    """Opens any PIL-readable image as RGB (`to_rgb`): `src` is a local path, a bucket path
+    (`gs://...`, read through e4e_jax.core.fs) or a binary file object. `upright` applies the
+    EXIF orientation (phone photos; the alignment does, the official test transform does not).
+    Raises ImageReadError naming the file and the reason (a missing file included);
+    fs.RemoteError when a bucket cannot be reached (a failure of the store, not of the image)."""
+    name = (getattr(src, "name", None) or "<file object>") if hasattr(src, "read") else src
     try:
-        with Image.open(path) as im:
+        if isinstance(src, (str, os.PathLike)) and fs.is_remote(os.fspath(src)):
+            src = io.BytesIO(fs.read_bytes(os.fspath(src)))
+        with Image.open(src) as im:
             im.load()
             if upright:
                 from PIL import ImageOps
                 im = ImageOps.exif_transpose(im)
             return to_rgb(im)
+    except fs.RemoteError:
+        raise               # the bucket failed, not the image: never skipped as unreadable
     except Exception as e:  # PIL raises many types for broken files (OSError, SyntaxError, ...)
-        raise ImageReadError(f"cannot read {path!r} as an image: {type(e).__name__}: {e}") from e
+        raise ImageReadError(f"cannot read {name!r} as an image: {type(e).__name__}: {e}") from e
 
 
 def resize(img: Image.Image, size: Sequence[int]) -> Image.Image:
@@ -102,9 +109,10 @@ def to_model_input(u8: np.ndarray) -> np.ndarray:
     return (x - np.float32(0.5)) / np.float32(0.5)
 
 
-def load_image(src: str | Image.Image, size: Sequence[int]) -> np.ndarray:
-    """A file path or PIL image -> (H, W, 3) float32 in [-1, 1], like the official transform."""
-    img = read_rgb(src) if isinstance(src, (str, os.PathLike)) else to_rgb(src)
+def load_image(src, size: Sequence[int]) -> np.ndarray:
+    """A file path (local or bucket), binary file object or PIL image -> (H, W, 3) float32 in
+    [-1, 1], like the official transform."""
+    img = to_rgb(src) if isinstance(src, Image.Image) else read_rgb(src)
     return to_model_input(np.asarray(resize(img, size)))
 
 
@@ -119,7 +127,13 @@ def to_uint8(x) -> np.ndarray:
 
 
 def save_png(u8: np.ndarray, path: str) -> str:
-    """Writes a uint8 (H, W, 3) array as PNG, creating the folder; returns the path."""
+    """Writes a uint8 (H, W, 3) array as PNG, creating the folder; returns the path (local or a
+    bucket path, e4e_jax.core.fs)."""
+    if fs.is_remote(path):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(u8, np.uint8)).save(buf, format="PNG")
+        fs.write_bytes(path, buf.getvalue())
+        return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(np.asarray(u8, np.uint8)).save(path)
     return path

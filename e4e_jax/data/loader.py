@@ -231,7 +231,8 @@ class BatchLoader:
     (seed, step)); each process reads only its slice of the global batch. So a resumed run
     reads exactly the batches an uninterrupted run would (the data position is the step
     counter stored in the checkpoint), and the global batch is the same for any number of
-    hosts. An unreadable file is counted, reported once, and replaced by the next readable file
+    hosts. Images are read by index (`source.load(i)`), so with a bucket folder each host
+    fetches only the objects of its own slice. An unreadable file is counted, reported once, and replaced by the next readable file
     of the epoch's order; more than `max_bad_fraction` of the source unreadable is a DataError.
     """
 

@@ -11,11 +11,11 @@ decide what to do with it. The synthetic domain has no files: e4e_jax.data.synth
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from e4e_jax.core import fs
 from e4e_jax.data import image_io
 
 
@@ -26,13 +26,18 @@ class DataError(ValueError):
 class FolderSource:
     """JPEG/PNG (and other PIL formats) files under a folder, recursively, sorted by path.
 
-    Raises DataError when the folder does not exist or holds no image file."""
+    The folder may be local or in a bucket (`gs://BUCKET/PATH`, any protocol of
+    e4e_jax.core.fs): the listing is made once, here, and each `load` reads one file.
+    Raises DataError when the folder does not exist, cannot be listed or holds no image file."""
 
     def __init__(self, root: str):
-        if not os.path.isdir(root):
-            raise DataError(f"image folder {root!r} does not exist.")
+        try:
+            if not fs.isdir(root):
+                raise DataError(f"image folder {root!r} does not exist.")
+            self.files = image_io.list_images(root, recursive=True)
+        except fs.RemoteError as e:
+            raise DataError(str(e)) from e
         self.root = root
-        self.files = image_io.list_images(root, recursive=True)
         if not self.files:
             raise DataError(f"no images (JPEG/PNG/...) found under {root!r}.")
 
@@ -45,7 +50,7 @@ class FolderSource:
 
     def load(self, i: int, size: Sequence[int]) -> np.ndarray:
         """Image i as (H, W, 3) uint8 at `size` (H, W); ImageReadError when undecodable."""
-        img = image_io.read_rgb(os.path.join(self.root, self.files[i]))
+        img = image_io.read_rgb(fs.join(self.root, self.files[i]))
         return np.asarray(image_io.resize(img, size))
 
     def __repr__(self) -> str:
@@ -93,13 +98,17 @@ class TFDSSource:
 
 
 def make_source(spec: str, data_dir: str | None = None):
-    """'tfds:NAME:SPLIT' -> TFDSSource; anything else is an image folder (FolderSource).
+    """'tfds:NAME:SPLIT' -> TFDSSource; a folder with a manifest.json from `e4e-jax prepare`
+    -> PreparedSource (e4e_jax.data.prepared); anything else is an image folder (FolderSource).
     Raises DataError for a malformed TFDS spec or a missing / empty source."""
     if spec.startswith("tfds:"):
         parts = spec.split(":")
         if len(parts) != 3:
             raise DataError(f"TFDS sources are written 'tfds:NAME:SPLIT', got {spec!r}.")
         return TFDSSource(parts[1], parts[2], data_dir)
+    from e4e_jax.data import prepared     # it imports this module
+    if prepared.is_prepared(spec):        # a folder made by `e4e-jax prepare` (its manifest)
+        return prepared.PreparedSource(spec)
     return FolderSource(spec)
 
 

@@ -62,14 +62,16 @@ def render(generator, variables, z, noise: str = "const", noise_key=None,
            size: Sequence[int] | None = None, precision: Any = None):
     """(images (n, H, W, 3) float32, w (n, style_dim)) of the codes z (pure jax).
 
-    generator: a LoadedGenerator (its module; `variables` are its weights, so this runs inside
-    a caller's jit). size: the encoder's input size (H, W); None keeps the generator's
+    generator: a LoadedGenerator or LoadedStyleGAN3 (its module; `variables` are its weights,
+    so this runs inside a caller's jit). size: the encoder's input size (H, W); None keeps the generator's
     resolution. precision: the model's matmul precision (also of the pooling)."""
     import jax.numpy as jnp
 
     from e4e_jax.core.ops import adaptive_avg_pool2d
     gen = generator.with_policy(None, precision)
     w = gen.map(variables, z)
+    if w.ndim == 3:  # StyleGAN3's mapping returns W+ (equal rows): its w is one row
+        w = w[:, 0]
     w_plus = jnp.broadcast_to(w[:, None], (z.shape[0], gen.n_latent, w.shape[-1]))
     x = gen.synthesize(variables, w_plus, noise, noise_key if noise == "random" else None)
     if size is not None and tuple(x.shape[1:3]) != tuple(size):
@@ -114,8 +116,8 @@ class SyntheticImages:
         not define an image)."""
         g = inv.generator
         if g.c_dim:
-            raise DataError("--data synthetic needs an unconditional generator; this one takes "
-                            f"class labels (c_dim={g.c_dim}).")
+            raise DataError("synthetic images (eval's --input synthetic) need an unconditional "
+                            f"generator; this one takes class labels (c_dim={g.c_dim}).")
         return self.generate(g, g.variables, inv.input_size, batch_size, inv.precision)
 
     def _jitted(self, generator, what, make: Callable) -> Callable:

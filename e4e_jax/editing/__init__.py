@@ -32,7 +32,7 @@ _PUBLIC = {
     "compute_ganspace_pca": "directions", "ganspace_edit": "directions",
     "interfacegan_edit": "directions",
     "modulation_weights": "factorization", "sefa": "factorization", "sefa_edit": "factorization",
-    "sefa_rows": "factorization",
+    "sefa_rows": "factorization", "first_style_row": "factorization",
     "LinearEdit": "linear", "interpolate": "linear",
 }
 __all__ = sorted(_PUBLIC)

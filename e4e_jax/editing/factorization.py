@@ -5,6 +5,12 @@
 
 Reproduces genforce/sefa (Shen & Zhou 2021) `factorize_weight` on this package's StyleGAN2
 parameter tree; edits act on the W+ rows that feed the chosen style layers (`sefa_rows`).
+
+StyleGAN3 (a LoadedStyleGAN3): the same factorization of the kernels of each synthesis layer's
+`affine` (the layer's style projection, StyleGAN2's `modulation`); layer i is fed by W+ row
+i + 1 (row 0 drives the input's rotation / translation affine, left out), so edits move rows
+first_row + i with first_row = 1 (`first_style_row`). Neither genforce/sefa nor
+stylegan3-editing ships a StyleGAN3 SeFa; this is the direct transfer of the method.
 """
 from __future__ import annotations
 
@@ -36,6 +42,12 @@ def _num_conv_layers(params: Mapping[str, Any]) -> int:
     return 1 + j
 
 
+def first_style_row(generator: Any) -> int:
+    """The W+ row that feeds style layer 0: 0 for StyleGAN2 (conv1), 1 for StyleGAN3 (its
+    row 0 drives the input transform)."""
+    return int(getattr(generator, "first_style_row", 0))
+
+
 def _sefa_layers(layers: Any, count: int) -> list[int]:
     if isinstance(layers, str):
         if layers != "all":
@@ -53,8 +65,12 @@ def modulation_weights(generator: Any, layers: Any = "all") -> np.ndarray:
     """The official factorize_weight's matrix: the (S, Cin) modulation kernels (= official
     `modulation.weight.T`) of the chosen style convolutions side by side, float32.
 
-    Layer i is the style convolution fed by W+ row i: 0 = conv1, i >= 1 = convs.{i-1}.
+    Layer i is the style convolution fed by W+ row i: 0 = conv1, i >= 1 = convs.{i-1}. For a
+    StyleGAN3 generator: the (w_dim, Cin) affine kernels of synthesis layers `layers`, in the
+    listed order (LoadedStyleGAN3.style_affines).
     """
+    if callable(getattr(generator, "style_affines", None)):
+        return generator.style_affines(layers)[1]
     params = _params_of(generator)
     chosen = _sefa_layers(layers, _num_conv_layers(params))
     # Official order: conv1 first when chosen, then the others as listed.
@@ -80,8 +96,10 @@ def sefa(generator: Any, layers: Any = "all") -> tuple[np.ndarray, np.ndarray]:
     return eigval[order].astype(np.float32), eigvec[:, order].T.astype(np.float32)
 
 
-def sefa_rows(layers: Any, n_latent: int, official_rows: bool = False) -> list[int]:
-    """W+ rows a SeFa edit of `layers` changes.
+def sefa_rows(layers: Any, n_latent: int, official_rows: bool = False,
+              first_row: int = 0) -> list[int]:
+    """W+ rows a SeFa edit of `layers` changes (first_row: `first_style_row` of the generator,
+    1 for StyleGAN3, whose layer i is fed by row i + 1; official_rows is StyleGAN2's only).
 
     Style convolution i is fed by W+ row i, so by default the rows are the layer indices ('all'
     = rows 0..n_latent-2, every style convolution). The official `sefa.edit` instead reuses the
@@ -89,6 +107,11 @@ def sefa_rows(layers: Any, n_latent: int, official_rows: bool = False) -> list[i
     edit rows l-1 (l != 0) and 'all' rows 0..n_latent-3; `official_rows=True` reproduces that.
     """
     count = n_latent - 1
+    if first_row:
+        if official_rows:
+            raise ValueError("official_rows reproduces the StyleGAN2 script's row shift; it "
+                             "has no meaning for a StyleGAN3 generator.")
+        return [first_row + i for i in _sefa_layers(layers, count)]
     if isinstance(layers, str):
         _sefa_layers(layers, count)
         return list(range(count - 1)) if official_rows else list(range(count))
@@ -99,14 +122,14 @@ def sefa_rows(layers: Any, n_latent: int, official_rows: bool = False) -> list[i
 def sefa_edit(w_plus: Any, eigenvectors: Any, semantic: int | Sequence[int] = 0,
               layers: Any = "all", start_distance: float = -15.0, end_distance: float = 15.0,
               steps: int = 11, distances: Sequence[float] | None = None,
-              official_rows: bool = False) -> jax.Array:
+              official_rows: bool = False, first_row: int = 0) -> jax.Array:
     """Moves W+ codes along SeFa eigenvectors by a range of distances on the chosen layers
     (official `editings/sefa.py` edit, defaults -15..15 in 11 steps).
 
     eigenvectors: (k, S) rows (as `sefa` returns them, sorted) or one (S,) direction;
     `semantic` picks rows (an int or a list). Output (n_semantics * N * n_distances, n_latent,
     S), ordered semantic, code, distance as the official loops; see `sefa_rows` for which rows
-    move and `official_rows`.
+    move, `official_rows` and `first_row` (1 for StyleGAN3).
     """
     w = as_wplus(w_plus)
     n, k, s = w.shape
@@ -122,7 +145,7 @@ def sefa_edit(w_plus: Any, eigenvectors: Any, semantic: int | Sequence[int] = 0,
         distances = np.linspace(start_distance, end_distance, steps)
     dist = jnp.asarray(np.asarray(distances, np.float32))
     mask = np.zeros((k,), np.float32)
-    mask[sefa_rows(layers, k, official_rows)] = 1.0
+    mask[sefa_rows(layers, k, official_rows, first_row)] = 1.0
     boundary = vecs[jnp.asarray([int(i) for i in sems])]                       # (E, S)
     delta = (dist[None, :, None] * boundary[:, None, :])                        # (E, D, S)
     edited = (w[None, :, None] + jnp.asarray(mask)[None, None, None, :, None]

@@ -73,9 +73,10 @@ class LinearEdit:
 
     @classmethod
     def sefa(cls, eigenvector: Any, distance: float, layers: Any, n_latent: int,
-             official_rows: bool = False) -> "LinearEdit":
-        """distance * eigenvector on the W+ rows of `layers` (see `sefa_rows`)."""
+             official_rows: bool = False, first_row: int = 0) -> "LinearEdit":
+        """distance * eigenvector on the W+ rows of `layers` (see `sefa_rows`; first_row 1
+        for StyleGAN3)."""
         v = np.asarray(eigenvector, np.float32).reshape(-1)
         delta = np.zeros((1, n_latent, v.shape[0]), np.float32)
-        delta[0, sefa_rows(layers, n_latent, official_rows)] = distance * v
+        delta[0, sefa_rows(layers, n_latent, official_rows, first_row)] = distance * v
         return cls(delta)

@@ -30,6 +30,7 @@ class PreparedEdit:
         self.spec = spec
         self.n_latent = int(n_latent)
         self.style_dim = int(generator.style_dim)
+        self.first_row = editing.first_style_row(generator)   # StyleGAN3: 1
         self._editing = editing
         try:
             if spec.kind == "interfacegan":
@@ -45,7 +46,7 @@ class PreparedEdit:
                                         f"{spec.rows[1] - 1} do not fit the {self.n_latent} W+ "
                                         f"rows of this model.")
             else:
-                count = self.n_latent - 1  # style convolutions: conv1 + convs
+                count = self.n_latent - 1  # StyleGAN2: conv1 + convs; StyleGAN3: layers
                 if spec.layers != "all" and max(spec.layers) >= count:
                     raise EditSpecError(f"edit spec {spec.text!r}: this generator has style "
                                         f"layers 0..{count - 1}, got {list(spec.layers)}.")
@@ -79,7 +80,8 @@ class PreparedEdit:
         if spec.kind == "ganspace":
             edits = [(spec.index, spec.rows[0], spec.rows[1], s) for s in strengths]
             return ed.ganspace_edit(w, self.pca, edits).reshape(shape)        # code-major
-        return ed.sefa_edit(w, self.vector, 0, spec.layers, distances=strengths).reshape(shape)
+        return ed.sefa_edit(w, self.vector, 0, spec.layers, distances=strengths,
+                            first_row=self.first_row).reshape(shape)
 
     def apply(self, w_plus, strengths: Sequence[float]):
         """(N, n_latent, S) codes -> (N, len(strengths), n_latent, S) edited codes (jitted once
@@ -100,7 +102,8 @@ class PreparedEdit:
         if spec.kind == "ganspace":
             return ed.LinearEdit.ganspace(self.pca, spec.index, spec.rows[0], spec.rows[1], s,
                                           self.n_latent)
-        return ed.LinearEdit.sefa(self.vector, s, spec.layers, self.n_latent)
+        return ed.LinearEdit.sefa(self.vector, s, spec.layers, self.n_latent,
+                                  first_row=self.first_row)
 
 
 def prepare_edits(specs: Sequence[str | EditSpec], generator, n_latent: int

@@ -1,4 +1,5 @@
-"""What an evaluation will cost, said before it starts, and its ETA once a batch is timed.
+"""What an evaluation will cost, said before it starts, and its ETA once a batch after
+compilation is timed.
 
     plan = cost_plan(n_images=4, options=EvalOptions(), n_edits=1, has_inception=False)
     print(describe(plan, n_checkpoints=1))       # counts of network passes per metric
@@ -20,6 +21,7 @@ import dataclasses
 import time
 
 from e4e_jax.evaluation.evaluators.base import LEC_GROUP_SIZE
+from e4e_jax.outputs.progress import AfterCompileRate, duration
 
 
 @dataclasses.dataclass
@@ -64,44 +66,54 @@ def describe(plan: list[Stage], n_checkpoints: int = 1) -> str:
         lines.append(f"  {s.name:<18} {s.passes:>8}  ({s.what})")
     lines.append(f"  {'total':<18} {total_passes(plan) * n_checkpoints:>8}  for all "
                  f"checkpoints (an upper bound: a stage a model cannot run is skipped with a "
-                 f"reason); an ETA follows once the first batch is timed")
+                 f"reason); an ETA follows once a batch after compilation is timed")
     return "\n".join(lines)
 
 
 class EtaTracker:
     """A progress callback (name, stage, done, total) that forwards to `printer` and prints
-    one ETA line per checkpoint, priced from the inversion pass: after its second batch (the
-    first includes compilation), or after its first when there is only one."""
+    one ETA line per checkpoint, priced from the first stage (of the plan) that has a batch
+    timed after its compilation: the first batch of every stage compiles and is left out
+    (e4e_jax.outputs.progress.AfterCompileRate), so a stage of one or two batches gives no
+    price and the ETA waits for the next stage (no ETA rather than one inflated by compile
+    time).
+    Later stages compile too: the ETA is the remaining work at the measured speed, plus those
+    compilations."""
 
     def __init__(self, plan: list[Stage], n_checkpoints: int, printer, clock=time.perf_counter):
         self.plan, self.n_checkpoints = plan, n_checkpoints
         self.printer, self.clock = printer, clock
-        self._t: dict[str, list] = {}
+        self._rates: dict[tuple[str, str], AfterCompileRate] = {}
+        self._names: list[str] = []
+        self._done: set[str] = set()          # checkpoints whose ETA is printed
         self.eta_s: float | None = None
+
+    def _remaining_passes(self, name: str, index: int, done: int, total: int) -> int:
+        """Network passes left: this stage's rest, the later stages, the later checkpoints."""
+        later_ckpts = self.n_checkpoints - (self._names.index(name) + 1)
+        return ((total - done) * self.plan[index].passes_per_item
+                + sum(s.passes for s in self.plan[index + 1:])
+                + total_passes(self.plan) * later_ckpts)
 
     def __call__(self, name: str, stage: str, done: int, total: int) -> None:
         self.printer(name, stage, done, total)
-        if stage != "inversion metrics":
+        if name not in self._names:
+            self._names.append(name)
+        index = next((i for i, s in enumerate(self.plan) if s.name == stage), None)
+        if name in self._done or index is None or done <= 0:
             return
-        marks = self._t.setdefault(name, [])
-        finished_ckpts = len(self._t) - 1          # checkpoints run one after another
-        if len(marks) > 2 or (marks and marks[-1][1] == done):
+        # skip=2: LEC and W deviation report a batch when it starts (inside their mapping
+        # callback), the inversion pass when it ends; leaving out the first two marks' interval
+        # leaves out the compiling batch in both cases
+        rate = self._rates.setdefault((name, stage), AfterCompileRate(self.clock, skip=2))
+        rate.mark(done)
+        per_item = rate.seconds_per_unit()
+        if per_item is None:
             return
-        marks.append((self.clock(), done))
-        ready = len(marks) == 3 or (len(marks) == 2 and done >= total)
-        if not ready:
-            return
-        (t0, d0), (t1, d1) = marks[-2], marks[-1]
-        if len(marks) == 2:
-            (t0, d0) = marks[0]
-        per_image = (t1 - t0) / max(d1 - d0, 1)
-        per_pass = per_image / self.plan[0].passes_per_item
-        remaining = total_passes(self.plan) * (self.n_checkpoints - finished_ckpts) \
-            - done * self.plan[0].passes_per_item
-        self.eta_s = max(remaining, 0) * per_pass
+        per_pass = per_item / self.plan[index].passes_per_item
+        self.eta_s = max(self._remaining_passes(name, index, done, total), 0) * per_pass
         note = getattr(self.printer, "note", None)
-        text = (f"[{name}] ETA ~{self.eta_s:.0f} s for the remaining work "
-                f"({per_pass * 1e3:.1f} ms per network pass, "
-                f"{'after compile' if len(marks) == 3 else 'compile included'})")
+        text = (f"[{name}] ETA ~{duration(self.eta_s)} for the remaining work "
+                f"({per_pass * 1e3:.1f} ms per network pass in {stage}, after compile)")
         note(text) if note else print(text)
-        marks.append(None)          # one ETA per checkpoint
+        self._done.add(name)                   # one ETA per checkpoint

@@ -97,7 +97,10 @@ def w_statistics(generator, w_avg_samples: int) -> tuple[np.ndarray, np.ndarray]
     z = np.random.RandomState(123).randn(w_avg_samples, generator.z_dim).astype(np.float32)
     ws = [np.asarray(generator.mapping(z[i:i + _MAPPING_BATCH]))
           for i in range(0, w_avg_samples, _MAPPING_BATCH)]
-    w = np.concatenate(ws).astype(np.float32)[:, None, :]
+    w = np.concatenate(ws).astype(np.float32)
+    if w.ndim == 3:  # StyleGAN3's mapping returns W+ (num_ws equal rows, as its projectors use)
+        w = w[:, 0]
+    w = w[:, None, :]
     w_avg = np.mean(w, axis=0, keepdims=True)
     w_std = np.float32((np.sum((w - w_avg) ** 2) / w_avg_samples) ** 0.5)
     return w_avg.reshape(-1), w_std
@@ -240,7 +243,8 @@ def _project_batch_stepwise(generator, lpips_net, targets, w_start, noise_init, 
 
 
 def _noise_sides(generator) -> list[int]:
-    return [s[1] for s in generator.module.noise_shapes()]
+    """Sides of the generator's noise maps (none for StyleGAN3: then w alone is optimised)."""
+    return [s[1] for s in generator.noise_shapes()]
 
 
 def _batched(value, n: int, single: bool, shape: tuple, what: str) -> np.ndarray:

@@ -64,20 +64,14 @@ class PTIResult:
 
 # ----------------------------------------------------------------------------- pure functions
 
-def _split_params(variables: dict) -> tuple[dict, dict]:
-    """(tuned synthesis params, frozen rest: mapping params and noise buffers)."""
-    params = dict(variables["params"])
-    mapping = params.pop("mapping")
-    frozen = {"mapping": mapping, "noises": variables.get("noises", {})}
-    return params, frozen
-
-
-def _variables(tuned: dict, frozen: dict) -> dict:
-    return {"params": {**tuned, "mapping": frozen["mapping"]}, "noises": frozen["noises"]}
+def _split_params(generator) -> tuple[dict, dict]:
+    """(tuned synthesis params, frozen rest: the mapping and the buffers), as the generator
+    names them (StyleGAN2: noise buffers; StyleGAN3: filters, magnitude EMAs, w_avg)."""
+    return generator.tunable(generator.variables)
 
 
 def _synth(generator, tuned, frozen, w_plus, noise_mode):
-    return generator.synthesize(_variables(tuned, frozen), w_plus, noise_mode)
+    return generator.synthesize(generator.with_tuned(tuned, frozen), w_plus, noise_mode)
 
 
 def morph(w_samples, w_pivot, alpha: float = REGULIZER["alpha"]):
@@ -91,11 +85,12 @@ def morph(w_samples, w_pivot, alpha: float = REGULIZER["alpha"]):
 
 def _sample_w(generator, frozen, latent_avg, z, psi: float):
     """original_G.mapping(z, None, truncation_psi=psi) broadcast to W+ (n, n_latent, w_dim)."""
-    variables = {"params": {"mapping": frozen["mapping"]}, "noises": frozen["noises"]}
-    w = generator.map(variables, jnp.asarray(z, jnp.float32))
+    w = generator.map(generator.with_tuned({}, frozen), jnp.asarray(z, jnp.float32))
+    if w.ndim == 3:  # StyleGAN3's mapping returns W+ itself (equal rows without truncation)
+        w = w[:, 0]
     w_plus = jnp.broadcast_to(w[:, None, :], (w.shape[0], generator.n_latent, w.shape[-1]))
     avg = latent_avg.reshape(1, 1, -1)
-    if generator.variant == "ada":  # ADA: w_avg.lerp(w, psi) with torch.lerp's rounding
+    if generator.variant in ("ada", "stylegan3"):  # w_avg.lerp(w, psi), torch.lerp's rounding
         return torch_lerp(avg, w_plus, psi)
     return avg + psi * (w_plus - avg)
 
@@ -217,9 +212,9 @@ def _tune_loop(tuned, frozen, nets, latent_avg, w_pivots, targets, zs, lambdas, 
 def _check_inputs(generator, w_pivot, target, lpips):
     """(w_pivot (N, n_latent, w_dim), target (N, H, W, 3)) float32 jax arrays; a single HWC
     target may come with a (n_latent, w_dim) pivot."""
-    if not isinstance(generator, LoadedGenerator):
-        raise TypeError(f"generator must be a LoadedGenerator (e4e_jax.load_generator), got "
-                        f"{type(generator).__name__}.")
+    if not callable(getattr(generator, "tunable", None)):
+        raise TypeError(f"generator must be a loaded generator (e4e_jax.load_generator: "
+                        f"StyleGAN2 or StyleGAN3), got {type(generator).__name__}.")
     if not hasattr(lpips, "net"):
         raise TypeError("lpips must be a loaded LPIPS network (e4e_jax.load_lpips(dir)); PTI "
                         "uses LPIPS-alex officially.")
@@ -297,7 +292,7 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     n_img = w.shape[0]
-    tuned, frozen = _split_params(generator.variables)
+    tuned, frozen = _split_params(generator)
     if locality:
         zs = _locality_inputs(generator, locality_z, rng, steps, n_img)
         latent_avg = jnp.asarray(generator.latent_avg, jnp.float32)
@@ -306,7 +301,10 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
     threshold = np.float32(lpips_threshold) if n_img == 1 else np.float32(-np.inf)
     lambdas = jnp.asarray([l2_lambda, lpips_lambda], jnp.float32)
     # the generator's verbs without its weights (they travel as `tuned` / `frozen`)
-    nets = (generator.replace(variables=None, latent_avg=None), lpips.net)
+    weightless = {"variables": None}
+    if "latent_avg" in type(generator).tree_leaves:
+        weightless["latent_avg"] = None
+    nets = (generator.replace(**weightless), lpips.net)
     params, hist, evals, updates = _tune_loop(
         tuned, frozen, nets, latent_avg, w, x, zs, lambdas, jnp.float32(learning_rate),
         jnp.float32(threshold), steps=steps, locality=bool(locality), stepwise=loop == "step")
@@ -319,8 +317,7 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
                          learning_rate=float(learning_rate), locality=bool(locality),
                          final_lpips=[float(v) for v in np.ravel(history["lpips"])[-n_img:]]
                          if evals else [])
-    tuned_g = LoadedGenerator(generator.module, _variables(params, frozen), config,
-                              generator.latent_avg)
+    tuned_g = generator.replace(variables=generator.with_tuned(params, frozen), config=config)
     return PTIResult(generator=tuned_g, history=history, num_updates=updates)
 
 
@@ -330,7 +327,7 @@ def morphed_codes(generator: LoadedGenerator, w_pivot, z) -> tuple[jax.Array, ja
     the pivot (1, n_latent, w_dim) along the direction toward them."""
     if generator.latent_avg is None:
         raise ValueError("the regulariser needs the generator's latent_avg (w_avg).")
-    _, frozen = _split_params(generator.variables)
+    _, frozen = _split_params(generator)
     w_s = _sample_w(generator, frozen, jnp.asarray(generator.latent_avg),
                     jnp.asarray(np.asarray(z, np.float32)), REGULIZER["truncation_psi"])
     return w_s, morph(w_s, jnp.asarray(w_pivot, jnp.float32))

@@ -43,7 +43,8 @@ from e4e_jax.core.ops import adaptive_avg_pool2d
 from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES
 from e4e_jax.nets.encoder import face_pool
 
-__all__ = ["invert", "average_image", "apply_restyle", "apply_average_image", "is_restyle"]
+__all__ = ["apply_average_image", "apply_restyle", "average_image", "invert", "is_restyle",
+           "to_input_size"]
 
 DEFAULT_ITERATIONS = 5   # official --n_iters_per_batch default
 
@@ -84,9 +85,10 @@ def _raw_crop(model, raw: jax.Array) -> jax.Array:
     return raw[:, r0:r1]
 
 
-def _to_input_size(model, images: jax.Array) -> jax.Array:
+def to_input_size(model, images: jax.Array) -> jax.Array:
     """Official run_on_batch's resize before the next iteration (net.face_pool, or
-    AdaptiveAvgPool2d((192, 256)) for cars): to the encoder's input size."""
+    AdaptiveAvgPool2d((192, 256)) for cars): NHWC images to the encoder's input size (the
+    identity at the official sizes). Training's iterations (e4e_jax.train.restyle) use it too."""
     return adaptive_avg_pool2d(images, model.input_size, model.precision)
 
 
@@ -99,22 +101,26 @@ def apply_average_image(model, generator_variables, latent_avg) -> jax.Array:
     w = jnp.asarray(latent_avg)[None]
     avg = model.apply_decode(generator_variables, w, noise="const", resize=True)
     # float32 (the latent's dtype) whatever the generator's compute dtype
-    return _to_input_size(model, avg.astype(w.dtype))
+    return to_input_size(model, avg.astype(w.dtype))
 
 
 def apply_restyle(model, encoder_variables, generator_variables, latent_avg, images,
-                  iterations: int = DEFAULT_ITERATIONS, resize: bool = True):
+                  iterations: int = DEFAULT_ITERATIONS, resize: bool = True,
+                  progressive_stage=None):
     """The ReStyle loop as a pure function of the weights (for use inside a caller's jit).
 
     images: (N, H, W, 3) float32 at model.input_size. latent_avg: (n_latent, style_dim).
     iterations: a Python int (the scan length). resize: True returns the reconstructions after
     face_pool (and the cars crop), as the official run_on_batch with resize_outputs; False the raw
     generator images (cars: the crop scaled to the generator's resolution). The next iteration's
-    input is the pooled reconstruction either way (as officially).
+    input is the pooled reconstruction either way (as officially). progressive_stage: None (every
+    delta, official ProgressiveStage.Inference) or an int / traced int32 for the ReStyle-e4e
+    encoders (training's held-out reconstructions at the current stage).
     Returns (w_plus (iterations, N, n_latent, style_dim), reconstructions (iterations, N, h, w, 3)).
     """
     latent_avg = jnp.asarray(latent_avg)
     avg = apply_average_image(model, generator_variables, latent_avg).astype(images.dtype)
+    stage_kw = {} if progressive_stage is None else {"progressive_stage": progressive_stage}
 
     def one_batch(x):
         n = x.shape[0]
@@ -125,13 +131,14 @@ def apply_restyle(model, encoder_variables, generator_variables, latent_avg, ima
             w_prev, y_prev = carry
             # official torch.cat([inputs, y_hat], dim=1): the target first
             x6 = jnp.concatenate([x, y_prev.astype(x.dtype)], axis=-1)
-            w = (model.encoder.apply(encoder_variables, x6) + w_prev).astype(w_prev.dtype)
+            w = (model.encoder.apply(encoder_variables, x6, **stage_kw)
+                 + w_prev).astype(w_prev.dtype)
             raw = model.apply_decode(generator_variables, w, noise="const", resize=False)
             # the images' dtype (float32) whatever the generator's compute dtype
             pooled = face_pool(raw, model.face_pool_size, model.crop_rows,
                                model.precision).astype(x.dtype)
             out = pooled if resize else _raw_crop(model, raw).astype(x.dtype)
-            return (w, _to_input_size(model, pooled)), (w, out)
+            return (w, to_input_size(model, pooled)), (w, out)
 
         _, (ws, outs) = jax.lax.scan(step, (w0, y0), None, length=iterations)
         return ws, outs

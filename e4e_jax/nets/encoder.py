@@ -152,7 +152,10 @@ class Inverter(BoundNet):
 
     @property
     def is_e4e(self) -> bool:
-        return self.encoder_config["encoder_type"] == "Encoder4Editing"
+        """True for the encoders with e4e's progressive deltas, which take a progressive_stage:
+        Encoder4Editing and the ReStyle-e4e types (models/restyle_encoders.PROGRESSIVE_TYPES)."""
+        from e4e_jax.models.restyle_encoders import PROGRESSIVE_TYPES
+        return self.encoder_config["encoder_type"] in ("Encoder4Editing",) + PROGRESSIVE_TYPES
 
     @property
     def scan_batch(self) -> bool:
@@ -215,9 +218,13 @@ class Inverter(BoundNet):
         return add_latent_avg(codes, latent_avg)
 
     def apply_decode(self, generator_variables, w_plus, noise: Any = "const", rng=None,
-                     resize: bool = True):
-        """Generator images of W+ codes; resize=True applies face_pool and the crop."""
-        images = self.generator.synthesize(generator_variables, w_plus, noise=noise, rng=rng)
+                     resize: bool = True, transform=None):
+        """Generator images of W+ codes; resize=True applies face_pool and the crop.
+        transform: a StyleGAN3 generator's input transform ((3, 3) or (N, 3, 3), see
+        e4e_jax.nets.stylegan3); None: the generator's own."""
+        extra = {} if transform is None else {"transform": transform}
+        images = self.generator.synthesize(generator_variables, w_plus, noise=noise, rng=rng,
+                                           **extra)
         if resize:
             images = face_pool(images, self.face_pool_size, self.crop_rows, self.precision)
         return images
@@ -267,13 +274,19 @@ class Inverter(BoundNet):
         """images -> (W+, reconstructions). resize=False returns the raw generator output."""
         return self.run("apply_invert", self._check_images(images), resize=bool(resize))
 
-    def decode(self, w_plus, resize: bool = True) -> jax.Array:
-        """W+ codes (e.g. edited) -> images, with face_pool and crop like invert."""
+    def decode(self, w_plus, resize: bool = True, transform=None) -> jax.Array:
+        """W+ codes (e.g. edited) -> images, with face_pool and crop like invert. transform
+        ((3, 3) or (N, 3, 3)): render through a StyleGAN3 generator's input transform
+        (stylegan3-editing's unaligned images); ValueError for a StyleGAN2 generator."""
         w_plus = jnp.asarray(w_plus, jnp.float32)
         if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.generator.style_dim):
             raise ValueError(f"W+ codes must have shape (N, {self.n_latent}, "
                              f"{self.generator.style_dim}), got {tuple(w_plus.shape)}.")
-        images = self.generator.synthesis(w_plus)
+        if transform is not None and not hasattr(self.generator, "transform"):
+            raise ValueError("transform: only a StyleGAN3 generator has an input transform; "
+                             "this one is StyleGAN2.")
+        images = self.generator.synthesis(w_plus, **({} if transform is None
+                                                     else {"transform": transform}))
         if resize:
             images = face_pool(images, self.face_pool_size, self.crop_rows, self.precision)
         return images

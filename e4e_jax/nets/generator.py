@@ -155,6 +155,27 @@ class LoadedGenerator(BoundNet):
         return self.replace(latent_avg=None if latent_avg is None
                             else np.asarray(latent_avg, np.float32).reshape(-1))
 
+    # What the generic inversion code (projector, PTI) asks of a generator; LoadedStyleGAN3
+    # answers the same questions.
+    @property
+    def has_noise(self) -> bool:
+        return True
+
+    def noise_shapes(self) -> list:
+        """(1, r, r, 1) per noise layer, in the order synthesis(noise=[...]) takes them."""
+        return list(self.module.noise_shapes())
+
+    def tunable(self, variables) -> tuple[dict, dict]:
+        """(tuned, frozen) for PTI: the synthesis parameters are tuned; the mapping and the
+        noise buffers (not parameters officially) are frozen."""
+        params = dict(variables["params"])
+        mapping = params.pop("mapping")
+        return params, {"mapping": mapping, "noises": variables.get("noises", {})}
+
+    def with_tuned(self, tuned: dict, frozen: dict) -> dict:
+        """The variables of `tunable`'s (tuned, frozen) pair."""
+        return {"params": {**tuned, "mapping": frozen["mapping"]}, "noises": frozen["noises"]}
+
     # Pure functions for use inside a caller's jit (variables passed in).
     def synthesize(self, variables, w_plus, noise: NoiseSpec = "random", rng=None):
         """W+ (N, n_latent, style_dim) -> images (N, R, R, 3) float32, raw scale (no clamp).
@@ -324,6 +345,9 @@ def expected_variables(module: Generator) -> Any:
 
 
 def save_generator(generator: LoadedGenerator, path: str, source: str | None = None) -> str:
+    """Writes the generator's model directory (a StyleGAN3 generator writes its own kind)."""
+    if not isinstance(generator, LoadedGenerator):
+        return generator.save(path, source=source)
     arrays = {} if generator.latent_avg is None else {"latent_avg": generator.latent_avg}
     return checkpoints.save_model_dir(path, KIND, generator.config, generator.variables,
                                       arrays=arrays, source=source)
@@ -338,7 +362,9 @@ def generator_from_model_dir(md: checkpoints.ModelDir) -> LoadedGenerator:
 
 
 def load_generator(path: str, dtype: Any = None, precision: Any = None) -> LoadedGenerator:
-    """Loads a generator directory written by `e4e-jax convert stylegan2` (or save_generator).
+    """Loads a generator directory written by `e4e-jax convert stylegan2` (or save_generator);
+    a `e4e-jax convert stylegan3` directory gives a `LoadedStyleGAN3` (nets/stylegan3.py), which
+    has the same verbs.
 
     An e4e/pSp directory (`e4e-jax convert e4e`) holds its generator in `generator/`; passing
     the e4e directory itself works too.
@@ -353,6 +379,10 @@ def load_generator(path: str, dtype: Any = None, precision: Any = None) -> Loade
     meta = checkpoints.read_meta(path)
     if meta["kind"] != KIND and "generator" in meta.get("subdirs", []):
         path = os.path.join(path, "generator")
+        meta = checkpoints.read_meta(path)
+    from e4e_jax.nets import stylegan3  # imports this module: loaded on demand
+    if meta["kind"] == stylegan3.KIND:
+        return stylegan3.load_stylegan3(path, dtype=dtype, precision=precision)
     gen = generator_from_model_dir(checkpoints.load_model_dir(path, KIND))
     if dtype is None and precision is None:
         return gen

@@ -17,6 +17,15 @@ grid units (stylegan3-editing builds it as np.linalg.inv(make_transform(translat
 None uses the converted generator's stored buffer (the identity in official snapshots); (N, 3, 3)
 gives each image its own, as stylegan3-editing sets the buffer for unaligned inversion.
 
+`input_transform(translate, angle)` builds that buffer from the official gen_images.py options
+(--translate X Y, --rotate DEG).
+
+Where a caller written for the StyleGAN2 generator passes `noise=` / `rng=` (Inverter.decode,
+the projector, PTI), they are accepted and mean nothing: StyleGAN3 has no noise inputs (the
+official noise_mode has no effect either). `noise_shapes()` is the empty list, so the projector
+optimises w alone; `tunable(variables)` / `with_tuned(...)` name what PTI tunes (every
+synthesis parameter), `style_affines()` the per-layer affine kernels SeFa factorises.
+
 Weights are arguments of the jitted functions (not constants), so one compilation serves every
 generator of the same shape.
 """
@@ -47,6 +56,34 @@ MODULE_FIELDS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "m
 # train.py's two StyleGAN3 configurations (with the official defaults of everything else)
 CONFIGS = {"T": dict(conv_kernel=3, use_radial_filters=False),
            "R": dict(conv_kernel=1, use_radial_filters=True)}
+
+
+def make_transform(translate=(0.0, 0.0), angle: float = 0.0) -> np.ndarray:
+    """The official gen_images.py make_transform: (3, 3) float64, rotation by `angle` degrees
+    (counter-clockwise on the image) then translation by `translate` (x, y) in the input's
+    sampling-grid units (the whole image spans about 1). It is the FORWARD transform of the
+    output image; the generator's buffer holds its inverse (`input_transform`)."""
+    tx, ty = (float(v) for v in translate)
+    s, c = np.sin(angle / 360.0 * np.pi * 2), np.cos(angle / 360.0 * np.pi * 2)
+    return np.array([[c, s, tx], [-s, c, ty], [0.0, 0.0, 1.0]])
+
+
+def input_transform(translate=(0.0, 0.0), angle: float = 0.0) -> np.ndarray:
+    """What gen_images.py copies into G.synthesis.input.transform for --translate / --rotate:
+    np.linalg.inv(make_transform(translate, angle)), (3, 3) float32 (pass as
+    `synthesis(..., transform=...)`)."""
+    return np.linalg.inv(make_transform(translate, angle)).astype(np.float32)
+
+
+def check_noise(noise) -> None:
+    """StyleGAN3 has no noise inputs: "const" / "random" / "none" / None / [] are accepted (and
+    change nothing, as the official noise_mode); explicit noise maps raise ValueError."""
+    if noise is None or (isinstance(noise, str) and noise in ("const", "random", "none")):
+        return
+    if isinstance(noise, (list, tuple)) and len(noise) == 0:
+        return
+    raise ValueError("a StyleGAN3 generator has no noise inputs: pass no noise maps "
+                     "(noise='const', 'random', 'none' or None).")
 
 
 def config_name(config: dict) -> str:
@@ -137,7 +174,8 @@ class LoadedStyleGAN3(BoundNet):
 
     @property
     def config_name(self) -> str:
-        return config_name(self.config)
+        return config_name({k: getattr(self.module, k) for k in ("conv_kernel",
+                                                                 "use_radial_filters")})
 
     def __repr__(self) -> str:
         return (f"LoadedStyleGAN3(config={self.config_name!r}, resolution={self.resolution}, "
@@ -151,10 +189,83 @@ class LoadedStyleGAN3(BoundNet):
         return self.module.apply(variables, z, c, truncation_psi, truncation_cutoff,
                                  method="mapping")
 
-    def synthesize(self, variables, w_plus, transform=None):
+    def synthesize(self, variables, w_plus, noise=None, rng=None, transform=None):
         """W+ (N, n_latent, w_dim) -> images (N, R, R, C) float32; transform None (the stored
-        buffer), (3, 3) or (N, 3, 3)."""
+        buffer), (3, 3) or (N, 3, 3). noise / rng: the StyleGAN2 generator's arguments, without
+        effect here (`check_noise`)."""
+        check_noise(noise)
         return self.module.apply(variables, w_plus, transform, method="synthesis")
+
+    # What the generic inversion code asks of a generator.
+    @property
+    def variant(self) -> str:
+        """"stylegan3" (the StyleGAN2 generator's are "rosinality" / "ada"). Truncation is
+        torch.lerp's, as ADA's."""
+        return "stylegan3"
+
+    @property
+    def has_noise(self) -> bool:
+        return False
+
+    @property
+    def first_style_row(self) -> int:
+        """W+ row 0 drives the input's affine; synthesis layer i takes row i + 1 (SeFa rows)."""
+        return 1
+
+    def noise_shapes(self) -> list:
+        """No noise layers: the projector optimises w alone."""
+        return []
+
+    def tunable(self, variables) -> tuple[dict, dict]:
+        """(tuned, frozen) for PTI: every synthesis parameter is tuned (stylegan3-editing's
+        PTI optimises G.synthesis); the mapping and the buffers (filters, magnitude EMAs,
+        Fourier features, w_avg, transform) stay as they are."""
+        params = dict(variables["params"])
+        mapping = params.pop("mapping")
+        return params, {"mapping": mapping, BUFFERS: variables[BUFFERS]}
+
+    def with_tuned(self, tuned: dict, frozen: dict) -> dict:
+        """The variables of `tunable`'s (tuned, frozen) pair."""
+        return {"params": {**tuned, "mapping": frozen["mapping"]}, BUFFERS: frozen[BUFFERS]}
+
+    def style_affines(self, layers: Any = "all") -> tuple[list[str], np.ndarray]:
+        """(layer names, (w_dim, sum of in-channels) float32): the kernels of each synthesis
+        layer's `affine` FullyConnected side by side (`G.synthesis.<layer>.affine.weight`
+        transposed: the (in, out) layout), the StyleGAN3 counterpart of the modulation weights
+        genforce/sefa's factorize_weight takes from StyleGAN2 (neither genforce/sefa nor
+        stylegan3-editing ships a StyleGAN3 SeFa). Layer i is fed by W+ row i + 1; row 0 drives
+        the input's 4-number affine (rotation / translation), which is left out. layers: 'all' or a list of indices 0..n_latent-2. ValueError otherwise."""
+        _, specs = self.module.schedule()
+        names = [spec.name for spec in specs]
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(f"layers must be 'all' or a list of layer indices, got "
+                                 f"{layers!r}.")
+            chosen = list(range(len(names)))
+        else:
+            chosen = [int(i) for i in layers]
+            bad = [i for i in chosen if not 0 <= i < len(names)]
+            if bad or not chosen:
+                raise ValueError(f"SeFa layer indices must lie in 0..{len(names) - 1} (layer i: "
+                                 f"{names[0]}..{names[-1]}, fed by W+ row i + 1), got "
+                                 f"{list(layers)}.")
+        params = self.variables["params"]["synthesis"]
+        picked = [names[i] for i in chosen]
+        return picked, np.concatenate(
+            [np.asarray(params[n]["affine"]["kernel"], np.float32) for n in picked], axis=1)
+
+    def with_latent_avg(self, latent_avg) -> "LoadedStyleGAN3":
+        """The same generator with the mapping's w_avg buffer set to `latent_avg` (w_dim,)."""
+        w_avg = jnp.asarray(np.asarray(latent_avg, np.float32).reshape(-1))
+        if w_avg.shape != (self.w_dim,):
+            raise ValueError(f"latent_avg must have {self.w_dim} values, got {w_avg.shape}.")
+        buffers = dict(self.variables[BUFFERS])
+        buffers["mapping"] = {**buffers["mapping"], "w_avg": w_avg}
+        return self.replace(variables={**self.variables, BUFFERS: buffers})
+
+    def save(self, path: str, source: str | None = None) -> str:
+        """save_stylegan3(self, path, source)."""
+        return save_stylegan3(self, path, source=source)
 
     # Checks shared by the jitted conveniences.
     def _labels(self, c, n: int):
@@ -184,10 +295,12 @@ class LoadedStyleGAN3(BoundNet):
                         truncation_psi=jnp.float32(truncation_psi),
                         truncation_cutoff=jnp.int32(cutoff))
 
-    def synthesis(self, w_plus, transform=None) -> jax.Array:
+    def synthesis(self, w_plus, transform=None, noise=None, rng=None) -> jax.Array:
         """W+ (N, n_latent, w_dim) -> images (N, R, R, img_channels), NHWC float32, the
         official raw output (about [-1, 1], not clamped). `transform`: see the module docstring.
+        noise / rng: accepted for StyleGAN2 callers, without effect (`check_noise`).
         """
+        check_noise(noise)
         w_plus = jnp.asarray(w_plus, jnp.float32)
         if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.w_dim):
             raise ValueError(f"W+ codes must have shape (N, {self.n_latent}, {self.w_dim}) for "
@@ -233,11 +346,18 @@ class LoadedStyleGAN3(BoundNet):
         """z -> images: the official G(z, c, truncation_psi, truncation_cutoff)."""
         return self.synthesis(self.mapping(z, c, truncation_psi, truncation_cutoff), transform)
 
-    def sample(self, rng, n: int, truncation_psi: float = 1.0, c=None,
-               truncation_cutoff: int | None = None, transform=None) -> jax.Array:
-        """n images from z ~ N(0, 1) drawn with `rng`."""
+    def sample(self, rng, n: int, truncation_psi: float | None = None, c=None,
+               truncation_cutoff: int | None = None, transform=None, *,
+               truncation: float | None = None, noise=None) -> jax.Array:
+        """n images from z ~ N(0, 1) drawn with `rng`. `truncation` is the StyleGAN2
+        generator's name for truncation_psi (give one of them); noise is accepted without
+        effect (`check_noise`)."""
+        if truncation is not None and truncation_psi is not None:
+            raise ValueError("give truncation_psi or truncation, not both.")
+        psi = truncation if truncation_psi is None else truncation_psi
+        check_noise(noise)
         z = jax.random.normal(rng, (n, self.z_dim))
-        return self(z, c, truncation_psi, truncation_cutoff, transform)
+        return self(z, c, 1.0 if psi is None else psi, truncation_cutoff, transform)
 
 
 def init_stylegan3(rng, config: dict) -> LoadedStyleGAN3:

@@ -24,6 +24,7 @@ import os
 
 import jax.numpy as jnp
 
+from e4e_jax.core import fs
 from e4e_jax.losses.checks import check_lpips_size
 from e4e_jax.nets import model_dir as checkpoints
 from e4e_jax.nets.base import BoundNet
@@ -132,7 +133,14 @@ def check_counts(config) -> None:
 
 def check_workdir(workdir: str) -> None:
     """Refuses a model directory (an export or a converted model: it holds config.json but no
-    checkpoints/) as a training workdir, which would otherwise fill it with a new run."""
+    checkpoints/) as a training workdir, which would otherwise fill it with a new run, and a
+    bucket (gs://...): checkpoints (orbax) and TensorBoard logs would go through TensorFlow's
+    and etils' own bucket clients, untested here (they cannot reach a GCS emulator)."""
+    if fs.is_remote(workdir):
+        raise TrainingError(f"--workdir {workdir} is a bucket; training writes its checkpoints "
+                            f"and logs to a local disk only: pass a local folder (e.g. --workdir "
+                            f"runs/my_run) and copy it afterwards with `gcloud storage cp -r "
+                            f"runs/my_run {workdir}` (the data may stay in the bucket).")
     if (os.path.isfile(os.path.join(workdir, "config.json"))
             and not os.path.isdir(os.path.join(workdir, "checkpoints"))):
         raise TrainingError(f"--workdir {workdir} is a model directory (it holds config.json), "
@@ -197,5 +205,8 @@ def condition_generator(config, gen: LoadedGenerator) -> LoadedGenerator:
     """`gen`, with config.generator_class as its label when it is conditional."""
     if gen.c_dim == 0:
         return gen
+    if not isinstance(gen, LoadedGenerator):
+        raise TrainingError(f"training over a class-conditional StyleGAN3 generator (c_dim="
+                            f"{gen.c_dim}) is not supported: use an unconditional one.")
     check_class(config, {"c_dim": gen.c_dim}, "the config")
     return FixedClassGenerator(gen, int(config.generator_class))

@@ -15,7 +15,9 @@ Field reference (defaults are the paper's / the official code's):
     data.flip_prob               RandomHorizontalFlip of the training transform (0.5)
     generator.path               converted generator directory (`e4e-jax convert stylegan2` or
                                  stylegan2_ada.py); or generator.init for a seeded random one:
-                                 {resolution, max_channels, n_mlp}. One of the two: a path
+                                 {resolution, max_channels, n_mlp, kind: stylegan2 | stylegan3,
+                                 num_layers (stylegan3)}; `e4e-jax convert stylegan3`
+                                 directories load as StyleGAN3. One of the two: a path
                                  with generator.init.resolution > 0 is refused at start-up,
                                  except that train.py's explicit --config.generator.path
                                  (without --config.generator.init.*) switches a config's
@@ -25,7 +27,13 @@ Field reference (defaults are the paper's / the official code's):
                                  (c_dim > 0): every z is mapped with the one-hot label K; None
                                  (default) for unconditional generators (a conditional one is
                                  then refused at start-up, naming this option)
-    encoder.type                 Encoder4Editing | GradualStyleEncoder | SingleStyleCodeEncoder
+    encoder.type                 Encoder4Editing | GradualStyleEncoder | SingleStyleCodeEncoder,
+                                 or a ReStyle encoder: ProgressiveBackboneEncoder (ReStyle-e4e),
+                                 BackboneEncoder (ReStyle-pSp), ResNet* (num_layers 34, mode
+                                 'resnet34'); e4e_jax.train.restyle
+    encoder.n_iters_per_batch    ReStyle: encoder passes per batch, each one's loss and gradient
+                                 summed into one update (None: the official 5); refused for
+                                 the other encoders
     encoder.num_layers/mode      IR-SE depth (50/100/152) and 'ir' | 'ir_se'
     encoder.widths/units         None = official; small values for the CPU demo
     encoder.head_width           width of the style heads' convs; None = style_dim (official)
@@ -86,6 +94,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.generator.init.resolution = 0          # 0: load generator.path
     c.generator.init.max_channels = 0
     c.generator.init.n_mlp = 8
+    c.generator.init.kind = "stylegan2"      # or "stylegan3" (config T; configs/demo_sg3.py)
+    c.generator.init.num_layers = 0          # stylegan3: synthesis layers (0: official 14)
     # class-conditional StyleGAN2-ADA generators (c_dim > 0): the fixed class index every mapped
     # z uses (synthetic domain, the latent discriminator's real w, latent_avg); None: refused
     c.generator_class = ml_collections.FieldReference(None, field_type=int)
@@ -100,6 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.encoder.init = "arcface"
     c.encoder.arcface = "pretrained/arcface_ir_se50"
     c.encoder.checkpoint = ml_collections.FieldReference(None, field_type=str)
+    # ReStyle encoders only: encoder passes per batch (None: the official 5)
+    c.encoder.n_iters_per_batch = ml_collections.FieldReference(None, field_type=int)
 
     c.start_from_latent_avg = True
     c.latent_avg_samples = 10000
@@ -163,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.coordinator_address = ml_collections.FieldReference(None, field_type=str)
     c.distributed.num_processes = ml_collections.FieldReference(None, field_type=int)
     c.distributed.process_id = ml_collections.FieldReference(None, field_type=int)
+    # seconds every process waits for the others to join (a progress line meanwhile; then one
+    # line naming the processes that did not arrive): e4e_jax.train.distributed
+    c.distributed.initialization_timeout = 300
     return c
 
 

@@ -15,9 +15,19 @@ one-line "aborted" message, exit 130) and a second SIGTERM is handled the same w
 Multi-host: a signal reaches one process (or all at slightly different times); `agreed()`
 takes the maximum of every process's signal number with a tiny all-gather after each step, so
 all processes stop, and save, at the same step. Single-process runs need no distributed setup.
+
+Commands whose unit of work is an image rather than a step (invert) stop at once instead:
+
+    with AbortSignals() as signals:          # SIGTERM / SIGINT raise KeyboardInterrupt ...
+        for image in ...:
+            result = ...                     # ... here, as soon as Python runs again
+            with signals.protect():          # ... but never while an image's files are written
+                ...write the outputs of one image...
+    signals.exit_code                        # 143 / 130 (130 for a KeyboardInterrupt of its own)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -82,3 +92,75 @@ class StopSignals:
         """The exception train.py reports: `where` says the step and the checkpoint."""
         name = signal.Signals(self.signum).name
         return Interrupted(f"{name}: {where}", self.exit_code)
+
+
+class AbortSignals:
+    """Context manager: SIGTERM / SIGINT raise KeyboardInterrupt in the main thread, except
+    inside `protect()` blocks, where the signal is held and raised when the block ends (so the
+    files of one finished unit of work are written whole). `signum` is the first signal
+    received (0: none, e.g. a KeyboardInterrupt raised by the code itself).
+
+    A signal only runs its handler when the interpreter regains control: one long compiled
+    call (a whole projection) finishes first, then the interrupt is raised. It is raised once:
+    later signals (a second Ctrl-C while the first unwinds) are only recorded, and after
+    `hold()` (the final writes) every signal is."""
+
+    def __init__(self):
+        self.signum = 0
+        self._depth = 0
+        self._pending = False
+        self._raised = False
+        self._held = False
+        self._previous: dict = {}
+
+    def _raise(self):
+        self._raised = True
+        raise KeyboardInterrupt
+
+    def _handle(self, signum, frame):
+        if not self.signum:
+            self.signum = int(signum)
+        if self._raised or self._held:
+            return
+        if self._depth:
+            self._pending = True
+            return
+        self._raise()
+
+    @contextlib.contextmanager
+    def protect(self):
+        """A block that a signal does not cut short (it is raised when the block ends)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._pending and not self._depth and not self._held:
+                self._pending = False
+                self._raise()
+
+    def hold(self) -> None:
+        """From now on signals are only recorded (`signum`), never raised: call it first
+        thing once the work is over or interrupted, before the final files are written."""
+        self._held = True
+
+    def __enter__(self) -> "AbortSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in EXIT_CODES:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        """'SIGTERM' / 'SIGINT' (a KeyboardInterrupt without a signal counts as SIGINT)."""
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    @property
+    def exit_code(self) -> int:
+        """143 after SIGTERM, 130 after SIGINT or a KeyboardInterrupt of the code itself."""
+        return EXIT_CODES.get(signal.Signals(self.signum or signal.SIGINT), 128 + self.signum)

@@ -36,6 +36,7 @@ from e4e_jax.data import image_io
 from e4e_jax.data.loader import pad_batch
 from e4e_jax.data.train_sets import TrainData
 from e4e_jax.outputs.grids import labelled_reconstruction_grid
+from e4e_jax.outputs.progress import AFTER_COMPILE, duration
 from e4e_jax.train.checkpointing import (
     checkpoint_managers,
     export,
@@ -259,17 +260,15 @@ def make_writer(run: Run):
         _json_writer(os.path.join(run.workdir, METRICS_FILE))])
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def progress_line(done: int, max_steps: int, loss: float | None, step_time: float) -> str:
-    """The console's line per logging interval: step, loss, steps/s, ETA."""
+def progress_line(done: int, max_steps: int, loss: float | None, step_time: float,
+                  compiling: bool = False) -> str:
+    """The console's line per logging interval: step, loss, steps/s, ETA. `compiling`: the
+    interval holds the first step of this process, whose time is mostly XLA compilation, so
+    the ETA waits for the next interval ("ETA after compile"; e4e_jax.outputs.progress)."""
     rate = 1.0 / step_time if step_time > 0 else 0.0
-    eta = _duration((max_steps - done) * step_time) if step_time > 0 else "n/a"
+    if compiling:
+        return f"step {done}/{max_steps}: loss {_fmt(loss)}, {rate:.2f} steps/s, {AFTER_COMPILE}"
+    eta = duration((max_steps - done) * step_time) if step_time > 0 else "n/a"
     return (f"step {done}/{max_steps}: loss {_fmt(loss)}, {rate:.2f} steps/s, ETA {eta}")
 
 
@@ -328,7 +327,8 @@ def log_step(run: Run, step: int, metrics) -> None:
     run.writer.write_scalars(done, scalars)
     run.last_train = {k[len("train/"):]: v for k, v in scalars.items()}
     if run.is_main:
-        say(progress_line(done, run.max_steps, scalars.get("train/loss"), dt))
+        say(progress_line(done, run.max_steps, scalars.get("train/loss"), dt,
+                          compiling=step == run.start))
 
 
 def write_images(run: Run, done: int) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 from typing import Any, Callable
 
 import jax
@@ -38,7 +37,8 @@ from e4e_jax import losses as L
 from e4e_jax.core import optim
 from e4e_jax.core.precision import Policy
 from e4e_jax.models.discriminator import LatentCodesDiscriminator, init_discriminator
-from e4e_jax.models.encoders import encoder_config, init_encoder
+from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES, encoder_config, init_encoder
+from e4e_jax.models.restyle_encoders import PROGRESSIVE_TYPES
 from e4e_jax.nets.encoder import Inverter, load_encoder
 from e4e_jax.nets.generator import LoadedGenerator, init_generator, load_generator
 from e4e_jax.train import step as ts
@@ -54,19 +54,13 @@ log = logging.getLogger(__name__)
 
 def maybe_initialize_distributed(config) -> None:
     """jax.distributed.initialize when configured (explicit addresses, or auto-detection on
-    TPU pods / Slurm when only `initialize` is set)."""
-    d = config.distributed
-    if not d.initialize:
-        return
-    kwargs = {}
-    if d.coordinator_address:
-        kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
-                      process_id=d.process_id)
-    if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("JAX_PLATFORMS",
-                                                                        "cpu") == "cpu":
-        # multi-process CPU runs need a collectives implementation
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
+    TPU pods / Slurm when only `initialize` is set), after checking the settings and waiting
+    for every process with a progress line (e4e_jax.train.distributed.initialize).
+    Raises DistributedSettingsError (bad settings, exit 2) or TrainingError (a process that
+    did not arrive within config.distributed.initialization_timeout)."""
+    from e4e_jax.train import distributed
+    from e4e_jax.train.console import say
+    distributed.initialize(config, say=say)
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,11 +114,19 @@ class Setup:
     def generator(self) -> LoadedGenerator:
         """The generator with its frozen variables (its config, resolution, W+ shape)."""
         g = self.spec.inverter.generator
+        if not isinstance(g, LoadedGenerator):      # StyleGAN3: w_avg is in its variables
+            return g.replace(variables=self.frozen["generator"])
         return LoadedGenerator(g.module, self.frozen["generator"], g.config, g.latent_avg)
 
 
 def _generator(config) -> LoadedGenerator:
     gi = config.generator.init
+    kind = gi.get("kind", "stylegan2")
+    if kind not in ("stylegan2", "stylegan3"):
+        raise TrainingError(f"config.generator.init.kind must be 'stylegan2' or 'stylegan3', got "
+                            f"{kind!r}.")
+    if gi.resolution and kind == "stylegan3":
+        return _random_stylegan3(config)
     if gi.resolution:
         return init_generator(jax.random.key(config.seed + 101), int(gi.resolution),
                               max_channels=int(gi.max_channels) or None, n_mlp=int(gi.n_mlp),
@@ -133,6 +135,27 @@ def _generator(config) -> LoadedGenerator:
         raise TrainingError("set config.generator.path (a converted generator directory) or "
                             "config.generator.init.resolution (a seeded random generator).")
     return load_generator(config.generator.path)
+
+
+def _random_stylegan3(config):
+    """A seeded random StyleGAN3 generator (config T; official initialisation) of
+    generator.init: resolution, max_channels (channel_max; 0 = official 512), num_layers (0 =
+    official 14), n_mlp (mapping layers); w_avg set to the mean of latent_avg_samples mapped z
+    (an untrained generator's w_avg is 0)."""
+    from e4e_jax.nets.stylegan3 import init_stylegan3
+    gi = config.generator.init
+    options = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=int(gi.resolution),
+                   mapping_layers=int(gi.n_mlp))
+    if int(gi.max_channels or 0):
+        options["channel_max"] = int(gi.max_channels)
+    if int(gi.get("num_layers", 0) or 0):
+        options["num_layers"] = int(gi.num_layers)
+    try:
+        g = init_stylegan3(jax.random.key(config.seed + 101), options)
+    except ValueError as e:
+        raise TrainingError(f"config.generator.init (stylegan3): {e}") from e
+    return g.with_latent_avg(g.mean_latent(int(config.latent_avg_samples),
+                                           jax.random.key(config.seed + 7))[0])
 
 
 def _latent_avg(config, gen: LoadedGenerator, n_latent: int) -> np.ndarray | None:
@@ -167,6 +190,8 @@ def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
         raise TrainingError(f"config.encoder.init must be 'arcface', 'random' or 'checkpoint', "
                             f"got {init!r}.")
     variables = init_encoder(rng, enc_cfg)
+    if init == "arcface" and enc_cfg["encoder_type"] in RESTYLE_ENCODER_TYPES:
+        return _restyle_arcface(config, enc_cfg, variables, rng)
     if init == "arcface":
         # the official pSp loads model_ir_se50.pth with strict=False: input layer and body
         from e4e_jax.nets.loss_nets import load_arcface
@@ -183,8 +208,55 @@ def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
     return jax.tree_util.tree_map(np.asarray, variables)
 
 
+def _restyle_arcface(config, enc_cfg: dict, variables: dict, rng) -> dict:
+    """ReStyle's IR-SE init (official models/psp.py / e4e.py `__get_encoder_checkpoint`): the
+    ArcFace input layer and body, the ArcFace RGB kernel in the first 3 of the 6 input channels
+    and N(0, 1) in the others (torch.randn; the draw itself is not the official one)."""
+    if enc_cfg["mode"] == "resnet34":
+        raise TrainingError(f"encoder.init='arcface' loads IR-SE weights; {enc_cfg['encoder_type']} "
+                            f"has a ResNet-34 backbone: set encoder.init='random' (the official "
+                            f"code starts it from torchvision's ImageNet resnet34).")
+    from e4e_jax.nets.loss_nets import load_arcface
+    arc = load_arcface(config.encoder.arcface)
+    for col in ("params", "batch_stats"):
+        for part in ("input_layer", "body"):
+            src = jax.tree_util.tree_map(np.asarray, arc.variables[col][part])
+            if col == "params" and part == "input_layer":
+                k = src["conv"]["kernel"]                       # (3, 3, 3, 64) HWIO
+                extra = jax.random.normal(rng, k.shape[:2] + (enc_cfg["input_nc"] - 3,
+                                                              k.shape[3]), jnp.float32)
+                src = dict(src, conv={"kernel": np.concatenate([k, np.asarray(extra)], 2)})
+            if jax.tree_util.tree_map(np.shape, variables[col][part]) != \
+                    jax.tree_util.tree_map(np.shape, src):
+                raise TrainingError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
+                                    f"not match the encoder (num_layers / mode / widths).")
+            variables[col][part] = src
+    return jax.tree_util.tree_map(np.asarray, variables)
+
+
+def _n_iters_per_batch(config, encoder_type: str) -> int:
+    """config.encoder.n_iters_per_batch for a ReStyle encoder (None: the official 5); 0 (one
+    plain pass) for the others, which refuse the option."""
+    n = config.encoder.get("n_iters_per_batch")
+    if encoder_type not in RESTYLE_ENCODER_TYPES:
+        if n is not None:
+            raise TrainingError(f"config.encoder.n_iters_per_batch={n} applies to the ReStyle "
+                                f"encoders ({', '.join(RESTYLE_ENCODER_TYPES)}), not "
+                                f"{encoder_type}: unset it or change config.encoder.type.")
+        return 0
+    n = 5 if n is None else n
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise TrainingError(f"config.encoder.n_iters_per_batch must be >= 1, got {n}.")
+    if not config.start_from_latent_avg:
+        raise TrainingError("ReStyle training starts every image from latent_avg: set "
+                            "config.start_from_latent_avg=True.")
+    return int(n)
+
+
 def _weightless(config, gen: LoadedGenerator) -> LoadedGenerator:
     """`gen`'s module, config and class label without its variables (they live in `frozen`)."""
+    if not isinstance(gen, LoadedGenerator):    # StyleGAN3 (unconditional: checked at build)
+        return gen.replace(variables={})
     return condition_generator(config, LoadedGenerator(gen.module, {}, gen.config,
                                                        gen.latent_avg))
 
@@ -231,9 +303,11 @@ def build(config, nets: dict | None = None) -> Setup:
         raise TrainingError(f"unknown loss term(s) {unknown} in config.losses; registered: "
                             f"{', '.join(L.registered_losses())}.")
     prog = config.progressive.start
-    if prog is not None and enc_cfg["encoder_type"] != "Encoder4Editing":
-        raise TrainingError("progressive training needs the Encoder4Editing encoder; set "
-                            "config.progressive.start=None for other encoders.")
+    if prog is not None and enc_cfg["encoder_type"] not in ("Encoder4Editing",) + PROGRESSIVE_TYPES:
+        raise TrainingError("progressive training needs the Encoder4Editing encoder (or a "
+                            "ReStyle-e4e one); set config.progressive.start=None for other "
+                            "encoders.")
+    n_iters = _n_iters_per_batch(config, enc_cfg["encoder_type"])
     # latent_avg is passed to every step call from `frozen`, never stored in the inverter
     inverter = Inverter(enc_cfg, {}, _weightless(config, gen), None, start_from_latent_avg=False,
                         crop_rows=tuple(config.output.crop_rows) if config.output.crop_rows
@@ -255,7 +329,7 @@ def build(config, nets: dict | None = None) -> Setup:
         d_reg_every=int(config.discriminator.d_reg_every),
         use_w_pool=bool(config.discriminator.use_w_pool and config.discriminator.w_pool_size > 0),
         batch_size=int(config.batch_size), synthetic=config.data.kind == "synthetic",
-        synthetic_noise=config.data.synthetic_noise)
+        synthetic_noise=config.data.synthetic_noise, n_iters_per_batch=n_iters)
     frozen = {"generator": gen.variables,
               "latent_avg": None if latent_avg is None else jnp.asarray(latent_avg),
               "nets": _loss_nets(config, policy) if nets is None else dict(nets)}

@@ -12,6 +12,10 @@ One iteration, in the official order (training/coach.py):
    named loss terms of e4e_jax.losses (L2, LPIPS, identity / similarity, d-reg, adversarial, or
    any registered term), Ranger (or Adam) on the encoder only.
 
+ReStyle encoders (spec.n_iters_per_batch > 0): step 2 runs n_iters_per_batch passes, each on
+the image beside the previous reconstruction, and sums their gradients (e4e_jax.train.restyle);
+Dw's fake codes come from the first pass's input.
+
 The progressive stage is computed from the traced step counter, so stage changes never
 recompile. Frozen networks (generator, LPIPS, ArcFace / MoCo) arrive in `frozen` as arguments
 and are never differentiated; only the encoder and the discriminator have optimizer states.
@@ -42,6 +46,7 @@ from flax import struct
 from e4e_jax import losses as L
 from e4e_jax.data.synthetic import synthetic_images
 from e4e_jax.models.encoders import INFERENCE_STAGE
+from e4e_jax.train import restyle
 
 # --------------------------------------------------------------------------------------------
 # W pool (models/latent_codes_pool.py), as functional state
@@ -116,6 +121,12 @@ class StepSpec:
     batch_size: int
     synthetic: bool
     synthetic_noise: str
+    # ReStyle (e4e_jax.train.restyle): encoder passes per batch; 0 = one plain e4e / pSp pass
+    n_iters_per_batch: int = 0
+
+    @property
+    def is_restyle(self) -> bool:
+        return self.n_iters_per_batch > 0
 
     @property
     def n_latent(self) -> int:
@@ -214,6 +225,8 @@ def _discriminator_step(spec: StepSpec, state: TrainState, x, stage, latent_avg,
     gen = spec.inverter.generator
     real_pool, fake_pool = state.real_pool, state.fake_pool
     real_w = gen.map(gen_vars, jax.random.normal(k_z, (spec.batch_size, gen.z_dim)))
+    if real_w.ndim == 3:  # StyleGAN3's mapping returns W+ (equal rows): its w is one row
+        real_w = real_w[:, 0]
     fake_all, batch_stats = _encode(spec, state.params, state.batch_stats, x, stage,
                                     latent_avg)
     fake_all = jax.lax.stop_gradient(fake_all)
@@ -268,13 +281,18 @@ def train_step(state: TrainState, frozen: Mapping, batch: Mapping, *,
     real_pool, fake_pool = state.real_pool, state.fake_pool
     nets = dict(frozen.get("nets", {}))
     if spec.use_disc:
+        # ReStyle's fake codes come from the first iteration's input, concat([x, avg image])
+        x_d = restyle.first_input(spec, gen_vars, latent_avg, x) if spec.is_restyle else x
         (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats,
-         d_metrics) = _discriminator_step(spec, state, x, stage, latent_avg, gen_vars,
+         d_metrics) = _discriminator_step(spec, state, x_d, stage, latent_avg, gen_vars,
                                           (k_z, k_rows, k_pr, k_pf))
         metrics.update(d_metrics)
         nets["discriminator"] = L.LossNet(spec.discriminator, {"params": disc_params})
 
     def loss_fn(params):
+        if spec.is_restyle:   # n_iters_per_batch passes, each one's gradient summed
+            return restyle.iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage,
+                                           latent_avg, gen_vars, nets, k_noise, k_loss, extras)
         w_plus, new_stats = _encode(spec, params, batch_stats, x, stage, latent_avg)
         y_hat = spec.inverter.apply_decode(gen_vars, w_plus, noise="random", rng=k_noise)
         inputs = L.LossInputs(x=x, y=y, y_hat=y_hat, w_plus=w_plus, latent_avg=latent_avg,
@@ -307,6 +325,13 @@ def eval_step(state: TrainState, frozen: Mapping, x: jax.Array, rng: jax.Array, 
     progressive = spec.progressive_steps is not None
     stage = stage_at(state.step, spec.progressive_steps)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if spec.is_restyle:
+        nets = dict(frozen.get("nets", {}))
+        if spec.use_disc:
+            nets["discriminator"] = L.LossNet(spec.discriminator, {"params": state.disc_params})
+        return restyle.eval_terms(spec, state.params, state.batch_stats, x, stage,
+                                  stage if progressive else None, latent_avg, gen_vars, nets,
+                                  rng)
     w_plus = spec.inverter.apply_encode(variables, x, stage if spec.is_e4e else None,
                                         latent_avg=latent_avg)
     k_noise, k_loss = jax.random.split(rng)
@@ -327,6 +352,9 @@ def reconstruct(state: TrainState, frozen: Mapping, x: jax.Array, *,
     does: (w_plus (B, n_latent, S), reconstructions (B, H', W', 3) after face_pool / crop)."""
     stage = stage_at(state.step, spec.progressive_steps)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if spec.is_restyle:   # the last of n_iters_per_batch iterations
+        return restyle.reconstruct(spec, variables, x, stage, frozen["latent_avg"],
+                                   frozen["generator"])
     w_plus = spec.inverter.apply_encode(variables, x, stage if spec.is_e4e else None,
                                         latent_avg=frozen["latent_avg"])
     return w_plus, spec.inverter.apply_decode(frozen["generator"], w_plus, noise="const")

@@ -338,8 +338,9 @@ def test_eval_cost_estimate_and_eta():
     # the paper's setting costs 10x the default deviation stage
     from e4e_jax.evaluation.evaluators.base import DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES
     assert (DEFAULT_DEVIATION_SAMPLES, PAPER_DEVIATION_SAMPLES) == (500, 5000)
-    # ETA from the second batch (after compile): 20 images in batches of 8, 0.5 s per batch
-    notes, clock = [], iter([0.0, 10.0, 10.5]).__next__
+    # ETA from the third batch mark (the first interval may hold the compile): 20 images in
+    # batches of 4, 0.25 s per batch after compile
+    notes, clock = [], iter([5.0, 10.0, 10.25]).__next__
 
     class Printer:
         def __call__(self, *a):
@@ -349,12 +350,14 @@ def test_eval_cost_estimate_and_eta():
             notes.append(text)
     tracker = EtaTracker(plan, 1, Printer(), clock=clock)
     tracker("m", "inversion metrics", 0, 20)
-    tracker("m", "inversion metrics", 8, 20)                # compile batch
-    tracker("m", "inversion metrics", 16, 20)
-    tracker("m", "inversion metrics", 20, 20)                # no second ETA
-    per_pass = 0.5 / 8 / 3
+    tracker("m", "inversion metrics", 4, 20)                # compile batch
+    tracker("m", "inversion metrics", 8, 20)
+    assert notes == []
+    tracker("m", "inversion metrics", 12, 20)
+    tracker("m", "inversion metrics", 16, 20)                # no second ETA
+    per_pass = 0.25 / 4 / 3
     assert len(notes) == 1 and "after compile" in notes[0]
-    assert tracker.eta_s == pytest.approx((1200 - 16 * 3) * per_pass)
+    assert tracker.eta_s == pytest.approx((1200 - 12 * 3) * per_pass)
 
 
 def test_eval_paper_flag_and_default():
@@ -401,10 +404,10 @@ def test_conditional_generator_refusals_in_edit_and_eval(tiny_models, tmp_path, 
     assert edit.main(["--checkpoint", path, "--synthetic", "2", "--edit", "sefa:0",
                       "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
-    assert "class-conditional (c_dim=5)" in err and "--images" in err and "--class K" in err
+    assert "class-conditional (c_dim=5)" in err and "--input" in err and "--class K" in err
     assert eval_cli.main(["--checkpoint", path, "--data", "synthetic", "--num-images", "2",
                           "--batch-size", "2", "--out", str(tmp_path / "ev")]) == 2
-    assert "--data synthetic needs an unconditional generator" in capsys.readouterr().err
+    assert "--input synthetic) need an unconditional generator" in capsys.readouterr().err
 
 
 def test_third_party_logs_quiet_unless_verbose(monkeypatch):
@@ -454,3 +457,200 @@ def test_no_abbreviations_and_an_unknown_flag_names_the_closest(capsys):
             p.parse_args(argv)
         assert e.value.code == 2
         assert hint in capsys.readouterr().err, argv
+
+
+# --------------------------------------------------------------------------------------------
+# One flag vocabulary (issue 21)
+
+VOCABULARY = {
+    # subcommand module -> the shared flags it takes (a flag it has no use for is left out)
+    "e4e_jax.cli.encode": {"--input", "--output", "--checkpoint", "--batch-size", "--dtype",
+                           "--precision", "--overwrite", "--verbose"},
+    "e4e_jax.cli.invert": {"--input", "--output", "--checkpoint", "--lpips", "--dtype",
+                           "--precision", "--overwrite", "--verbose"},
+    "e4e_jax.cli.edit": {"--input", "--output", "--checkpoint", "--generator", "--batch-size",
+                         "--dtype", "--precision", "--overwrite", "--verbose"},
+    "e4e_jax.cli.eval": {"--input", "--output", "--checkpoint", "--lpips", "--batch-size",
+                         "--dtype", "--precision", "--verbose"},
+    "e4e_jax.cli.align": {"--input", "--output", "--verbose"},
+    "e4e_jax.cli.directions": {"--output", "--checkpoint", "--generator", "--batch-size",
+                               "--dtype", "--precision", "--overwrite", "--verbose"},
+    "e4e_jax.cli.sample": {"--output", "--generator", "--dtype", "--precision", "--verbose"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(VOCABULARY))
+def test_every_subcommand_speaks_the_shared_vocabulary(module):
+    import importlib
+    parser = importlib.import_module(module).build_parser()
+    shown = {o for a in parser._actions for o in a.option_strings}      # what --help lists
+    missing = VOCABULARY[module] - shown
+    assert not missing, f"{module} lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("module,required,old,new,dest,value", [
+    ("e4e_jax.cli.edit", ["--checkpoint", "c", "--edit", "sefa:0", "--output", "o"],
+     "--images", "--input", "input", "photos"),
+    ("e4e_jax.cli.edit", ["--checkpoint", "c", "--edit", "sefa:0", "--synthetic", "1"],
+     "--out", "--output", "output", "o/"),
+    ("e4e_jax.cli.eval", ["--checkpoint", "c", "--output", "o"], "--data", "--input", "input",
+     "synthetic"),
+    ("e4e_jax.cli.eval", ["--checkpoint", "c", "--input", "synthetic"], "--out", "--output",
+     "output", "o/"),
+    ("e4e_jax.cli.sample", [], "--out", "--output", "out", "s.png"),
+])
+def test_old_input_output_spellings_are_aliases(module, required, old, new, dest, value):
+    import importlib
+    parser = importlib.import_module(module).build_parser()
+    a = parser.parse_args(required + [old, value])
+    b = parser.parse_args(required + [new, value])
+    assert getattr(a, dest) == getattr(b, dest) == value
+    text = " ".join(parser.format_help().split())
+    assert f"{new} " in text and f"{old} is an alias" in text, text
+
+
+def test_edit_output_is_accepted(capsys):
+    """`edit --output` used to answer only "the following arguments are required: --out"."""
+    from e4e_jax.cli import edit
+    args = edit.build_parser().parse_args(["--checkpoint", "c", "--input", "i", "--edit",
+                                           "sefa:0", "--output", "o"])
+    assert (args.input, args.output) == ("i", "o")
+    with pytest.raises(SystemExit):
+        edit.build_parser().parse_args(["--checkpoint", "c", "--input", "i", "--edit", "sefa:0"])
+    assert "--output" in capsys.readouterr().err
+
+
+def test_invert_dtype_precision_take_effect_and_paths_are_joined(tiny_models, tmp_path,
+                                                                  monkeypatch, capsys):
+    """invert --dtype / --precision reach the loader (the networks compute under them), and a
+    trailing '/' on --output prints no doubled slash (`wrote out//latents.npy`)."""
+    from PIL import Image
+    import jax.numpy as jnp
+    import e4e_jax.nets.encoder as encoder_module
+    from e4e_jax.cli import invert
+    seen, loaded = [], []
+    real = encoder_module.load_encoder
+
+    def recording(path, **kw):
+        seen.append(kw)
+        loaded.append(real(path, **kw))
+        return loaded[-1]
+    monkeypatch.setattr(encoder_module, "load_encoder", recording)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(src / "a.png")
+    out = str(tmp_path / "out") + "/"
+    assert invert.main(["--checkpoint", tiny_models["e4e"], "--input", str(src), "--output", out,
+                        "--dtype", "bfloat16", "--precision", "highest"]) == 0
+    assert seen == [{"dtype": "bfloat16", "precision": "highest"}]
+    assert loaded[0].module.dtype == jnp.bfloat16
+    err = capsys.readouterr().err
+    assert "latents.npy" in err and "//" not in err, err
+    assert invert.main(["--checkpoint", tiny_models["e4e"], "--input", str(src), "--output",
+                        str(tmp_path / "o2"), "--overwrite"]) == 0
+    assert seen[-1] == {}                       # no flags: the loaders' defaults
+
+
+# --------------------------------------------------------------------------------------------
+# ETAs leave the compiling step out (issue 21)
+
+def test_after_compile_rate_leaves_the_first_step_out():
+    from e4e_jax.outputs.progress import AFTER_COMPILE, AfterCompileRate, duration
+    clock = iter([100.0, 101.0, 102.0]).__next__
+    r = AfterCompileRate(clock)
+    assert r.eta_text(10) == AFTER_COMPILE and r.rate() is None
+    r.mark(2)                                   # the first step: 100 s, mostly compilation
+    assert r.eta_text(10) == AFTER_COMPILE
+    r.mark(2)                                   # a repeated count is no measurement
+    r.mark(4)                                   # 2 units in 1 s
+    assert r.rate() == pytest.approx(2.0) and r.eta_s(10) == pytest.approx(3.0)
+    assert r.eta_text(10) == "ETA 3s"
+    assert [duration(s) for s in (9.4, 125, 15300)] == ["9s", "2m05s", "4h15m"]
+    # marks taken as each step starts: the first interval is the compiling step
+    r2 = AfterCompileRate(iter([0.0, 50.0, 51.0]).__next__, skip=2)
+    for done in (1, 2):
+        r2.mark(done)
+    assert r2.rate() is None
+    r2.mark(3)
+    assert r2.rate() == pytest.approx(1.0)
+
+
+def test_eval_eta_never_prices_the_compile_batch():
+    """One batch in the inversion stage (the demo with --num-images 8 printed ~254 s for a 9 s
+    run): no ETA from it; the first stage with a second batch gives it."""
+    from e4e_jax.evaluation.cost import EtaTracker, cost_plan
+    from e4e_jax.evaluation.evaluators.base import EvalOptions
+    plan = cost_plan(8, EvalOptions(deviation_samples=64, lec_edit="sefa:0", edits=None), 1,
+                     False)
+    assert [s.name for s in plan] == ["inversion metrics", "LEC", "W deviation"]
+    notes = []
+
+    class Printer:
+        def __call__(self, *a):
+            pass
+
+        def note(self, text):
+            notes.append(text)
+    times = iter([5.0, 9.0, 20.0, 30.0, 30.5]).__next__
+    t = EtaTracker(plan, 1, Printer(), clock=times)
+    t("m", "inversion metrics", 0, 8)
+    t("m", "inversion metrics", 8, 8)            # compile + one batch: 5 s
+    t("m", "LEC", 0, 8)
+    t("m", "LEC", 8, 8)                          # its own compile
+    assert notes == []
+    t("m", "W deviation", 0, 64)
+    t("m", "W deviation", 8, 64)                 # reported as batch 1 starts
+    t("m", "W deviation", 16, 64)                # batch 2 starts: batch 1 compiled for 10 s
+    assert notes == []
+    t("m", "W deviation", 24, 64)                # 8 samples in 0.5 s: 2 passes each
+    per_pass = 0.5 / 8 / 2
+    assert len(notes) == 1 and "after compile" in notes[0] and "W deviation" in notes[0]
+    assert t.eta_s == pytest.approx((64 - 24) * 2 * per_pass)
+    t("m", "W deviation", 32, 64)
+    assert len(notes) == 1                       # one ETA per checkpoint
+
+
+def test_encode_progress_eta_after_compile():
+    import io
+    from e4e_jax.apps.encode import Progress
+    now = [0.0]
+    p = Progress(6, io.StringIO(), clock=lambda: now[0])
+    now[0] = 1.0
+    assert p.line(1, 0).endswith("ETA after compile")          # nothing written yet
+    now[0] = 100.0
+    assert p.line(2, 2).endswith("ETA after compile")          # the compiling batch
+    now[0] = 101.0
+    line = p.line(4, 4)                                         # 2 files in 1 s, 2 left
+    assert line.endswith("ETA 1s") and "incl. compile" in line, line
+
+
+def test_training_first_progress_line_waits_for_compile():
+    from e4e_jax.train.loop import progress_line
+    first = progress_line(1, 1000, 0.5, 15.3, compiling=True)
+    assert first.endswith("steps/s, ETA after compile") and "4h" not in first, first
+    assert progress_line(100, 1000, 0.5, 0.25).endswith("steps/s, ETA 3m45s")
+
+
+def test_invert_ticker_eta_leaves_the_first_image_out():
+    import io
+    from e4e_jax.apps.invert import Ticker
+    log = io.StringIO()
+    t = Ticker(4, log)
+    t.durations = [60.0]                         # the first image: compilation
+    assert t.estimate() is None and t._eta(2, 0.0) == "ETA after compile"
+    t.durations = [60.0, 2.0, 4.0]
+    assert t.estimate() == pytest.approx(3.0)
+    assert t._eta(1, 1.0) == "~2 s left for this image, overall ETA ~5 s"
+
+
+def test_notebook_headless_recipe_is_documented_and_runnable():
+    """docs/encoding.md gives `jupyter execute notebooks/NAME.ipynb`; the notebook exists and
+    the `jupyter execute` subcommand is nbclient's (the `test` extra), installed here."""
+    import re
+    import shutil
+    text = open(os.path.join(REPO, "docs", "encoding.md")).read()
+    (path,) = set(re.findall(r"jupyter execute (notebooks/\S+\.ipynb)", text))
+    assert os.path.isfile(os.path.join(REPO, path))
+    pytest.importorskip("nbclient.cli", reason="the [test] extra installs nbclient")
+    assert shutil.which("jupyter-execute") or shutil.which(
+        "jupyter-execute", path=os.path.dirname(sys.executable))

@@ -342,3 +342,40 @@ def test_edit_generator_keeps_the_dtype_and_precision(model_dir, inv, tmp_path, 
     layout = grid_layout(1, 2, 32, 32)
     inversion = magnified(image_io.to_uint8(bf16[0]), 4)
     assert np.abs(cell(grid, layout, 0, 0).astype(int) - inversion).max() <= 1
+
+
+def test_edit_says_which_generator_and_refuses_the_generators_folder(model_dir, inv, tmp_path,
+                                                                     capsys):
+    """The console names the generator that decodes (the export's, or --generator's with its
+    path); PTI's OUT/generators (one tuned generator per image) gets the per-image hint, not
+    "convert the official file first"."""
+    from e4e_jax.nets.generator import save_generator
+    pti = tmp_path / "pti"
+    for name in ("face", "other"):
+        save_generator(inv.generator, str(pti / "generators" / name))
+    base = ["--checkpoint", model_dir, "--synthetic", "1", "--edit", "sefa:0:1"]
+    assert edit.main(base + ["--output", str(tmp_path / "own")]) == 0
+    err = capsys.readouterr().err
+    assert f"generator: the checkpoint's own ({os.path.join(model_dir, 'generator')}" in err, err
+    tuned = str(pti / "generators" / "face")
+    assert edit.main(base + ["--generator", tuned, "--output", str(tmp_path / "tuned")]) == 0
+    err = capsys.readouterr().err
+    assert f"generator: --generator {tuned} (" in err and f"with the generator {tuned}" in err
+    out = tmp_path / "parent"
+    assert edit.main(base + ["--generator", str(pti / "generators") + "/", "--output",
+                             str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Convert the official file" not in err, err
+    assert "folder of per-image generators (face, other)" in err
+    assert f"--generator {tuned} (with its pivot --latents {pti / 'latents' / 'face.npy'})" in err
+    assert not out.exists()
+
+
+def test_edit_takes_input_and_output_like_every_command(model_dir, images, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert edit.main(["--checkpoint", model_dir, "--input", images, "--edit", "sefa:0:1",
+                      "--output", str(out), "--num-images", "1"]) == 0
+    assert (out / "a.png").is_file() and (out / "files.txt").read_text() == "a.png\n"
+    assert edit.main(["--checkpoint", model_dir, "--input", str(tmp_path / "nope"), "--edit",
+                      "sefa:0", "--output", str(tmp_path / "x")]) == 2
+    assert "--input" in capsys.readouterr().err

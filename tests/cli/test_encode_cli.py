@@ -83,7 +83,10 @@ def test_encode_folder(model_dir, images, tmp_path):
     # another batch size rounds differently: at most one uint8 step apart
     assert np.abs(r.astype(int) - image_io.to_uint8(rec[0]).astype(int)).max() <= 1
     sbs = np.asarray(Image.open(out / "side_by_side" / "sub" / "b.png"))
-    assert sbs.shape == (256, 32 + 4 + 256, 3)
+    b = files.index(os.path.join("sub", "b.png"))
+    rec_b = np.asarray(Image.open(out / "reconstructions" / "sub" / "b.png"))
+    np.testing.assert_array_equal(sbs, encode_app.side_by_side_grid(
+        os.path.join("sub", "b.png"), image_io.to_uint8(x[b]), rec_b))
     # an existing output is not overwritten silently
     assert encode.main(["--checkpoint", model_dir, "--input", images, "--output",
                         str(out)]) == 2
@@ -281,3 +284,33 @@ def test_dtype_precision_reach_loader(model_dir, images, tmp_path, monkeypatch):
         encode.main(["--checkpoint", model_dir, "--input", images, "--output",
                      str(tmp_path / "o3"), "--dtype", "float16"])
     assert e.value.code == 2
+
+
+def test_side_by_side_pngs_are_captioned_and_enlarged(model_dir, tmp_path):
+    """encode --save-images writes its input | reconstruction PNGs like the other commands'
+    grids (titled, captioned, small cells magnified by nearest neighbour), not a bare 68x32
+    strip."""
+    from e4e_jax.outputs.grids import grid_layout
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "x.png")
+    out = tmp_path / "out"
+    assert encode.main(["--checkpoint", model_dir, "--input", str(d), "--output", str(out) + "/",
+                        "--save-images"]) == 0
+    sbs = np.asarray(Image.open(out / "side_by_side" / "x.png"))
+    rec = np.asarray(Image.open(out / "reconstructions" / "x.png"))
+    inp = image_io.to_uint8(image_io.load_images([str(d / "x.png")], (32, 32))[0])
+    assert sbs.shape[0] >= 128 and sbs.shape[1] >= 2 * 128
+    np.testing.assert_array_equal(sbs, encode_app.side_by_side_grid("x.png", inp, rec))
+    # the cells: the input magnified (nearest) to the reconstruction's size, then the
+    # reconstruction; the caption lines above them are not image pixels
+    k = rec.shape[0] // 32
+    layout = grid_layout(1, 2, rec.shape[0], rec.shape[1])
+    top, left, h, w = layout.box(0, 0)
+    big = np.repeat(np.repeat(inp, k, 0), k, 1)
+    np.testing.assert_array_equal(sbs[top:top + big.shape[0] * layout.scale:layout.scale,
+                                      left:left + big.shape[1] * layout.scale:layout.scale], big)
+    top, left, h, w = layout.box(0, 1)
+    np.testing.assert_array_equal(sbs[top:top + h:layout.scale, left:left + w:layout.scale], rec)
+    assert layout.title_h > 0 and (sbs[:layout.title_h] < 128).any()     # a title is drawn

@@ -342,3 +342,18 @@ def test_demo_training_then_eval_and_edit(tmp_path, capsys):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "pass" in proc.stderr and "export" in proc.stderr, \
         proc.stderr
+
+
+def test_input_output_flags_and_an_eta_without_compile_time(model_dir, tmp_path, capsys):
+    """eval takes --input / --output (--data / --out stay aliases); a one-batch inversion stage
+    gives no ETA (its only batch includes compilation: the demo with 8 images printed ~254 s for
+    a 9 s run); the W deviation stage's second batch does; no doubled '/' in the paths."""
+    out = str(tmp_path / "ev") + "/"
+    assert ev_cli.main(["--checkpoint", model_dir, "--input", "synthetic", "--num-images", "2",
+                        "--batch-size", "2", "--lec-edit", "none", "--deviation-samples", "8",
+                        "--output", out]) == 0
+    err = capsys.readouterr().err
+    assert os.path.isfile(os.path.join(out, "metrics.json"))
+    etas = [line for line in err.splitlines() if "ETA ~" in line]
+    assert len(etas) == 1 and "in W deviation, after compile" in etas[0], err
+    assert "compile included" not in err and "//" not in err, err

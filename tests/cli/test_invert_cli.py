@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +125,13 @@ def test_nothing_usable_exits_1(model_dir, tmp_path, capsys):
     assert run(["--checkpoint", model_dir, "--input", d, "--output", tmp_path / "o"]) == 1
     err = capsys.readouterr().err
     assert "could be inverted" in err and "Traceback" not in err
-    assert np.load(tmp_path / "o" / "latents.npy").shape == (0, 8, 32)
+    # no empty latents.npy that would block the next run (issue 22, item 8)
+    assert not (tmp_path / "o" / "latents.npy").exists()
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["inverted"] == 0
+    _write_images(d, ["x.png"], with_bad=False)          # the file repaired: the rerun works
+    assert run(["--checkpoint", model_dir, "--input", d, "--output", tmp_path / "o"]) == 0
+    assert np.load(tmp_path / "o" / "latents.npy").shape == (1, 8, 32)
+    assert "//" not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- e4e, interrupts
@@ -251,3 +258,149 @@ def test_projector_and_pti_with_a_projector_pivot(model_dir, lpips_dir, tmp_path
     pivot = np.load(out2 / "latents.npy")
     np.testing.assert_array_equal(pivot[0], np.broadcast_to(pivot[0, :1], pivot[0].shape))
     assert os.path.isdir(out2 / "generators" / "p")
+
+
+# ---------------------------------------------------------------------- interrupt and resume
+
+# A real `invert` process whose images take SLOW_IMAGE_S longer (after each image's inversion,
+# before its files are written), so a signal sent once the first row is on disk lands while
+# the second image is in progress.
+SLOW_IMAGE_S = 2.0
+DRIVER = f"""
+import sys, time
+from e4e_jax.apps import invert as app
+from e4e_jax.cli import invert
+inverted = app.Pipeline.run
+def slow(self, path, k=0):
+    result = inverted(self, path, k)
+    time.sleep({SLOW_IMAGE_S})
+    return result
+app.Pipeline.run = slow
+sys.exit(invert.main(sys.argv[1:]))
+"""
+
+
+def _signal_after_first_image(args, signum, out, timeout=300):
+    """Starts the command in a child process, sends `signum` once OUT/files.txt holds a row;
+    returns (exit status, stderr)."""
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER] + [str(a) for a in args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    files_txt, t0 = os.path.join(out, "files.txt"), time.time()
+    while not (os.path.exists(files_txt) and Path(files_txt).read_text().strip()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() - t0 < timeout, "no image finished"
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _outputs(out):
+    """Everything of OUT a resumed run must reproduce (timings aside)."""
+    summary = json.loads((out / "summary.json").read_text())
+    return dict(
+        latents=np.load(out / "latents.npy"),
+        rows={n: np.load(out / "latents" / f"{n}.npy")
+              for n in (out / "names.txt").read_text().split()},
+        text={f: (out / f).read_text() for f in ("files.txt", "names.txt", "skipped.txt")},
+        recon={n: np.asarray(Image.open(out / "reconstructions" / n))
+               for n in sorted(os.listdir(out / "reconstructions"))},
+        summary={k: summary[k] for k in ("files", "inverted", "skipped", "complete",
+                                         "settings", "latents_shape")},
+        images=[r["name"] for r in summary["images"]])
+
+
+def _assert_same_outputs(a, b):
+    np.testing.assert_array_equal(a["latents"], b["latents"])
+    assert a["rows"].keys() == b["rows"].keys()
+    for n in a["rows"]:
+        np.testing.assert_array_equal(a["rows"][n], b["rows"][n])
+    assert a["recon"].keys() == b["recon"].keys()
+    for n in a["recon"]:
+        np.testing.assert_array_equal(a["recon"][n], b["recon"][n])
+    assert a["text"] == b["text"] and a["images"] == b["images"]
+    settings_a, settings_b = dict(a["summary"]), dict(b["summary"])
+    for s in (settings_a, settings_b):         # the input folders differ between the runs
+        s["settings"] = {k: v for k, v in s["settings"].items() if k != "input_dir"}
+    assert settings_a == settings_b
+
+
+@pytest.fixture(scope="module")
+def e4e_reference(model_dir, images, tmp_path_factory):
+    """An uninterrupted e4e run over `images`: the outputs a resumed run must end with."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    assert run(["--checkpoint", model_dir, "--input", images, "--output", out]) == 0
+    return _outputs(out)
+
+
+@pytest.mark.parametrize("signum,code", [  # ~15 s each on 2 CPU cores: one in the fast set
+    pytest.param(15, 143, id="SIGTERM"),
+    pytest.param(2, 130, id="SIGINT", marks=pytest.mark.slow),
+    pytest.param(9, -9, id="SIGKILL", marks=pytest.mark.slow)])
+def test_signal_then_the_same_command_resumes(model_dir, images, e4e_reference, tmp_path,
+                                               capsys, signum, code):
+    out = tmp_path / "out"
+    args = ["--checkpoint", model_dir, "--input", images, "--output", out]
+    rc, err = _signal_after_first_image(args, signum, out)
+    assert rc == code, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["complete"]
+    if signum != 9:                    # SIGKILL: no last words, the outputs still resume
+        name = {15: "SIGTERM", 2: "SIGINT"}[signum]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"{name}: interrupted after 1 of 5 images (1 inverted, 0 "
+                               f"skipped;"), last
+        assert last.endswith("rerun the same command to resume"), last
+        assert "Traceback" not in err and "//" not in err, err
+        assert summary["interrupted"] and summary["inverted"] == 1
+    assert np.load(out / "latents.npy").shape == (1, 8, 32)
+    # another setting, or another --output's worth of inputs, is not resumed
+    assert run(args + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "seed 0 there, 1 now" in err, err
+    # the same command resumes without --overwrite and ends as the uninterrupted run
+    assert run(args) == 0
+    err = capsys.readouterr().err
+    assert "resuming the interrupted run" in err and "1 of 5 images already done" in err, err
+    assert "[1/5]" not in err and "[2/5]" in err                     # image 1 is not redone
+    _assert_same_outputs(_outputs(out), e4e_reference)
+    # a finished run is left as it is
+    before = (out / "latents.npy").read_bytes()
+    assert run(args) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert (out / "latents.npy").read_bytes() == before
+
+
+class _SignalAt(invert_run.Pipeline):
+    """Sends this process SIGTERM when image `at` starts (a real signal, through the
+    command's handler)."""
+    at = 1
+
+    def run(self, path, k=0):
+        if k == self.at:
+            import signal
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().run(path, k)
+
+
+@pytest.mark.slow                 # ~30 s each on 2 CPU cores: three runs, each compiling
+@pytest.mark.parametrize("method", ["projector", "pti"])
+def test_projector_and_pti_resume_to_the_uninterrupted_outputs(model_dir, lpips_dir, tmp_path,
+                                                               monkeypatch, capsys, method):
+    images = _write_images(tmp_path / "imgs", ["p.png", "q.png", "r.png"], with_bad=False)
+    args = ["--checkpoint", model_dir, "--input", images, "--method", method, "--steps", 2,
+            "--lpips", lpips_dir, "--lpips-threshold", -1]
+    assert run(args + ["--output", tmp_path / "whole"]) == 0
+    with monkeypatch.context() as m:
+        m.setattr(invert_run, "Pipeline", _SignalAt)
+        assert run(args + ["--output", tmp_path / "out"]) == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM: interrupted after 1 of 3 images" in err, err
+    assert run(args + ["--output", tmp_path / "out"]) == 0
+    assert "1 of 3 images already done" in capsys.readouterr().err
+    _assert_same_outputs(_outputs(tmp_path / "out"), _outputs(tmp_path / "whole"))
+    extra = "generators" if method == "pti" else "noises"
+    assert sorted(os.listdir(tmp_path / "out" / extra)) == sorted(
+        os.listdir(tmp_path / "whole" / extra))

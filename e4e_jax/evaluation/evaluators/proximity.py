@@ -56,7 +56,8 @@ class ProximityEvaluator:
             dev_marks.mark()
             dev_done[0] += 1
             progress(name, "W deviation", min(dev_done[0] * bs, samples), samples)
-            return g.mapping(z)
+            w = g.mapping(z)
+            return w[:, 0] if w.ndim == 3 else w  # StyleGAN3's mapping gives W+ (equal rows)
 
         progress(name, "W deviation", 0, samples)
         dev = metrics.latent_deviation(ctx.inv.encode, lambda w: ctx.decode(ctx.gv, w), mapping,
