@@ -9,7 +9,8 @@ Writes
                              --align, the k-th face (k > 0) of a file is `path#face<k>`
     OUT/skipped.txt          files that could not be read (or had no face), with the reason
     OUT/reconstructions/     with --save-images: the reconstruction of every row (PNG)
-    OUT/side_by_side/        with --save-images: input | reconstruction (PNG)
+    OUT/side_by_side/        with --save-images: input | reconstruction, a captioned grid
+                             (small images magnified by nearest neighbour, as every command's)
     OUT/images.txt           with --save-images: the PNG name of every row (line k <-> row k)
 
 PNG names: `<relative path without extension>.png` (`_face<k>` for the k-th face); an input

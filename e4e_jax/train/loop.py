@@ -192,7 +192,8 @@ def start_run(config, workdir: str) -> Run:
     restored, meta = restore_checkpoint(periodic, abstract, say=say)
     if restored is not None:
         state = restored
-        say(f"resumed from {workdir}/checkpoints at step {int(to_host(state.step))}")
+        say(f"resumed from {os.path.join(workdir, 'checkpoints')} at step "
+            f"{int(to_host(state.step))}")
     else:
         before = holdout_evaluation(evaluations).run(setup, state, data)
         meta = {"best_val_loss": None, "holdout_before": before, "mse_before": before["mse"],
@@ -497,8 +498,9 @@ def _already_finished(config, workdir: str) -> dict | None:
         return None
     with open(path) as f:
         summary = json.load(f)
-    say(f"nothing to train: {workdir}/checkpoints is at step {latest} (config.max_steps="
-        f"{int(config.max_steps)}); {path} and {workdir}/export are kept unchanged. Raise "
+    say(f"nothing to train: {os.path.join(workdir, 'checkpoints')} is at step {latest} "
+        f"(config.max_steps={int(config.max_steps)}); {path} and "
+        f"{os.path.join(workdir, 'export')} are kept unchanged. Raise "
         f"--config.max_steps to train further, or use a new --workdir to start over.")
     return summary
 
