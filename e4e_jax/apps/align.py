@@ -39,16 +39,20 @@ def check_request(input_path: str, size: int, transform_size: int | None) -> lis
 
 def align_folder(input_path: str, output: str, *, size: int = 256,
                  transform_size: int | None = None, max_faces: int | None = None,
-                 min_confidence: float = 0.5, tile_levels: int = 1,
+                 min_confidence: float = 0.5, tile_levels: int = 1, overwrite: bool = False,
                  log: Callable[[str], None] = print) -> dict:
     """Aligns every face of every image under `input_path` (a folder, or one image file).
 
     Returns {"images", "faces", "skipped": [(path, reason)], "missed_below": the largest of the
     per-image smallest findable face sides (px), "files": [written PNG names]}. Raises
-    AlignError (bad arguments), ImportError (MediaPipe missing: `pip install .[align]`),
+    AlignError (bad arguments; an `output` holding an earlier run's manifest.tsv, unless
+    `overwrite`), ImportError (MediaPipe missing: `pip install .[align]`),
     KeyboardInterrupt (after writing the manifest of the faces written so far).
     """
     paths = check_request(input_path, size, transform_size)
+    if not overwrite and os.path.exists(os.path.join(output, MANIFEST)):
+        raise AlignError(f"{output!r} holds an earlier align run ({MANIFEST}); pass "
+                         f"--overwrite to replace its faces, or another --output.")
     try:
         aligner = FaceAligner(min_confidence=min_confidence, max_faces=max_faces,
                               tile_levels=tile_levels)

@@ -201,14 +201,14 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         num_images: int | None = None, nets: Networks | None = None,
         options: EvalOptions | None = None, argv: Sequence[str] | None = None,
         progress: Callable | None = None, log=None,
-        loader_kwargs: dict | None = None) -> dict[str, dict]:
+        loader_kwargs: dict | None = None, overwrite: bool = False) -> dict[str, dict]:
     """Evaluates every checkpoint; writes OUT/metrics.json and OUT/report.md after each one.
 
     Prints the cost of each metric (network passes, evaluation.cost) before the first model
     runs and an ETA once the first batches are timed. `loader_kwargs` (dtype / precision) go
     to load_encoder. Returns {checkpoint name: entry}. Raises EvalError / ModelDirError /
-    EditSpecError for bad arguments before any model work, NothingEvaluatedError when no
-    image could be read.
+    EditSpecError for bad arguments before any model work (an OUT that already holds a
+    metrics.json is one, unless `overwrite`), NothingEvaluatedError when no image could be read.
     """
     log = log or sys.stderr
     from e4e_jax.editing.spec import parse_edit_spec
@@ -220,6 +220,9 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         check_checkpoint(c)
     for spec in list(options.edits or []) + ([options.lec_edit] if options.lec_edit else []):
         parse_edit_spec(spec)                      # syntax errors before any work
+    if not overwrite and fs.exists(fs.join(out, "metrics.json")):
+        raise EvalError(f"{fs.join(out, 'metrics.json')} exists (an earlier eval); pass "
+                        f"--overwrite to replace it, or another --output.")
     images = open_data(data, data_dir, num_images, options.seed)
     nets = nets or Networks()
     target = out

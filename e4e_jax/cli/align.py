@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how finely large photos are searched: 0 the whole image only, 1 "
                              "(default) also half-size tiles, finding faces down to ~1/22 of the "
                              "longer side; each level more halves that (~2.5x slower)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the faces and manifest.tsv of an earlier run in --output")
     cli.add_verbose(parser)
     return parser
 
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = align_folder(args.input, args.output, size=args.size,
                                transform_size=args.transform_size, max_faces=args.max_faces,
                                min_confidence=args.min_confidence, tile_levels=args.tile_levels,
-                               log=lambda line: print(line, flush=True))
+                               overwrite=args.overwrite, log=lambda line: print(line, flush=True))
     except AlignError as err:
         return cli.error(str(err), cli.EXIT_USAGE)
     except ImportError as err:

@@ -52,6 +52,8 @@ def build_parser():
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
     p.add_argument("--output", "--out", dest="output", required=True, metavar="OUT",
                    help="output folder (metrics.json, report.md, grids); --out is an alias")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the metrics.json and report.md of an earlier eval in OUT")
     p.add_argument("--num-images", type=int, default=None,
                    help="evaluate at most this many images (synthetic: how many; default 1000)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              loader_kwargs=kw)
         run(args.checkpoint, args.input, args.output, data_dir=args.data_dir,
             num_images=args.num_images, nets=nets, options=options, argv=argv,
-            loader_kwargs=kw)
+            loader_kwargs=kw, overwrite=args.overwrite)
     except NothingEvaluatedError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)
     except (ModelDirError, EditSpecError, EvalError, DataError, FileNotFoundError,

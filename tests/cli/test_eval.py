@@ -357,3 +357,22 @@ def test_input_output_flags_and_an_eta_without_compile_time(model_dir, tmp_path,
     etas = [line for line in err.splitlines() if "ETA ~" in line]
     assert len(etas) == 1 and "in W deviation, after compile" in etas[0], err
     assert "compile included" not in err and "//" not in err, err
+
+
+def test_an_earlier_eval_is_not_overwritten(model_dir, tmp_path, capsys):
+    """A second eval into the same --output is refused before any work (metrics.json and
+    report.md unchanged); --overwrite replaces them."""
+    out = str(tmp_path / "ev")
+    args = ["--checkpoint", model_dir, "--input", "synthetic", "--num-images", "2",
+            "--batch-size", "2", "--lec-edit", "none", "--deviation-samples", "0",
+            "--output", out]
+    assert ev_cli.main(args) == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        first = f.read()
+    capsys.readouterr()
+    assert ev_cli.main(args + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json exists" in err[0] and "--overwrite" in err[0], err
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert f.read() == first
+    assert ev_cli.main(args + ["--seed", "1", "--overwrite"]) == 0

@@ -486,6 +486,16 @@ def test_cli_output_names_never_collide(tmp_path, monkeypatch, capsys):
         side = PIL.Image.open(src / source).size[0]
         assert abs(int(np.asarray(PIL.Image.open(dst / out_name))[0, 0, 0]) - 6 * side) <= 2
     assert "6 aligned face(s) written" in capsys.readouterr().out
+    # a second run into the same folder is refused in one line, nothing touched; --overwrite
+    # replaces it
+    before = {n: (dst / n).read_bytes() for n in os.listdir(dst)}
+    assert align_cli.main(["--input", str(src), "--output", str(dst), "--size", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "earlier align run" in err[0] and "--overwrite" in err[0], err
+    assert {n: (dst / n).read_bytes() for n in os.listdir(dst)} == before
+    assert align_cli.main(["--input", str(src), "--output", str(dst), "--size", "8",
+                           "--overwrite"]) == 0
+    assert PIL.Image.open(dst / "a_png.png").size == (8, 8)
 
 
 def test_tile_levels_grid_and_smallest_face_size(aligner):
