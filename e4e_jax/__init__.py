@@ -21,6 +21,7 @@ _PUBLIC = {
     "init_generator": "e4e_jax.nets.generator",
     "save_generator": "e4e_jax.nets.generator",
     "LoadedGenerator": "e4e_jax.nets.generator",
+    "LoadedStyleGAN3": "e4e_jax.nets.stylegan3",   # what load_generator gives for StyleGAN3
     # encoders / inversion
     "load_encoder": "e4e_jax.nets.encoder",
     "Inverter": "e4e_jax.nets.encoder",

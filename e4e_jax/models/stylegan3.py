@@ -18,8 +18,11 @@ Not in StyleGAN3: noise inputs (the official `noise_mode` argument is accepted a
 every layer, so there is no noise_mode here) and the per-layer fp16 split (`use_fp16`, from
 `num_fp16_res`, only on CUDA and only without `force_fp32`): this module computes in float32, the
 official `force_fp32=True` path, unless `dtype` asks for another compute dtype for the synthesis
-activations (the mapping, styles, demodulation, Fourier features and filter taps stay float32);
-a reduced-precision policy matched to the official fp16 layers is left for later.
+activations (the mapping, styles, demodulation, Fourier features and filter taps stay float32).
+With a `dtype`, only the layers the official code would run in fp16 compute in it: those whose
+sampling rate * 2 ** low_precision_res exceeds the output resolution (low_precision_res None:
+the generator's own num_fp16_res, official default 4, the official split); the others and the
+input stay float32. A large low_precision_res (e.g. 32) puts every layer in `dtype`.
 
 Variables (see `Generator`):
     params/mapping/fc{i}/{kernel (in, out), bias (out,)}        official mapping.fc{i}
@@ -249,7 +252,8 @@ class SynthesisLayer(nn.Module):
         if s.is_torgb:
             styles = styles * (1 / np.sqrt(s.in_channels * (k ** 2)))
         if self.dtype is not None:
-            x = x.astype(self.dtype)
+            # the official per-layer split: reduced precision in the high-resolution layers
+            x = x.astype(self.dtype if s.use_fp16 else jnp.float32)
         x = modulated_conv2d(x, kernel, styles, demodulate=not s.is_torgb, padding=k - 1,
                              input_gain=jax.lax.rsqrt(magnitude.value), precision=self.precision)
         return filtered_lrelu(x, fu, fd, bias, up=s.up_factor, down=s.down_factor,
@@ -316,6 +320,7 @@ class Generator(nn.Module):
     precision: Any = None
     dtype: Any = None
     remat: bool = False
+    low_precision_res: int | None = None  # layers computing in `dtype` (None: num_fp16_res's)
 
     @property
     def num_ws(self) -> int:
@@ -325,7 +330,9 @@ class Generator(nn.Module):
         return synthesis_schedule(
             self.img_resolution, self.img_channels, self.channel_base, self.channel_max,
             self.num_layers, self.num_critical, self.first_cutoff, self.first_stopband,
-            self.last_stopband_rel, self.margin_size, self.num_fp16_res, self.conv_kernel,
+            self.last_stopband_rel, self.margin_size,
+            self.num_fp16_res if self.low_precision_res is None else self.low_precision_res,
+            self.conv_kernel,
             self.filter_size, self.lrelu_upsampling, self.use_radial_filters, self.conv_clamp)
 
     def setup(self):

@@ -81,8 +81,9 @@ class Inverter(BoundNet):
              precision=None, scan_batch=None, dtype=None, remat=False)
 
     module / `encoder`: the encoder module; variables: its {'params', 'batch_stats'} (empty for
-    the pure model of a training step, which passes its own); generator: a LoadedGenerator run
-    under the Inverter's policy (dtype, precision, remat); latent_avg (n_latent, style_dim) or
+    the pure model of a training step, which passes its own); generator: a LoadedGenerator (or
+    a LoadedStyleGAN3: same verbs, `decode(..., transform=M)`) run under the Inverter's policy
+    (dtype, precision, remat); latent_avg (n_latent, style_dim) or
     (style_dim,). Raises ValueError on a generator whose W+ rows differ from the encoder's, a
     mis-shaped latent_avg, or start_from_latent_avg without one. scan_batch: see `Runtime`
     (default: one image at a time on a single CPU device).

@@ -263,6 +263,16 @@ class LoadedStyleGAN3(BoundNet):
         buffers["mapping"] = {**buffers["mapping"], "w_avg": w_avg}
         return self.replace(variables={**self.variables, BUFFERS: buffers})
 
+    def with_low_precision_res(self, low_precision_res: int | None) -> "LoadedStyleGAN3":
+        """The same generator whose `dtype` (with_policy / load_stylegan3's dtype) applies to
+        the layers of the top `low_precision_res` resolutions, as the official num_fp16_res
+        split (None: the generator's own num_fp16_res, official default 4; a large value such
+        as 32: every layer). Without a reduced dtype it changes nothing."""
+        k = None if low_precision_res is None else int(low_precision_res)
+        if k is not None and k < 0:
+            raise ValueError(f"low_precision_res must be >= 0 or None, got {k}.")
+        return self.replace(module=self.module.clone(low_precision_res=k))
+
     def save(self, path: str, source: str | None = None) -> str:
         """save_stylegan3(self, path, source)."""
         return save_stylegan3(self, path, source=source)
@@ -440,7 +450,8 @@ def stylegan3_from_model_dir(md: checkpoints.ModelDir) -> LoadedStyleGAN3:
 def load_stylegan3(path: str, dtype: Any = None, precision: Any = None) -> LoadedStyleGAN3:
     """Loads a directory written by `e4e-jax convert stylegan3` (or save_stylegan3).
 
-    dtype: compute dtype of the synthesis activations, None / "float32" (default) or "bfloat16".
+    dtype: compute dtype of the synthesis activations, None / "float32" (default) or "bfloat16"
+    (in the layers the official code runs in fp16, num_fp16_res: `with_low_precision_res`).
     precision: None (JAX's default), "default", "high" or "highest" for every convolution and
     matmul. ValueError for other values; ModelDirError when the directory is not a StyleGAN3
     generator or its variables do not match its config.

@@ -41,12 +41,12 @@ def test_translate_and_rotate_render_with_the_inverse_transform(sg3_dir, tmp_pat
     from e4e_jax.data.image_io import to_uint8
     from e4e_jax.outputs.grids import make_grid
     np.testing.assert_array_equal(grid, make_grid(list(to_uint8(np.asarray(want))), ncols=2))
-    assert np.abs(grid.astype(int) - plain.astype(int)).max() > 10
+    assert np.abs(grid.astype(int) - plain.astype(int)).max() > 2    # the transform took effect
 
     out = str(tmp_path / "t.png")
     assert sample.main(["--generator", sg3_dir, "--n", "2", "--translate", "0.25", "-0.1",
                         "--rotate", "30", "--out", out]) == 0
-    assert Image.open(out).size[1] == 16
+    assert Image.open(out).size[1] == g.resolution
     assert "translate (0.25, -0.1), rotate 30.0 deg" in capsys.readouterr().out
 
 

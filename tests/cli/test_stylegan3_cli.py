@@ -55,7 +55,8 @@ def test_sefa_factorizes_the_affine_kernels_and_edits_rows_after_the_input():
         g.style_affines([5])
 
 
-def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path, capsys):
+@pytest.mark.slow
+def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path):
     inv = load_encoder(sg3_model)
     assert type(inv.generator).__name__ == "LoadedStyleGAN3"
     out = tmp_path / "enc"
@@ -81,7 +82,10 @@ def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path,
         assert np.array_equal(una, rec) == (k == 0)
     assert not (out / "noises").exists()
 
-    # refusals: wrong shape, StyleGAN2 generator, restyle
+
+def test_transforms_refusals(sg3_model, images, tmp_path, capsys):
+    transforms = np.broadcast_to(np.eye(3, dtype=np.float32), (2, 3, 3))
+    np.save(tmp_path / "t.npy", transforms)
     np.save(tmp_path / "bad.npy", transforms[:1])
     assert run(invert.main, ["--checkpoint", sg3_model, "--input", images, "--output",
                              tmp_path / "o2", "--transforms", tmp_path / "bad.npy"]) == 2
@@ -93,6 +97,9 @@ def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path,
     assert len(err.splitlines()) == 1
     assert "--transforms: only a StyleGAN3 generator has an input transform" in err
     assert not (tmp_path / "o3" / "latents.npy").exists()
+    assert run(invert.main, ["--checkpoint", sg3_model, "--input", images, "--output",
+                             tmp_path / "o4", "--transforms", tmp_path / "nope.npy"]) == 2
+    assert "--transforms" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -124,8 +131,16 @@ def test_projector_and_pti_tune_the_stylegan3_synthesis(sg3_model, images, lpips
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     rec = np.asarray(Image.open(out / "reconstructions" / "a.png"))
     np.testing.assert_array_equal(rec, image_io.to_uint8(np.asarray(g.synthesis(lat[:1]))[0]))
+    # edit with the tuned StyleGAN3 generator and its pivot
+    e = tmp_path / "e"
+    assert run(edit.main, ["--checkpoint", sg3_model, "--generator", out / "generators" / "a",
+                           "--latents", out / "latents" / "a.npy", "--edit", "sefa:0",
+                           "--strengths", "2", "--min_cell", "32", "--out", e]) == 0
+    assert json.loads((e / "edits.json").read_text())["generator"] == os.path.abspath(
+        out / "generators" / "a")
 
 
+@pytest.mark.slow
 def test_edit_sefa_interfacegan_and_ganspace(sg3_model, images, tmp_path):
     inv = load_encoder(sg3_model)
     d = np.zeros((1, inv.generator.w_dim), np.float32)
@@ -150,6 +165,7 @@ def test_edit_sefa_interfacegan_and_ganspace(sg3_model, images, tmp_path):
     assert any(f.endswith(".png") for f in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_eval_on_a_folder(sg3_model, tmp_path):
     from e4e_jax.cli import eval as ev_cli
     inv = load_encoder(sg3_model)

@@ -138,3 +138,29 @@ def test_config_refusals(overrides, needle):
 def test_progressive_needs_an_e4e_kind_encoder():
     with pytest.raises(TrainingError, match="progressive training"):
         S.build(restyle_config(**{"encoder.type": "BackboneEncoder"}))
+
+
+def test_arcface_init_puts_the_rgb_kernel_in_the_first_three_channels(monkeypatch):
+    """Official __get_encoder_checkpoint for input_nc = 6: ArcFace's input layer and body, its
+    RGB kernel in input channels 0..2, random values in 3..5."""
+    from types import SimpleNamespace
+
+    from e4e_jax.models import encoders as E
+    from e4e_jax.nets import loss_nets
+    c = restyle_config(**{"encoder.init": "arcface", "encoder.arcface": "unused"})
+    e = c.encoder
+    rgb_cfg = E.encoder_config("Encoder4Editing", 6, (16, 16), widths=tuple(e.widths),
+                               units=tuple(e.units) if e.units else None, style_dim=512,
+                               head_width=e.head_width)
+    arc = E.init_encoder(jax.random.key(5), rgb_cfg)
+    monkeypatch.setattr(loss_nets, "load_arcface", lambda path: SimpleNamespace(variables=arc))
+    setup = S.build(c)
+    state = S.create_train_state(setup)
+    k = np.asarray(state.params["input_layer"]["conv"]["kernel"])
+    want = np.asarray(arc["params"]["input_layer"]["conv"]["kernel"])
+    assert k.shape == want.shape[:2] + (6, want.shape[3])
+    np.testing.assert_array_equal(k[:, :, :3], want)
+    assert np.std(k[:, :, 3:]) > 0.5                  # N(0, 1), not ArcFace's small weights
+    for a, b in zip(jax.tree_util.tree_leaves(state.params["body"]),
+                    jax.tree_util.tree_leaves(arc["params"]["body"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
