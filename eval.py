@@ -14,5 +14,5 @@ import sys
 if __name__ == "__main__":
     if "--verbose" not in sys.argv:          # TF reads its log level at import
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from e4e_jax.cli.eval import main
-    sys.exit(main())
+    from e4e_jax import cli              # Ctrl-C / SIGTERM: one line, exit 130 / 143
+    sys.exit(cli.run_main("e4e_jax.cli.eval", label="python eval.py"))

@@ -5,7 +5,9 @@ and reconstruction PSNR against the official PyTorch outputs, per compute dtype 
 
 W+ relative error = ||w - w_official|| / ||w_official - latent_avg|| (the encoder's own part of
 the codes); PSNR of the 256x256 reconstruction in [-1, 1] (peak-to-peak 2) against the official
-reconstruction. Prints the device and date.
+reconstruction. Prints the device and date. bfloat16 here is the generator's default split
+(low_precision_res None: the top 4 resolutions, which for this 64 px generator is every
+resolution but 4x4); benchmarks/dtype_policy.py compares the splits.
 """
 from __future__ import annotations
 
@@ -16,14 +18,13 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 
 def main():
-    import fixture_utils as fu
+    import tests.support.fixtures as fu
 
     import e4e_jax
     from e4e_jax.convert import e4e as conv

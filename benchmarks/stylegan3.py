@@ -14,6 +14,9 @@ median steady-state time of `synthesis` after one warm-up call.
 the CPU in the same run, through its reference ops (filtered_lrelu / bias_act / upfirdn2d with
 CPU tensors; the CUDA plugins are not built), torch.no_grad(), eval mode, the same batch. Needs
 torch and scipy; its CPU thread count is torch's default unless --torch-threads is given.
+The official code on the CPU takes minutes per image at 256 (no compilation, so its first call is
+already a steady-state call): --official-repeats 0 times that first call only, and --only
+ours|official runs one side (e.g. to fill in a case the other side measured in another run).
 """
 from __future__ import annotations
 
@@ -82,6 +85,7 @@ def load_official(checkout: str):
 
 
 def bench_official(module, config: str, resolution: int, batch: int, repeats: int) -> dict:
+    """`repeats` timed calls after a first one; 0: the first call is the measurement."""
     import torch
     G = module.Generator(**generator_kwargs(config, resolution)).eval().requires_grad_(False)
     ws = torch.randn(batch, G.num_ws, G.w_dim)
@@ -89,7 +93,7 @@ def bench_official(module, config: str, resolution: int, batch: int, repeats: in
         t0 = time.perf_counter()
         G.synthesis(ws, force_fp32=True)  # first call: the filters' device copies etc.
         first_s = time.perf_counter() - t0
-        times = []
+        times = [first_s] if repeats == 0 else []
         for _ in range(repeats):
             t0 = time.perf_counter()
             G.synthesis(ws, force_fp32=True)
@@ -110,8 +114,17 @@ def main():
     p.add_argument("--official", default=None, help="NVlabs/stylegan3 checkout (c233a91) to "
                                                     "time the official code on the CPU too")
     p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--official-repeats", type=int, default=None,
+                   help="timed calls of the official Generator (default: --repeats; 0: the "
+                        "first call only)")
+    p.add_argument("--only", default=None, choices=["ours", "official"],
+                   help="time one side only (--official is needed for 'official')")
     p.add_argument("--json", default=None, help="write the measurements here")
     args = p.parse_args()
+    if args.only == "official" and not args.official:
+        p.error("--only official needs --official CHECKOUT")
+    if args.official_repeats is None:
+        args.official_repeats = args.repeats
     dev = jax.devices()[0]
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
           f"cpu threads visible: {os.cpu_count()}, jax {jax.__version__}, precision "
@@ -129,9 +142,12 @@ def main():
     for cfg in args.configs:
         for r in args.resolutions:
             for b in args.batches:
-                cases = [lambda: bench_ours(cfg, r, b, args.repeats, args.precision)]
-                if official is not None:
-                    cases.append(lambda: bench_official(official, cfg, r, b, args.repeats))
+                cases = []
+                if args.only != "official":
+                    cases.append(lambda: bench_ours(cfg, r, b, args.repeats, args.precision))
+                if official is not None and args.only != "ours":
+                    cases.append(lambda: bench_official(official, cfg, r, b,
+                                                        args.official_repeats))
                 for case in cases:
                     m = case()
                     rows.append(m)

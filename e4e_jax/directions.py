@@ -1,7 +1,8 @@
-"""`python -m e4e_jax.directions`: the same command as `e4e-jax directions` (e4e_jax/cli/directions.py)."""
+"""`python -m e4e_jax.directions`: the same command as `e4e-jax directions` (e4e_jax/cli/directions.py; aliases: e4e_jax/aliases.py)."""
 import sys
 
-from e4e_jax.cli.directions import build_parser, main  # noqa: F401
+if __name__ == "__main__":   # Ctrl-C / SIGTERM handled from the first import on (cli.run_main)
+    from e4e_jax import cli
+    sys.exit(cli.run_main("e4e_jax.cli.directions", label="python -m e4e_jax.directions"))
 
-if __name__ == "__main__":
-    sys.exit(main())
+from e4e_jax.cli.directions import build_parser, main  # noqa: E402,F401

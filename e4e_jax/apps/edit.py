@@ -76,6 +76,11 @@ def read_latents(path: str, files: str | None = None, num: int | None = None
     (wrong shape, unreadable, NaN / Inf rows named).
     """
     file_path, _ = split_key(path)
+    if os.path.isdir(file_path):
+        inside = os.path.join(file_path, "latents.npy")
+        fix = (f"pass --latents {inside}" if os.path.isfile(inside)
+               else "pass a latents file inside it (encode's latents.npy or a per-image .npy)")
+        raise EditError(f"--latents {file_path!r} is a folder, not a latents file; {fix}.")
     if not os.path.isfile(file_path):
         raise FileNotFoundError(f"latents file {file_path!r} does not exist.")
     try:
@@ -273,6 +278,39 @@ def _refuse_generator_folder(path: str) -> None:
                     f"{example} (with its pivot --latents {pivot}).")
 
 
+def check_pti_pair(generator: str | None, latents: str | None) -> None:
+    """EditError when `generator` is one image's PTI-tuned generator (OUT/generators/NAME, as
+    `invert --method pti` writes it, with its pivot OUT/latents/NAME.npy beside) and `latents`
+    is not that pivot: all-pivots OUT/latents.npy (several rows) or another image's code would
+    be decoded by a generator tuned to NAME only."""
+    if generator is None or latents is None:
+        return
+    folder = os.path.normpath(generator)
+    parent = os.path.dirname(folder)
+    if os.path.basename(parent) != "generators":
+        return
+    name = os.path.basename(folder)
+    pivot = os.path.join(os.path.dirname(parent), "latents", name + ".npy")
+    file_path, _ = split_key(latents)
+    if not os.path.isfile(pivot) or not os.path.isfile(file_path):
+        return
+    if os.path.samefile(pivot, file_path):
+        return
+    same_run = os.path.samefile(os.path.dirname(os.path.abspath(file_path)),
+                                os.path.dirname(pivot))
+    rows = None
+    if file_path.endswith(".npy"):
+        try:
+            rows = int(np.load(file_path, mmap_mode="r").shape[0])
+        except (ValueError, OSError, IndexError):
+            rows = None
+    if same_run or (rows or 0) > 1:
+        what = f"holds {rows} codes" if rows and rows > 1 else "is another image's code"
+        raise EditError(f"--generator {generator} is PTI's generator tuned to {name!r} only, but "
+                        f"--latents {latents} {what}; pass --latents {pivot} (its pivot), or "
+                        f"drop --generator to edit them all with the checkpoint's generator.")
+
+
 def _check_synthetic(inv, synthetic: int | None) -> None:
     """--synthetic maps z: refuse a class-conditional generator (EditError naming the way)."""
     if synthetic is not None and inv.generator.c_dim:
@@ -346,6 +384,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder, make_decoder
 
     specs = check_request(edits, images, latents, synthetic, batch_size)
+    check_pti_pair(generator, latents)
     _check_out(out, latents is None, overwrite)
     check_checkpoint(checkpoint)
     cols = columns(specs, strengths)
@@ -360,8 +399,10 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
                                  num_images, seed, skipped)
     decode = make_decoder(inv)
     os.makedirs(out, exist_ok=True)
-    what = ("images under " + images if images else "synthetic images" if synthetic
-            else "latent codes")
+    one = total == 1
+    what = ("images under " + images if images
+            else ("synthetic image" if one else "synthetic images") if synthetic
+            else ("latent code" if one else "latent codes"))
     print(f"editing {total or 'the'} {what} "
           f"with {inv}: {', '.join(s.name for s in specs)} at strengths "
           f"{', '.join(format_number(s) for s in cols)}", file=log)
@@ -396,7 +437,7 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     summary["generator"] = os.path.abspath(generator) if generator else None
     with open(os.path.join(out, "edits.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"wrote {len(written)} grids ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
+    print(f"wrote {len(written)} grid{'' if len(written) == 1 else 's'} ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
           f"edited_latents.npy {tuple(edited_all.shape)} to {out} in {seconds:.1f} s"
           f"{f' with the generator {generator}' if generator else ''}"
           f"{f'; skipped {len(skipped)} unreadable file(s)' if skipped else ''}", file=log)

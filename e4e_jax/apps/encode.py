@@ -90,9 +90,11 @@ class Progress:
         rate = rows / elapsed if elapsed > 0 else 0.0
         width = 30
         filled = int(width * done / max(self.total, 1))
+        # a finished line has nothing left to estimate: its elapsed time instead of an ETA
+        tail = (f"done in {elapsed:.1f} s" if done >= self.total
+                else self.after_compile.eta_text(self.total))
         return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-                f"{rows} latents, {rate:.2f} images/s incl. compile, "
-                f"{self.after_compile.eta_text(self.total)}")
+                f"{rows} latents, {rate:.2f} images/s incl. compile, {tail}")
 
     def update(self, done: int, rows: int, final: bool = False) -> None:
         line = self.line(done, rows)
@@ -262,7 +264,7 @@ def run_summary(files, files_done, out: FolderOutputs, seconds, first_batch_s, b
 
 def load_rows(path: str, rel: str, size: tuple[int, int], align_faces) -> list[tuple[str, np.ndarray]]:
     """The model inputs of one file: one row, or one per face with --align."""
-    img = image_io.read_rgb(path)
+    img = image_io.read_rgb(path, name=rel)
     if align_faces is None:
         return [(rel, image_io.load_image(img, size))]
     try:
@@ -285,9 +287,7 @@ def _iter_loaded(folder: str, files: list[str], size, align_faces, workers: int,
             src = prepared.input_file(folder, rel)      # a path, or a prepared record
             return rel, load_rows(src, rel, size, align_faces), None
         except image_io.ImageReadError as e:
-            # the line already names the file: drop PIL's repeat of its full path
-            return rel, None, " ".join(
-                str(e).replace(f"{fs.join(folder, rel)!r}", "").split())
+            return rel, None, e.named(rel)      # image_io's one wording, named as given
     return read_in_order(job, files, workers, prefetch)
 
 
@@ -300,7 +300,7 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     `open_run` (checks, model) -> files decoded in threads (`_iter_loaded`) -> the loader's
     fixed-size batches (`fixed_batches`) through `encode_batch` -> `FolderOutputs`. An
     interrupt keeps every row written so far (and re-raises KeyboardInterrupt after the
-    summary).
+    summary, its args the summary line it printed).
     """
     import jax
     files, inv, batch_size, align_faces = open_run(checkpoint, input_dir, output_dir,
@@ -349,12 +349,13 @@ def encode_folder(checkpoint: str, input_dir: str, output_dir: str, batch_size: 
     summary = run_summary(files, files_done, out, seconds, first_batch_s, batch_size, n_dev,
                        interrupted, inv, save_images)
     fs.write_bytes(fs.join(output_dir, "summary.json"), json.dumps(summary, indent=2).encode())
-    print(f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
-          f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
-          f"({summary['images_per_s']} images/s incl. compile; first batch "
-          f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
-          f"{' (see skipped.txt)' if out.skipped else ''}; wrote {stage.path('latents.npy')} "
-          f"{tuple(summary['latents_shape'])} and files.txt", file=log)
+    line = (f"{'interrupted: ' if interrupted else ''}encoded {out.writer.rows} latents from "
+            f"{files_done - len(out.skipped)} of {len(files)} files in {seconds:.1f} s "
+            f"({summary['images_per_s']} images/s incl. compile; first batch "
+            f"{summary['first_batch_seconds_incl_compile']} s); skipped {len(out.skipped)}"
+            f"{' (see skipped.txt)' if out.skipped else ''}; wrote {stage.path('latents.npy')} "
+            f"{tuple(summary['latents_shape'])} and files.txt")
+    print(line, file=log)
     if interrupted:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(line)  # the line just printed: a CLI prints no other
     return summary

@@ -62,6 +62,8 @@ class InvertRequest:
     dtype: str | None = None        # --dtype / --precision of every network loaded (None:
     precision: str | None = None    # the loaders' defaults; e4e_jax.core.precision)
     transforms: str | None = None   # StyleGAN3: (N, 3, 3) .npy, per-image input transforms
+    given: tuple | None = None      # fields the user set (the CLI's flags); None: the fields
+    #                                 that differ from these defaults
 
     @property
     def num_steps(self) -> int:
@@ -85,20 +87,9 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"--method must be one of {', '.join(METHODS)}, got {req.method!r}.")
     if req.pivot not in PIVOTS:
         raise InvertError(f"--pivot must be one of {', '.join(PIVOTS)}, got {req.pivot!r}.")
-    if req.iterations is not None and req.method != "restyle":
-        raise InvertError(f"--iterations applies to --method restyle only, not --method "
-                          f"{req.method}: add --method restyle or drop --iterations.")
+    check_settings_apply(req)
     if req.method == "restyle":
         _check_restyle_request(req)
-    if req.pivot == "projector" and req.method != "pti":
-        raise InvertError(f"--pivot chooses PTI's pivot; it needs --method pti, not "
-                          f"--method {req.method}.")
-    if req.method == "e4e" and (req.steps is not None or req.lpips):
-        given = " and ".join(f for f, v in (("--steps", req.steps), ("--lpips", req.lpips))
-                             if v is not None and v != "")
-        raise InvertError(f"{given} only apply to --method projector or pti; --method e4e (the "
-                          f"default) runs the encoder alone. Add --method projector or --method "
-                          f"pti, or drop {given}.")
     if req.method in ("projector", "pti") and req.num_steps < 1:
         raise InvertError(f"--steps must be >= 1, got {req.steps}.")
     if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:
@@ -109,13 +100,10 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"--method {req.method} needs a loss network: pass --lpips DIR, a "
                           f"converted LPIPS directory (`e4e-jax convert lpips`; official "
                           f"recipe {recipe}).")
-    if req.transforms is not None:
-        if req.method == "restyle":
-            raise InvertError("--transforms is not supported with --method restyle yet: use "
-                              "--method e4e, projector or pti.")
-        if not os.path.isfile(req.transforms):
-            raise FileNotFoundError(f"--transforms {req.transforms!r} is not a file (an .npy "
-                                    f"array of shape (N, 3, 3), one transform per image).")
+    # (--transforms with restyle: refused by check_settings_apply)
+    if req.transforms is not None and not os.path.isfile(req.transforms):
+        raise FileNotFoundError(f"--transforms {req.transforms!r} is not a file (an .npy "
+                                f"array of shape (N, 3, 3), one transform per image).")
     if req.lpips and not os.path.isdir(req.lpips):
         raise FileNotFoundError(f"--lpips {req.lpips!r} is not a directory (convert one with "
                                 f"`e4e-jax convert lpips`).")
@@ -132,6 +120,63 @@ def check_request(req: InvertRequest) -> list[str]:
         load_transforms(req.transforms, len(files))
     previous_run(req, files)            # refuses outputs it cannot resume
     return files
+
+
+# Which --method each optional setting acts on (request field: flag, methods, and for pti
+# whether it needs --pivot projector). A setting given for another method is refused rather
+# than ignored, and resume compares only the settings the method uses.
+APPLIES = {
+    "iterations": ("--iterations", ("restyle",), False),
+    "pivot": ("--pivot", ("pti",), False),
+    "steps": ("--steps", ("projector", "pti"), False),
+    "lpips": ("--lpips", ("projector", "pti"), False),
+    "lpips_threshold": ("--lpips-threshold", ("pti",), False),
+    "pivot_steps": ("--pivot-steps", ("pti",), True),
+    "seed": ("--seed", ("projector", "pti"), True),
+    "transforms": ("--transforms", ("e4e", "projector", "pti"), False),
+}
+
+
+def setting_applies(field: str, method: str, pivot: str | None = "e4e") -> bool:
+    """Whether request field `field` has an effect under --method `method` (and PTI's
+    --pivot); fields outside APPLIES (checkpoint, input, dtype, ...) always do."""
+    if field not in APPLIES:
+        return True
+    _, methods, needs_projector_pivot = APPLIES[field]
+    if method not in methods:
+        return False
+    return not (method == "pti" and needs_projector_pivot and pivot != "projector")
+
+
+def _where(field: str) -> str:
+    _, methods, needs_projector_pivot = APPLIES[field]
+    names = ["pti --pivot projector" if m == "pti" and needs_projector_pivot else m
+             for m in methods]
+    return "--method " + " or ".join(names)
+
+
+def check_settings_apply(req: InvertRequest) -> None:
+    """Refuses, in one line, the settings the user gave that --method (and --pivot) would
+    ignore, naming the methods each applies to. The given settings are `req.given` (the CLI
+    passes the flags on its command line) or, when None, the fields that differ from
+    InvertRequest's defaults. Raises InvertError."""
+    defaults = InvertRequest("", "", "")
+    given = req.given if req.given is not None else [
+        f for f in APPLIES if getattr(req, f) != getattr(defaults, f)]
+    unused = [f for f in APPLIES if f in given
+              and not setting_applies(f, req.method, req.pivot)]
+    if not unused:
+        return
+    groups: dict[str, list[str]] = {}
+    for f in unused:
+        groups.setdefault(_where(f), []).append(APPLIES[f][0])
+    parts = [f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} to {where} "
+             f"only" for where, flags in groups.items()]
+    now = f"--method {req.method}" + (f" --pivot {req.pivot}" if req.method == "pti" else "")
+    flags = [APPLIES[f][0] for f in unused]
+    raise InvertError(f"{'; '.join(parts)}; {'it does' if len(flags) == 1 else 'they do'} not "
+                      f"apply to {now}: drop {' and '.join(flags)} or choose the method "
+                      f"{'it is' if len(flags) == 1 else 'they are'} for.")
 
 
 def load_transforms(path: str, n_files: int) -> np.ndarray:
@@ -160,7 +205,7 @@ def run_settings(req: InvertRequest) -> dict:
     """What a rerun must repeat to resume a folder: every field of the request but --output and
     --overwrite, with absolute paths and the method's resolved step count."""
     settings = dataclasses.asdict(req)
-    for key in ("output_dir", "overwrite"):
+    for key in ("output_dir", "overwrite", "given"):
         settings.pop(key, None)
     for key in ("checkpoint", "input_dir", "lpips", "transforms"):
         if settings.get(key) and not fs.is_remote(settings[key]):
@@ -192,6 +237,18 @@ def _lines(path: str) -> list[str]:
         return f.read().splitlines()
 
 
+def summary_owner(summary) -> str:
+    """Which command wrote a summary.json found in an --output folder, by the keys each one
+    writes ("an encode run's", "a training run's"), for the refusal to resume it."""
+    if not isinstance(summary, dict):
+        return "not a summary of this package"
+    if "images_per_s" in summary and "latents_shape" in summary:
+        return "an encode run's"
+    if "mse_before" in summary and "steps" in summary:
+        return "a training run's"
+    return "another command's"
+
+
 def previous_run(req: InvertRequest, files: list[str]) -> PreviousRun | None:
     """The earlier run of this very command (same settings, same input files) whose outputs are
     in OUT, to resume; None when OUT holds no outputs or --overwrite is given.
@@ -216,14 +273,18 @@ def previous_run(req: InvertRequest, files: list[str]) -> PreviousRun | None:
         summary = {}
     old = summary.get("settings") if isinstance(summary, dict) else None
     if not isinstance(old, dict):
-        raise refuse("no summary.json of an invert run that can be resumed")
+        raise refuse(f"summary.json there is {summary_owner(summary)}, not an invert run's "
+                     f"that can be resumed" if summary
+                     else "no summary.json of an invert run that can be resumed")
     new = run_settings(req)
-    differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    differ = _settings_differ(old, new)
     if differ:
-        raise refuse("an invert run with other settings wrote it: " + ", ".join(
-            f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in differ))
-    if summary.get("input_files") != list(files):
-        raise refuse(f"an invert run of other input files wrote it; {req.input_dir!r} changed")
+        raise refuse("an invert run with other settings wrote it: " + ", ".join(differ))
+    before = summary.get("input_files")
+    if before != list(files):
+        raise refuse(f"an invert run of other input files wrote it: "
+                     f"{_files_changed(before if isinstance(before, list) else [], files)} "
+                     f"in {req.input_dir!r}")
     latents = np.load(os.path.join(out, "latents.npy"), mmap_mode="r") \
         if os.path.exists(os.path.join(out, "latents.npy")) else np.zeros((0,), np.float32)
     done, names = _lines(os.path.join(out, "files.txt")), _lines(os.path.join(out, "names.txt"))
@@ -243,16 +304,39 @@ def previous_run(req: InvertRequest, files: list[str]) -> PreviousRun | None:
         complete=bool(summary.get("complete")) and len(handled) == len(files))
 
 
+def _settings_differ(old: dict, new: dict) -> list[str]:
+    """'key A there, B now' for each setting that differs between two runs' summary settings;
+    a setting the run's method does not use reads "not used" (and is not compared when neither
+    run used it)."""
+    def value(settings: dict, key: str):
+        if not setting_applies(key, settings.get("method"), settings.get("pivot")):
+            return "not used"
+        return repr(settings.get(key))
+    out = []
+    for k in sorted(set(old) | set(new)):
+        was, now = value(old, k), value(new, k)
+        if was != now:
+            out.append(f"{k} {was} there, {now} now")
+    return out
+
+
+def _files_changed(before: list, after: list, show: int = 3) -> str:
+    """Names the input files added and removed since the earlier run (the first `show` of
+    each, and their count)."""
+    def some(names: list) -> str:
+        more = f", ... {len(names) - show} more" if len(names) > show else ""
+        return ", ".join(repr(n) for n in names[:show]) + more
+    was, now = set(before), set(after)
+    added, removed = [f for f in after if f not in was], [f for f in before if f not in now]
+    parts = ([f"{len(added)} file(s) added ({some(added)})"] if added else []) + \
+        ([f"{len(removed)} removed ({some(removed)})"] if removed else [])
+    return ", ".join(parts) if parts else "the same files in another order"
+
+
 def _check_restyle_request(req: InvertRequest) -> None:
     iters = req.iterations
     if iters is not None and (isinstance(iters, bool) or int(iters) != iters or int(iters) < 1):
         raise InvertError(f"--iterations must be >= 1, got {iters}.")
-    given = [f for f, v in (("--steps", req.steps), ("--lpips", req.lpips),
-                            ("--pivot projector", req.pivot == "projector" or None))
-             if v is not None and v != ""]
-    if given:
-        raise InvertError(f"{' and '.join(given)} do not apply to --method restyle (it runs "
-                          f"the encoder --iterations times, no optimisation): drop them.")
 
 
 def load_models(req: InvertRequest):
@@ -525,7 +609,7 @@ def run_folder(req: InvertRequest, log=None, pipeline_factory=None,
                     result = pipe.run(prepared.input_file(req.input_dir, rel), k)
                 except image_io.ImageReadError as e:
                     with signals.protect():
-                        ticker.skip(rel, str(e))
+                        ticker.skip(rel, e.named(rel))
                         out.skip(rel, ticker.last_reason)
                         processed = k + 1
                     continue
@@ -736,7 +820,9 @@ class Ticker:
         """Records the duration of image k and prints it with the overall ETA."""
         dt = time.perf_counter() - self._t
         self.durations.append(dt)
-        parts = ", ".join(f"{key} {v}" for key, v in info.items())
+        # the console shows 5 significant digits; summary.json keeps the full values
+        parts = ", ".join(f"{key} {v:.5g}" if isinstance(v, float) else f"{key} {v}"
+                          for key, v in info.items())
         left = self.total - k - 1
         est = self.estimate()
         eta = ("last image" if not left else f"overall {AFTER_COMPILE}" if est is None

@@ -10,18 +10,28 @@ Conventions (docs/cli.md):
     `--batch_size 4` and `--batch-size 4` parse to the same value (old scripts keep working);
   * `--help` exits 0 and shows the real invocation and an example;
   * exit codes: 0 did what was asked (EXIT_OK), 1 ran but produced nothing usable
-    (EXIT_NOTHING), 2 bad arguments or bad input files (EXIT_USAGE), 130 interrupted.
+    (EXIT_NOTHING), 2 bad arguments or bad input files (EXIT_USAGE), 130 / 143 interrupted by
+    SIGINT / SIGTERM (EXIT_INTERRUPTED / EXIT_TERMINATED).
+
+Interrupts (run_main, used by `e4e-jax` and every `python -m e4e_jax.X`): a subcommand whose
+main catches KeyboardInterrupt returns `interrupted(line)` (its own one-line account of what it
+kept) or `interrupted()` (run_main then prints a generic line); run_main exits 130 / 143 with
+exactly one such line, no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import logging
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import NoReturn, Sequence
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143                  # 128 + SIGTERM, as a shell reports a killed command
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("default", "high", "highest")
@@ -67,18 +77,52 @@ class CliParser(argparse.ArgumentParser):
         self._install_aliases()
         return super().parse_known_args(args, namespace)
 
+    def add_confusion(self, flag: str, hint: str) -> None:
+        """Declares a flag users bring from another command (`sample --checkpoint`): giving it
+        is refused with `hint` (what this command takes instead) rather than a closest-name
+        guess."""
+        self.__dict__.setdefault("_confusions", {})[flag] = hint
+
+    def _unknown_flag(self, flag: str) -> NoReturn:
+        confusions = self.__dict__.get("_confusions", {})
+        hint = confusions.get(flag) or confusions.get(flag.replace("_", "-"))
+        if hint:
+            self.error(f"unknown flag {flag}: {hint}")
+        names = [o for o in self._option_string_actions if o.startswith("--")]
+        close = difflib.get_close_matches(flag.replace("_", "-"), names, n=1, cutoff=0.5)
+        self.error(f"unknown flag {flag}" + (f"; did you mean {close[0]}?" if close
+                                               else "; see --help"))
+
     def parse_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        # an unknown flag first: argparse would otherwise report a missing required flag
+        # (often the one the user misspelt: `--outptu X` -> "required: --output")
+        self._install_aliases()
+        for a in args:
+            if a == "--":
+                break
+            flag = a.split("=", 1)[0]
+            if flag.startswith("--") and len(flag) > 2 and flag not in self._option_string_actions:
+                self._unknown_flag(flag)
         known, extras = self.parse_known_args(args, namespace)
         if extras:
             flags = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
             if flags:
-                names = [o for o in self._option_string_actions if o.startswith("--")]
-                close = difflib.get_close_matches(flags[0].replace("_", "-"), names, n=1,
-                                                  cutoff=0.5)
-                hint = f"; did you mean {close[0]}?" if close else "; see --help"
-                self.error(f"unknown flag {flags[0]}{hint}")
+                self._unknown_flag(flags[0])
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return known
+
+    def given(self, args=None) -> set[str]:
+        """The dests of the flags that appear on the command line `args` (already accepted by
+        parse_args), so a command can refuse a flag that its other flags make ineffective even
+        when the value typed equals the default."""
+        # argparse fills a dest with its default only when the namespace lacks it, and the
+        # accumulating actions (append, extend, count) start from None: a dest still None
+        # afterwards was not on the command line (no typed value parses to None)
+        start = argparse.Namespace(**{a.dest: None for a in self._actions
+                                      if a.dest is not argparse.SUPPRESS})
+        known, _ = self.parse_known_args(list(sys.argv[1:] if args is None else args), start)
+        return {k for k, v in vars(known).items() if v is not None}
 
 
 def invocation() -> str | None:
@@ -154,7 +198,162 @@ def loader_kwargs(args) -> dict:
     return out
 
 
+def unused_flag(given: set[str], rules) -> str | None:
+    """The one-line refusal of the first flag the user gave (`given`: CliParser.given) that
+    the other flags make ineffective, or None. rules: (dest, flag, in_effect, what it applies
+    to), e.g. ("files", "--files", args.latents is not None, "--latents")."""
+    for dest, flag, in_effect, applies_to in rules:
+        if dest in given and not in_effect:
+            return (f"{flag} applies to {applies_to} only, so here it would have no effect: "
+                    f"drop {flag} or add what it applies to.")
+    return None
+
+
 def error(message: str, code: int = EXIT_USAGE) -> int:
     """Prints `error: message` on stderr and returns `code` (for `return cli.error(...)`)."""
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+# ---------------------------------------------------------------------- interrupts
+
+# The first SIGINT / SIGTERM run_main's handler received (0: none) and whether the command has
+# printed its own interrupt line (then run_main prints none).
+_interrupt = {"signum": 0, "reported": False, "again": False, "in_hook": False,
+              "retrying": False}
+
+
+def _on_signal(signum, frame):
+    # Python runs this in the main thread only, between bytecodes: raising here unwinds the
+    # command like Ctrl-C does by default, but SIGTERM too, and only once: a second signal
+    # while the command writes what it keeps is ignored and must not cut the writes short
+    # (the first one already decided the exit code).
+    if _interrupt["signum"] and (not _interrupt["again"] or _interrupt["in_hook"]):
+        return
+    _interrupt["signum"] = _interrupt["signum"] or int(signum)
+    if _importing(frame):
+        # not inside an import: the half-initialized modules the unwinding import drops
+        # (jaxlib's, TensorFlow's C++ extensions) can segfault when freed; ask again shortly
+        _retry()
+        return
+    _interrupt["again"] = False
+    raise KeyboardInterrupt
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _retry() -> None:
+    _interrupt["again"] = True
+    if not _interrupt["retrying"]:
+        _interrupt["retrying"] = True
+        threading.Thread(target=_interrupt_again, daemon=True).start()
+
+
+def _on_unraisable(unraisable) -> None:
+    # The handler runs wherever the main thread happens to be, which can be a gc callback
+    # (jax's _xla_gc_callback) or a __del__: Python swallows the KeyboardInterrupt there,
+    # prints "Exception ignored in ..." with a traceback, and the command carries on as if
+    # never interrupted. Say nothing and deliver the interrupt again from another thread
+    # until it is raised outside this hook (here it would be swallowed again; if it lands in
+    # another callback, this hook asks again).
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and _interrupt["signum"]:
+        _interrupt["in_hook"] = True
+        try:
+            _retry()
+        finally:
+            _interrupt["in_hook"] = False
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _interrupt_again() -> None:
+    import _thread
+    import time
+    while _interrupt["again"]:         # cleared by _on_signal when it raises
+        time.sleep(0.02)
+        _thread.interrupt_main(_interrupt["signum"])
+    _interrupt["retrying"] = False
+
+
+def interrupt_exit_code() -> int:
+    """143 after SIGTERM, 130 after SIGINT or a KeyboardInterrupt without a signal."""
+    return EXIT_TERMINATED if _interrupt["signum"] == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def interrupted(line: str | None = None, code: int | None = None,
+                printed: bool = False) -> int:
+    """What a subcommand's main returns when it was interrupted (KeyboardInterrupt caught):
+    prints `line`, the command's one-line account of what it kept, on stderr (at most one such
+    line per run); `printed=True` says the library already printed it. Without either,
+    run_main prints a generic line. Returns `code`, or 130 / 143 after SIGINT / SIGTERM."""
+    if line and not _interrupt["reported"]:
+        print(line, file=sys.stderr, flush=True)
+    if line or printed:
+        _interrupt["reported"] = True
+    return interrupt_exit_code() if code is None else code
+
+
+def _signal_name(code: int) -> str:
+    return "SIGTERM" if code == EXIT_TERMINATED else "SIGINT"
+
+
+def run_main(module: str, argv: Sequence[str] | None = None, prog: str | None = None,
+             label: str | None = None) -> int:
+    """Imports `module` and returns its `main(argv)`, with SIGINT and SIGTERM turned into
+    KeyboardInterrupt from the first import on; `prog` (e.g. "e4e-jax encode") is the spelling
+    of the usage lines (set_invocation), `label` (default `prog`) names the command in the
+    generic interrupt line. An interrupted command (KeyboardInterrupt, or main
+    returning 130 / 143) never returns: run_main prints one line unless the command printed
+    its own (`interrupted`), flushes stdout / stderr and ends the process with os._exit(130 /
+    143), never a traceback. Handlers are installed from the main thread only and restored
+    when main returns normally (in-process callers such as tests keep theirs)."""
+    previous, previous_hook = {}, sys.unraisablehook
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, _on_signal)
+        sys.unraisablehook = _on_unraisable
+    _interrupt.update(signum=0, reported=False, again=False, in_hook=False)
+    if prog:
+        set_invocation(prog)
+    try:
+        code = importlib.import_module(module).main(argv)
+    except KeyboardInterrupt:          # during an import, a compile, or a main without a catch
+        code = interrupted()
+    finally:
+        if prog:
+            set_invocation(None)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) or _interrupt["signum"]:
+        if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            code = interrupt_exit_code()   # a signal the command swallowed still counts
+        if not _interrupt["reported"]:
+            name = label or prog or module
+            print(f"{_signal_name(code)}: {name} interrupted before it finished; what it was "
+                  f"writing is incomplete (files completed earlier are kept): rerun the same "
+                  f"command", file=sys.stderr, flush=True)
+        _exit_now(code)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    sys.unraisablehook = previous_hook
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Ends the process without the interpreter's teardown. Why: a KeyboardInterrupt can land
+    while XLA compiles or runs on its own threads (and TensorFlow's tf.data / gcsfs threads may
+    be live); finalizing the interpreter under them, or destroying their C++ objects from
+    atexit hooks, crashes with a segfault (exit 139) after the interrupt line was printed.
+    The commands close and flush their own output files before returning (the `finally`
+    blocks that write summaries and manifests), so only Python's std streams are left
+    buffered: flush them here, then skip the rest."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):      # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)

@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:
         return cli.error(str(err), cli.EXIT_NOTHING)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted(f"interrupted: the faces written so far and their manifest in "
+                               f"{args.output} are kept")
     print(f"Done: {summary['images']} image(s), {summary['faces']} aligned face(s) written to "
           f"{args.output}, {len(summary['skipped'])} image(s) skipped.")
     for path, reason in summary["skipped"]:

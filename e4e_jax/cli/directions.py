@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             raise
         return cli.error(str(e), cli.EXIT_NOTHING)       # installed without its dependencies
     except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted()       # 130 / 143; run_main prints the one line
     return cli.EXIT_OK
 
 

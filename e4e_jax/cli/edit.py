@@ -98,7 +98,13 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unused = cli.unused_flag(parser.given(argv), [
+        ("files", "--files", args.latents is not None, "--latents"),
+        ("seed", "--seed", args.synthetic is not None, "--synthetic")])
+    if unused:
+        return cli.error(unused, cli.EXIT_USAGE)
     from e4e_jax.data.sources import DataError
     cli.quiet_third_party_logs(args.verbose)
     from e4e_jax.nets.model_dir import ModelDirError
@@ -114,7 +120,7 @@ def main(argv=None) -> int:
     except NothingEditedError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)
     except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted()       # 130 / 143; run_main prints the one line
     return cli.EXIT_OK
 
 

@@ -103,8 +103,8 @@ def main(argv=None) -> int:
             raise
         print(e.code, file=sys.stderr)
         return cli.EXIT_NOTHING if isinstance(e, MissingExtrasError) else cli.EXIT_USAGE
-    except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # args: the line encode_folder printed (what it kept)
+        return cli.interrupted(printed=bool(e.args))
     if summary["latents"] == 0:
         return cli.error(f"none of the {summary['files']} files could be read (see "
                          f"{os.path.join(args.output, 'skipped.txt')}); no latents written.",

@@ -89,8 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """eval.py: parses `argv`, evaluates, returns the exit code (module docstring); errors
     are printed as one line on stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cli.quiet_third_party_logs(args.verbose)
+    unused = cli.unused_flag(parser.given(argv), [
+        ("data_dir", "--data-dir", args.input.startswith("tfds:"), "--input tfds:NAME:SPLIT"),
+        ("fid_method", "--fid-method", args.inception is not None, "FID (--inception DIR)")])
+    if unused:
+        return cli.error(unused, cli.EXIT_USAGE)
     from e4e_jax.nets.model_dir import ModelDirError
     edits = args.edits
     if edits is not None and [e.lower() for e in edits] == ["none"]:
@@ -119,5 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             FileExistsError, RemoteError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted()       # 130 / 143; run_main prints the one line
     return cli.EXIT_OK

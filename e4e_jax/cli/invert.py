@@ -79,7 +79,8 @@ def build_parser():
 def main(argv=None) -> int:
     """Parses argv, runs `invert_folder`, maps errors to exit codes (no tracebacks)."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
     from e4e_jax import cli
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
                         pivot=args.pivot, steps=args.steps, pivot_steps=args.pivot_steps,
                         lpips=args.lpips, lpips_threshold=args.lpips_threshold,
                         overwrite=args.overwrite, seed=args.seed, iterations=args.iterations,
-                        transforms=args.transforms,
+                        transforms=args.transforms, given=tuple(sorted(parser.given(argv))),
                         **cli.loader_kwargs(args))
     cli.quiet_third_party_logs(args.verbose)
     try:
@@ -99,10 +100,9 @@ def main(argv=None) -> int:
     except (InvertError, ModelDirError, FileNotFoundError, FileExistsError, RemoteError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except Interrupted as e:      # one line: how far it got, how to resume
-        print(str(e), file=sys.stderr, flush=True)
-        return e.exit_code
+        return cli.interrupted(str(e), e.exit_code)
     except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted()
     if summary["inverted"] == 0:
         return cli.error(f"none of the {summary['files']} image files could be inverted (see "
                          f"{os.path.join(args.output, 'skipped.txt')}).", cli.EXIT_NOTHING)

@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "train": ("e4e_jax.cli.train", "train an e4e / pSp encoder from a config (configs/*.py)"),
     "eval": ("e4e_jax.cli.eval", "distortion, perception, editability and proximity-to-W metrics"),
     "encode": ("e4e_jax.cli.encode", "encode a folder of images into W+ latents"),
-    "invert": ("e4e_jax.cli.invert", "invert images with e4e, the W projector or PTI"),
+    "invert": ("e4e_jax.cli.invert", "invert images with e4e, ReStyle, the W projector or PTI"),
     "edit": ("e4e_jax.cli.edit", "latent edits (InterFaceGAN, GANSpace, SeFa) as labelled grids"),
     "directions": ("e4e_jax.cli.directions", "train an InterFaceGAN direction on scored codes"),
     "sample": ("e4e_jax.cli.sample", "a PNG grid of generator samples"),
@@ -58,12 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(name, list(SUBCOMMANDS), n=1)
         hint = f" (did you mean `e4e-jax {close[0]}`?)" if close else ""
         return cli.error(f"unknown subcommand {name!r}{hint}; `e4e-jax --help` lists them.")
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    cli.set_invocation(f"e4e-jax {name}")
-    try:
-        return module.main(rest)
-    finally:
-        cli.set_invocation(None)           # a caller's own parsers keep their own names
+    if name == "train":
+        # training has its own graceful stop (e4e_jax/train/interrupts.py: finish the step,
+        # save, exit 143 / 130) and its own "aborted" line for a second signal
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        cli.set_invocation(f"e4e-jax {name}")
+        try:
+            return module.main(rest)
+        finally:
+            cli.set_invocation(None)       # a caller's own parsers keep their own names
+    # SIGINT / SIGTERM from the subcommand's first import on: one line, exit 130 / 143
+    return cli.run_main(SUBCOMMANDS[name][0], rest, prog=f"e4e-jax {name}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ An interrupted run resumes when run again; the same input gives byte-identical o
 
 Exit codes: 0 written; 1 nothing usable (no file is a readable image); 2 bad arguments (missing
 input, an output folder that is not a prepared dataset, an existing dataset without
---overwrite); 130 interrupted (rerun the same command to resume).
+--overwrite, a --size outside 8..4096, a bucket that cannot be reached), or a decoding worker
+that died (out of memory: rerun with fewer --workers); 130 / 143 interrupted by SIGINT /
+SIGTERM (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 1:
         raise ValueError(f"--size takes a positive integer or H,W (e.g. 256 or 192,256), "
                          f"got {text!r}")
+    from e4e_jax.data.prepared import MAX_SIZE, MIN_SIZE
+    if min(parts) < MIN_SIZE or max(parts) > MAX_SIZE:
+        raise ValueError(f"--size {text} is outside {MIN_SIZE}..{MAX_SIZE}: give the encoder's "
+                         f"input size (256, or 192,256 for cars)")
     return parts[0], parts[1]
 
 
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
         p.error(str(e))
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    from e4e_jax.core import fs
     from e4e_jax.data import prepared
     shard_size = prepared.SHARD_SIZE if args.shard_size is None else args.shard_size
     if shard_size < 1:
@@ -127,12 +134,12 @@ def main(argv=None) -> int:
                                     progress=progress, log=log)
     except prepared.NothingReadableError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)
-    except (prepared.PrepareError, FileNotFoundError, ImportError) as e:
+    except (prepared.PrepareError, FileNotFoundError, ImportError, fs.RemoteError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
-        print(("\n" if progress.tty else "") + f"interrupted: the complete shards in "
-              f"{args.output} are kept; run the same command again to resume.", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted(("\n" if progress.tty else "") + f"interrupted: the complete "
+                               f"shards in {args.output} are kept; run the same command again "
+                               f"to resume.")
     skipped = len(manifest["skipped"])
     print(f"prepared {manifest['count']} images at {size[0]}x{size[1]} in "
           f"{len(manifest['shards'])} shard(s) in {args.output}; skipped {skipped}"

@@ -55,6 +55,7 @@ def build_parser():
                         "gen_images.py --rotate")
     cli.add_dtype_precision(p)
     cli.add_verbose(p)
+    p.add_confusion("--checkpoint", "sample takes --generator DIR (an export works too)")
     return p
 
 
@@ -63,6 +64,11 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     cli.quiet_third_party_logs(args.verbose)
+    unused = cli.unused_flag(p.given(argv), [
+        ("resolution", "--resolution", args.generator is None,
+         "the tiny random generator (no --generator; a converted one has its own)")])
+    if unused:
+        return cli.error(unused, cli.EXIT_USAGE)
     if args.n < 1:
         p.error("--n must be at least 1")
     ext = os.path.splitext(args.out)[1].lower()
@@ -78,7 +84,7 @@ def main(argv=None) -> int:
     except (SampleError, ModelDirError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
+        return cli.interrupted()       # 130 / 143; run_main prints the one line
     out = args.out
     save_png(grid, out)
     print(f"wrote {out}: {args.n} samples of {g!r}"

@@ -84,24 +84,35 @@ class _QuietLibraries(logging.Filter):
         if record.levelno >= logging.WARNING:
             return True
         return not any(f"/{lib}/" in path
-                       for lib in ("orbax", "tensorflow", "jax", "etils", "clu"))
+                       for lib in ("orbax", "tensorflow", "tensorflow_datasets", "jax",
+                                   "etils", "clu"))
 
 
 def _main(argv, prog: str = "python train.py"):
     from absl import app, flags
     from ml_collections import config_flags
 
+    # sys_argv: ml_collections reads the overrides from sys.argv unless told; argv is the
+    # rewritten command line (--config.batch-size -> --config.batch_size)
     config_flag = config_flags.DEFINE_config_file(
-        "config", None, "experiment config file (configs/*.py)", lock_config=True)
+        "config", None, "experiment config file (configs/*.py)", lock_config=True,
+        sys_argv=list(argv))
     workdir_flag = flags.DEFINE_string("workdir", None,
                                        "directory for checkpoints, logs and the export")
     flags.DEFINE_bool("verbose", False, "show the libraries' own logs")
 
     def main(args):
+        # one line each, as every other subcommand (absl's UsageError prints its usage block)
         if len(args) > 1:
-            raise app.UsageError(f"unexpected arguments: {args[1:]}", exitcode=2)
-        if config_flag.value is None or workdir_flag.value is None:
-            raise app.UsageError("--config and --workdir are required (see --help).", exitcode=2)
+            print(f"error: unexpected arguments {' '.join(args[1:])}: training takes only "
+                  f"flags (see {prog} --help)", file=sys.stderr)
+            sys.exit(2)
+        missing = [f"--{f.name}" for f in (config_flag, workdir_flag) if f.value is None]
+        if missing:
+            print(f"error: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                  f"required, e.g. {prog} --config configs/demo.py --workdir runs/demo "
+                  f"(see {prog} --help)", file=sys.stderr)
+            sys.exit(2)
         if not flags.FLAGS.verbose:
             for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
                 handler.addFilter(_QuietLibraries())
@@ -126,6 +137,8 @@ def _main(argv, prog: str = "python train.py"):
     def parse(args):
         try:
             return flags.FLAGS(args)
+        except flags.UnrecognizedFlagError as e:
+            print(unknown_flag_line(e.flagname, e.flagvalue, args, prog), file=sys.stderr)
         except flags.Error as e:
             print(f"error: {e} (see {prog} --help)", file=sys.stderr)
         except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -137,6 +150,36 @@ def _main(argv, prog: str = "python train.py"):
         sys.exit(2)
 
     app.run(main, argv=argv, flags_parser=parse)
+
+
+def unknown_flag_line(name: str, token: str, argv, prog: str) -> str:
+    """The error line for a flag train does not have: a config field given as a plain flag
+    (`--batch-size=4`) is pointed to its `--config.batch_size=4` spelling; another name gets
+    the closest of train's own flags or the config's fields."""
+    value = token.partition("=")[2] if "=" in token else None
+    if value is None and token in argv:
+        following = argv[argv.index(token) + 1:argv.index(token) + 2]
+        value = following[0] if following and not following[0].startswith("-") else None
+    key = name.replace("-", "_")
+    try:
+        _, config = _config_for_help(argv)
+        from e4e_jax.train.loop import flat_config
+        fields = list(flat_config(config))
+    except Exception:                         # noqa: BLE001 -- the line is still useful
+        fields = []
+    matches = [f for f in fields if f == key or f.endswith("." + key)]
+    if matches:
+        return (f"error: unknown flag --{name}; training settings are config fields: "
+                f"--config.{matches[0]}={value if value is not None else 'VALUE'} "
+                f"(see {prog} --help)")
+    import difflib
+    own = ["config", "workdir", "verbose"]
+    close = difflib.get_close_matches(key, own + fields, n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = (f"; did you mean --{close[0]}?" if close[0] in own
+                else f"; did you mean --config.{close[0]}?")
+    return f"error: unknown flag --{name}{hint} (see {prog} --help)"
 
 
 def _overridden(argv, field: str) -> bool:
@@ -193,6 +236,14 @@ def check_overrides(argv: list[str], prog: str) -> str | None:
     return None
 
 
+def quiet_native_logs(environ) -> None:
+    """The C++ logs' levels, set in `environ` before TensorFlow is imported (it reads them
+    once, at import; worker processes inherit them): TensorFlow's oneDNN / CPU-feature / CUDA
+    banners and glog users go; a level the user exported stays."""
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    environ.setdefault("GLOG_minloglevel", "2")
+
+
 def run(argv) -> None:
     prog = _prog(argv[0])
     argv = [argv[0]] + normalize_overrides(list(argv[1:]))
@@ -209,8 +260,7 @@ def run(argv) -> None:
         sys.exit(2)
     verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:])
     if not verbose:
-        # before TensorFlow is imported: its C++ banners (oneDNN, CUDA probing) go
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        quiet_native_logs(os.environ)
     try:
         _main(argv, prog)
     except KeyboardInterrupt:

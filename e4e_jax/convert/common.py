@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pathlib
 import re
 import sys
 import warnings
@@ -37,7 +38,7 @@ def require_torch():
 
 def to_numpy(obj: Any) -> Any:
     """Recursively turns torch tensors inside dicts/lists/tuples into numpy arrays (and
-    argparse.Namespace objects into dicts)."""
+    argparse.Namespace objects into dicts, pathlib paths into strings)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
@@ -46,6 +47,8 @@ def to_numpy(obj: Any) -> Any:
         return t.numpy().copy()
     if isinstance(obj, argparse.Namespace):
         obj = vars(obj)
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
     if isinstance(obj, Mapping):
         return {k: to_numpy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -74,10 +77,13 @@ def plain_data_allow_list() -> list:
     - argparse.Namespace: `args` of rosinality's train.py checkpoints, `opts` of pSp-family
       training checkpoints saved as a Namespace instead of `vars(opts)`.
     - numpy number scalars and number arrays (e.g. a loss or `ada_aug_p` computed with numpy).
+    - pathlib.PosixPath / PurePosixPath / PureWindowsPath: the Path entries of
+      stylegan3-editing's `opts` (dataclasses.asdict of its options); built from strings.
 
     Optimizer states (`g_optim`, `optimizer`, ...) and torch.device need nothing extra.
     """
-    return [argparse.Namespace] + _numpy_allow_list()
+    return ([argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath,
+             pathlib.PureWindowsPath] + _numpy_allow_list())
 
 
 def _allowed_names(allow_list: list) -> set[str]:
@@ -86,7 +92,8 @@ def _allowed_names(allow_list: list) -> set[str]:
 
 
 PLAIN_DATA = ("tensors, numbers, strings, None, dict / list / tuple / set / OrderedDict, "
-              "torch dtypes and devices, numpy numbers and number arrays, argparse.Namespace")
+              "torch dtypes and devices, numpy numbers and number arrays, argparse.Namespace, "
+              "pathlib paths")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # torch's two wordings for a refused class: a GLOBAL opcode, or a BUILD of a type it cannot make
 _REFUSED_PATTERNS = (re.compile(r"GLOBAL ([\w.]+) was not an allowed global"),

@@ -151,9 +151,11 @@ def _opts(ckpt: Mapping[str, Any]) -> dict:
 
 
 def restyle_config_from_opts(opts: Mapping[str, Any], encoder_state: Mapping[str, Any],
-                             what: str = "checkpoint") -> dict:
+                             what: str = "checkpoint", n_styles: int | None = None) -> dict:
     """The e4e_jax encoder config of an official ReStyle checkpoint; ConversionError (one line)
-    when opts and the weights disagree."""
+    when opts and the weights disagree. n_styles: the StyleGAN3 generator's W+ rows (16 for
+    stylegan3-editing's e4e3 / psp3, which ignore opts['output_size']); None: from
+    opts['output_size'] (StyleGAN2: 2 log2(size) - 2)."""
     from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES, encoder_config
     from e4e_jax.models.restyle_encoders import is_resnet
     if "encoder_type" not in opts:
@@ -169,19 +171,23 @@ def restyle_config_from_opts(opts: Mapping[str, Any], encoder_state: Mapping[str
                 if "stylegan_size" in opts else "")
         raise ConversionError(f"{what}: opts['encoder_type'] = {encoder_type!r} is not a ReStyle "
                               f"encoder ({', '.join(RESTYLE_ENCODER_TYPES)}).{hint}")
-    if "output_size" not in opts:
+    if n_styles is not None:
+        size = None
+    elif "output_size" not in opts:
         raise ConversionError(f"{what}: opts has no 'output_size' entry (the generator's "
                               f"resolution, official default 1024).")
-    size = opts["output_size"]
-    try:
-        size = int(size)
-        log = size.bit_length() - 1
-        ok = size >= 8 and 2 ** log == size
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConversionError(f"{what}: opts['output_size'] = {size!r} is not a power of two.")
-    n_styles = 2 * log - 2
+    else:
+        size = opts["output_size"]
+        try:
+            size = int(size)
+            log = size.bit_length() - 1
+            ok = size >= 8 and 2 ** log == size
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConversionError(f"{what}: opts['output_size'] = {size!r} is not a power of "
+                                  f"two.")
+        n_styles = 2 * log - 2
     # the first convolution says how many channels the encoder reads
     first = "conv1.weight" if is_resnet(encoder_type) else "input_layer.0.weight"
     other = "input_layer.0.weight" if is_resnet(encoder_type) else "conv1.weight"
@@ -202,6 +208,11 @@ def restyle_config_from_opts(opts: Mapping[str, Any], encoder_state: Mapping[str
                               f"reconstruction).")
     heads = {int(m.group(1)) for k in encoder_state
              for m in [re.match(r"styles\.(\d+)\.", k)] if m}
+    if len(heads) != n_styles and size is None:
+        raise ConversionError(
+            f"{what}: the encoder has {max(heads) + 1 if heads else 0} style heads (n_styles) but "
+            f"the StyleGAN3 generator takes {n_styles} W+ rows (stylegan3-editing's encoders "
+            f"have 16, for its 1024 px generators).")
     if len(heads) != n_styles:
         found = max(heads) + 1 if heads else 0
         fits = f", as for a {2 ** ((found + 2) // 2)}px generator" if found >= 2 else ""
@@ -214,23 +225,59 @@ def restyle_config_from_opts(opts: Mapping[str, Any], encoder_state: Mapping[str
     return encoder_config(encoder_type, n_styles, input_size)
 
 
-def _given_generator(path: str, size: int, what: str):
+def _given_generator(path: str, size: int | None, what: str):
+    """The generator directory given with --generator; size: the resolution opts['output_size']
+    asks for (None: not checked, StyleGAN3)."""
     from e4e_jax.nets.generator import load_generator
     try:
         gen = load_generator(path)
     except (OSError, ValueError) as e:
         raise ConversionError(f"--generator {path!r}: {e}") from None
-    if gen.resolution != size:
+    if size is not None and gen.resolution != size:
         raise ConversionError(f"{what}: the generator in {path!r} is {gen.resolution}px but "
                               f"opts['output_size'] = {size} (stylegan size mismatch).")
+    return gen
+
+
+def is_stylegan3_state(decoder_state: Mapping[str, Any]) -> bool:
+    """Whether decoder.* keys (prefix stripped) are a StyleGAN3 Generator's (stylegan3-editing's
+    e4e3 / psp3) rather than rosinality's StyleGAN2."""
+    return "mapping.fc0.weight" in decoder_state or any(
+        k.startswith("synthesis.input.") for k in decoder_state)
+
+
+def is_stylegan3(generator) -> bool:
+    """Whether a loaded generator is a StyleGAN3 one (it has an input transform)."""
+    return hasattr(generator, "transform")
+
+
+def with_identity_transform(generator):
+    """A StyleGAN3 generator whose stored synthesis.input.transform is the identity: the
+    official e4e3 / psp3 forward sets the identity before every aligned render (and their
+    load_weights drop the stored buffer), so the converted model renders as they do."""
+    from e4e_jax.models.stylegan3 import BUFFERS
+    buffers = dict(generator.variables[BUFFERS])
+    synthesis = dict(buffers["synthesis"])
+    synthesis["input"] = {**synthesis["input"], "transform": np.eye(3, dtype=np.float32)}
+    buffers["synthesis"] = synthesis
+    return generator.replace(variables={**generator.variables, BUFFERS: buffers})
+
+
+def _stylegan3_decoder(dec_state: Mapping[str, Any], what: str):
+    from e4e_jax.convert.stylegan3 import convert_torch_state
+    # the stored transform is whatever the last forward set (a batch of identities, or a
+    # landmarks transform); the official loader drops it
+    state = {k: v for k, v in dec_state.items() if k != "synthesis.input.transform"}
+    gen, _ = convert_torch_state(state, f"{what}: decoder")
     return gen
 
 
 def convert_restyle(ckpt: Mapping[str, Any], what: str = "checkpoint",
                     generator: str | None = None) -> dict:
     """A loaded official ReStyle checkpoint (numpy arrays) -> {'config', 'encoder_variables',
-    'generator', 'latent_avg'} (generator: a LoadedGenerator; from `generator`, a generator
-    directory, when given, else from the file's decoder.* keys)."""
+    'generator', 'latent_avg'} (generator: a LoadedGenerator, or a LoadedStyleGAN3 with the
+    identity transform for stylegan3-editing's files; from `generator`, a generator directory,
+    when given, else from the file's decoder.* keys)."""
     from e4e_jax.convert.stylegan2 import convert_generator, infer_generator_sizes
     from e4e_jax.nets.generator import LoadedGenerator, module_from_config
     if not isinstance(ckpt, Mapping):
@@ -252,18 +299,31 @@ def convert_restyle(ckpt: Mapping[str, Any], what: str = "checkpoint",
     dec_state = strip_prefix(state, "decoder.")
     if not enc_state:
         raise ConversionError(f"{what}: the state_dict has no encoder.* keys.")
-    config = restyle_config_from_opts(opts, enc_state, what)
-    size = int(opts["output_size"])
     if ckpt.get("latent_avg") is None:
         raise ConversionError(f"{what}: the file has no latent_avg; ReStyle starts every image "
                               f"from it (the official forward adds it at the first iteration).")
+    gen = None
     if generator is not None:
-        gen = _given_generator(generator, size, what)
-    elif not dec_state:
+        gen = _given_generator(generator, None, what)
+    elif dec_state and is_stylegan3_state(dec_state):
+        gen = _stylegan3_decoder(dec_state, what)
+    sg3 = gen is not None and is_stylegan3(gen)
+    config = restyle_config_from_opts(opts, enc_state, what,
+                                      n_styles=gen.n_latent if sg3 else None)
+    if sg3:
+        gen = with_identity_transform(gen)
+        size = gen.resolution
+    else:
+        size = int(opts["output_size"])
+    if gen is not None and not sg3 and gen.resolution != size:
+        raise ConversionError(f"{what}: the generator in {generator!r} is {gen.resolution}px "
+                              f"but opts['output_size'] = {size} (stylegan size mismatch).")
+    if gen is None and not dec_state:
         raise ConversionError(f"{what}: the state_dict has no decoder.* keys; pass the generator "
                               f"the encoder was trained with as --generator DIR (converted with "
-                              f"`e4e-jax convert stylegan2`).")
-    else:
+                              f"`e4e-jax convert stylegan2`, or `e4e-jax convert stylegan3` for "
+                              f"stylegan3-editing's encoders).")
+    if gen is None:
         found = infer_generator_sizes(dec_state, f"{what}: decoder")["resolution"]
         if found != size:
             raise ConversionError(f"{what}: the decoder is a {found}px generator but "
@@ -280,7 +340,8 @@ def convert_restyle(ckpt: Mapping[str, Any], what: str = "checkpoint",
     full = dict(encoder=config, dataset_type=dataset, stylegan_size=size,
                 n_latent=config["n_styles"], face_pool=FACE_POOL,
                 crop_rows=list(e4e_format.CARS_CROP_ROWS) if "cars" in dataset else None,
-                restyle_iterations=int(opts.get("n_iters_per_batch", 5)))
+                restyle_iterations=int(opts.get("n_iters_per_batch", 5)),
+                generator_kind="stylegan3" if sg3 else "stylegan2")
     return dict(config=full, encoder_variables=enc_variables, generator=gen,
                 latent_avg=latent_avg)
 
@@ -296,6 +357,7 @@ def write_restyle_dir(converted: Mapping[str, Any], dst: str, source: str | None
                          face_pool=cfg["face_pool"],
                          extra_config={"dataset_type": cfg["dataset_type"],
                                        "stylegan_size": cfg["stylegan_size"],
+                                       "generator_kind": cfg["generator_kind"],
                                        "restyle_iterations": cfg["restyle_iterations"]},
                          source=source)
 
@@ -307,8 +369,9 @@ def run(args) -> str:
     cfg = converted["config"]
     enc = cfg["encoder"]
     return (f"wrote {path}: {enc['encoder_type']} (ReStyle) for {enc['input_size'][0]}x"
-            f"{enc['input_size'][1]} inputs, {enc['n_styles']} W+ rows, generator "
-            f"{cfg['stylegan_size']}px"
+            f"{enc['input_size'][1]} inputs, {enc['n_styles']} W+ rows, "
+            f"{'StyleGAN3 (identity transform) ' if cfg['generator_kind'] == 'stylegan3' else ''}"
+            f"generator {cfg['stylegan_size']}px"
             f"{' from ' + args.generator if args.generator else ''}"
             f"{', output rows %d:%d' % tuple(cfg['crop_rows']) if cfg['crop_rows'] else ''}")
 

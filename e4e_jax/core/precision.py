@@ -15,6 +15,7 @@ dtype: "float32" (default: bit-identical to the code before this option existed)
       - the StyleGAN2 mapping network, the styles (modulation) and the demodulation factors:
         per-sample scales of every convolution, an error there scales a whole layer;
       - the ToRGB skip image (3 channels, accumulated over 9 resolutions; costs nothing);
+      - the generator layers below the top `low_precision_res` resolutions (below);
       - BatchNorm statistics and rsqrt, the unit / l2 normalisations of LPIPS, ArcFace, MoCo
         (sums of squares over 512-2048 channels lose digits in bfloat16);
       - the encoders' W+ output, the latent discriminator, the W pools, softplus / R1 (a second
@@ -23,6 +24,15 @@ precision: None (JAX's default, which on GPUs / TPUs may be TF32 / one bfloat16 
     "high" or "highest" (float32-exact; what the parity tests use). Passed to every
     `conv_general_dilated` and `dot_general` of every network, including the fixed resize
     matrices of e4e_jax.core.ops (which use "highest" when the policy says None, to stay exact).
+low_precision_res: how many of the generators' top resolutions compute in the reduced dtype
+    (the official StyleGAN2-ADA / StyleGAN3 `num_fp16_res`). None (default): the official
+    split, `DEFAULT_LOW_PRECISION_RES` = 4 (StyleGAN3: the generator's own num_fp16_res); 0: no
+    generator layer; a large value (e.g. 32): every layer the official code can run in fp16
+    (StyleGAN2: all but the 4x4 ones; StyleGAN3: all but the input).
+    The lower resolutions keep float32 whatever the dtype: bfloat16 in every StyleGAN2 layer
+    gives 23.5 dB reconstruction PSNR against float32 on the e4e fixture, the default split
+    over 30 dB (benchmarks/RESULTS.md, "dtype policy"). Only the generators read it; the
+    encoders and loss networks compute in `dtype` throughout.
 remat: "none" or "blocks" (training step: the synthesis network runs one image at a time as a
     rematerialised scan over the batch, each generator layer and each encoder unit is
     recomputed in the backward pass; `Generator.per_image_from`). XLA's estimate for the FFHQ
@@ -35,12 +45,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PRECISIONS = {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
               "highest": jax.lax.Precision.HIGHEST}
 REMATS = ("none", "blocks")
-FLOAT32_PARTS = ("mapping", "modulation", "demodulation", "to_rgb skip", "batchnorm statistics",
+# official StyleGAN2-ADA train.py / StyleGAN3 train.py: num_fp16_res = 4 ("enable
+# mixed-precision training"), with conv_clamp = 256 against fp16 overflow; bfloat16 has
+# float32's exponent range, so the clamp is not needed for it (a generator keeps the conv_clamp
+# its checkpoint sets, in every dtype, as the official code does)
+DEFAULT_LOW_PRECISION_RES = 4
+FLOAT32_PARTS = ("mapping", "modulation", "demodulation", "to_rgb skip",
+                 "generator layers below the top low_precision_res resolutions",
+                 "batchnorm statistics",
                  "unit/l2 normalisation", "encoder W+ output", "latent discriminator", "W pool",
                  "softplus / R1", "loss reductions")
 
@@ -74,18 +92,44 @@ def check_remat(remat: str) -> str:
     return remat
 
 
+def check_low_precision_res(low_precision_res: Any) -> int | None:
+    """None or an integer >= 0 (see the module docstring) -> itself; ValueError otherwise."""
+    k = low_precision_res
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"low_precision_res must be None (the official split, "
+                         f"{DEFAULT_LOW_PRECISION_RES}) or an integer >= 0, got {k!r}.")
+    return int(k)
+
+
+def low_precision_from(resolution: int, low_precision_res: int | None) -> int:
+    """The lowest resolution whose StyleGAN2 layers compute in the reduced dtype, for a
+    generator of output `resolution` (a power of two): StyleGAN2-ADA's SynthesisNetwork
+    fp16_resolution = max(2 ** (log2 R + 1 - k), 8), k = low_precision_res (None:
+    DEFAULT_LOW_PRECISION_RES): the top k resolutions, never the 4x4 layers (the official
+    code keeps them in float32 whatever num_fp16_res). k = 0 gives 2 * resolution (no layer)."""
+    k = check_low_precision_res(low_precision_res)
+    k = DEFAULT_LOW_PRECISION_RES if k is None else k
+    log = int(round(np.log2(resolution)))
+    return max(2 ** max(log + 1 - k, 0), 8)
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """dtype ("float32" | "bfloat16"), precision (None | "default" | "high" | "highest"),
-    remat ("none" | "blocks"); validated on construction (ValueError naming the choices)."""
+    remat ("none" | "blocks"), low_precision_res (None | int >= 0: the generators' layers in
+    `dtype`); validated on construction (ValueError naming the choices)."""
     dtype: str = "float32"
     precision: str | None = None
     remat: str = "none"
+    low_precision_res: int | None = None
 
     def __post_init__(self):
         compute_dtype(self.dtype)
         lax_precision(self.precision)
         check_remat(self.remat)
+        check_low_precision_res(self.low_precision_res)
 
     @property
     def compute_dtype(self):

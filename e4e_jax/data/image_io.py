@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -26,7 +27,40 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 class ImageReadError(ValueError):
-    """A file could not be read as an image."""
+    """A file could not be read as an image. `name` is the file as the message names it and
+    `reason` the decoder's account (None for errors built from a plain message); `named(rel)`
+    is the same message naming the file as `rel` (a command's path relative to its input)."""
+
+    def __init__(self, message: str, name: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.name, self.reason = name, reason
+
+    def named(self, name: str) -> str:
+        if self.reason is None:
+            return str(self)
+        return read_error_message(name, self.reason)
+
+
+def read_error_message(name: str, reason: str) -> str:
+    """The one wording of an unreadable file, used by every command (screen and skipped.txt)."""
+    return f"cannot read {name!r} as an image: {reason}"
+
+
+# a Python object's default repr (`<_io.BytesIO object at 0x7f...>`): PIL names a file object
+# by it; it says nothing to the user and differs between runs
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(e: Exception, *names) -> str:
+    """`Type: message` of a decoder's exception without object reprs or the file's own name
+    (the message names the file once, as the user gave it)."""
+    text = _OBJECT_REPR.sub("", str(e))
+    for n in names:
+        if n:       # a short bare name could be a word of the reason: only its quoted form
+            text = text.replace(repr(str(n)), "")
+            text = text.replace(str(n), "") if len(str(n)) > 3 else text
+    text = " ".join(text.split()).rstrip(" :")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def list_images(folder: str, recursive: bool = True) -> list[str]:
@@ -73,13 +107,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(src, upright: bool = False) -> Image.Image:
+def read_rgb(src, upright: bool = False, name: str | None = None) -> Image.Image:
     """Opens any PIL-readable image as RGB (`to_rgb`): `src` is a local path, a bucket path
     (`gs://...`, read through e4e_jax.core.fs) or a binary file object. `upright` applies the
     EXIF orientation (phone photos; the alignment does, the official test transform does not).
-    Raises ImageReadError naming the file and the reason (a missing file included);
+    `name`: how the message names the file (a command passes the path relative to its input
+    folder; default: the path, or the file object's name).
+    Raises ImageReadError naming the file and the decoder's reason (a missing file included);
     fs.RemoteError when a bucket cannot be reached (a failure of the store, not of the image)."""
-    name = (getattr(src, "name", None) or "<file object>") if hasattr(src, "read") else src
+    given = (getattr(src, "name", None) or "<file object>") if hasattr(src, "read") else src
+    given = os.fspath(given) if isinstance(given, os.PathLike) else given
+    name = given if name is None else name
     try:
         if isinstance(src, (str, os.PathLike)) and fs.is_remote(os.fspath(src)):
             src = io.BytesIO(fs.read_bytes(os.fspath(src)))
@@ -92,7 +130,8 @@ def read_rgb(src, upright: bool = False) -> Image.Image:
     except fs.RemoteError:
         raise               # the bucket failed, not the image: never skipped as unreadable
     except Exception as e:  # PIL raises many types for broken files (OSError, SyntaxError, ...)
-        raise ImageReadError(f"cannot read {name!r} as an image: {type(e).__name__}: {e}") from e
+        reason = _reason(e, given, name)
+        raise ImageReadError(read_error_message(name, reason), name, reason) from e
 
 
 def resize(img: Image.Image, size: Sequence[int]) -> Image.Image:

@@ -76,6 +76,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IN_PROGRESS = "prepare-in-progress.json"   # marks a started, unfinished run (it resumes)
 SHARD_SIZE = 1024
+# stored image sides: below 8 nothing is left of a face; above 4096 (4x the largest generator,
+# 16x the encoders' 256) one decoded image is 50 MB per worker, and far larger sizes make the
+# workers run out of memory
+MIN_SIZE, MAX_SIZE = 8, 4096
 ENCODINGS = ("raw", "png")
 # one record per chunk (random access reads one image); no chunk compression: PNG bytes do not
 # compress further, and raw pixels are stored raw for speed (the point of the format)
@@ -90,6 +94,20 @@ class PrepareError(ValueError):
 
 class NothingReadableError(PrepareError):
     """Every file of the input was skipped: there is nothing to write a dataset of."""
+
+
+class WorkerDiedError(PrepareError):
+    """A decoding process died (killed by the system, most often for memory); the complete
+    shards are kept and a rerun resumes."""
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) as ints; PrepareError outside MIN_SIZE..MAX_SIZE."""
+    h, w = (int(s) for s in size)
+    if min(h, w) < MIN_SIZE or max(h, w) > MAX_SIZE:
+        raise PrepareError(f"--size {h},{w} is outside {MIN_SIZE}..{MAX_SIZE}: give the "
+                           f"encoder's input size (256, or 192,256 for cars).")
+    return h, w
 
 
 def shard_name(k: int, n: int) -> str:
@@ -221,9 +239,11 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _check_output(output: str, overwrite: bool) -> bool:
+def _check_output(output: str, overwrite: bool, log=lambda s: None) -> bool:
     """Refuses an output that is not (the start of) a prepared dataset; returns True when a
-    started run is resumed. With `overwrite`, a finished dataset is emptied first."""
+    started run is resumed. With `overwrite`, a finished dataset is emptied first; without it,
+    a finished dataset with missing or truncated shards is reopened as a started run (the
+    intact shards are kept, the damaged ones redone)."""
     if not fs.exists(output):
         return False
     if not fs.isdir(output):
@@ -231,6 +251,8 @@ def _check_output(output: str, overwrite: bool) -> bool:
                            f"missing).")
     files = fs.list_files(output)
     if MANIFEST in files:
+        if not overwrite and _reopen_damaged(output, files, log):
+            return True
         if not overwrite:
             raise PrepareError(f"{output!r} already holds a prepared dataset ({MANIFEST}); pass "
                                f"--overwrite to prepare it again, or choose another --output.")
@@ -246,14 +268,75 @@ def _check_output(output: str, overwrite: bool) -> bool:
     return False
 
 
+def shard_problems(root: str, manifest: dict, files: Sequence[str] | None = None
+                   ) -> list[str]:
+    """'FILE is missing' / 'FILE has N bytes, not M' for each shard of `manifest` that is not in
+    `root` whole (sizes are checked where the manifest records them and `root` is local; the
+    sha256 is not: that would read every shard)."""
+    if files is None:
+        files = fs.list_files(root)
+    present = set(files)
+    problems = []
+    for s in manifest.get("shards", []):
+        if s["file"] not in present:
+            problems.append(f"{s['file']} is missing")
+        elif "bytes" in s and not fs.is_remote(root):
+            got = os.path.getsize(os.path.join(root, s["file"]))
+            if got != int(s["bytes"]):
+                problems.append(f"{s['file']} has {got} bytes, not {s['bytes']}")
+    return problems
+
+
+def _reopen_damaged(output: str, files: list[str], log) -> bool:
+    """Turns a finished dataset whose shards are damaged back into a started run (record lists
+    of its intact shards, the in-progress marker, no manifest); False when it is whole."""
+    try:
+        m = _read_json(fs.join(output, MANIFEST))
+    except (OSError, ValueError):
+        return False
+    bad = shard_problems(output, m, files)
+    if not bad or m.get("format") != FORMAT:
+        return False
+    names = sorted([i["name"] for i in m["images"]] + [s["name"] for s in m["skipped"]])
+    plan = _chunks(names, int(m["shard_size"]))
+    if len(plan) != len(m["shards"]):
+        return False
+    digests = {i["name"]: i["sha256"] for i in m["images"]}
+    skipped = {s["name"]: s for s in m["skipped"]}
+    header = {k: m[k] for k in ("format", "format_version", "size", "encoding", "shard_size")}
+    damaged = {p.split(" ", 1)[0] for p in bad}
+    for k, shard in enumerate(m["shards"]):
+        if shard["file"] in damaged:
+            continue
+        entry = {**header, "file": shard["file"], "records": shard["records"],
+                 "sha256": shard["sha256"],
+                 "images": [{"name": n, "sha256": digests[n]} for n in plan[k] if n in digests],
+                 "skipped": [{"name": n, "sha256": skipped[n].get("sha256"),
+                              "reason": skipped[n]["reason"]} for n in plan[k] if n in skipped]}
+        if "bytes" in shard:
+            entry["bytes"] = shard["bytes"]
+        _write_json(fs.join(output, _records_name(shard["file"])), entry)
+    _write_json(fs.join(output, IN_PROGRESS), header)
+    fs.remove(fs.join(output, MANIFEST))
+    log(f"repairing: {'; '.join(bad)}; the other {len(plan) - len(damaged)} shard(s) are "
+        f"kept if their files are unchanged")
+    return True
+
+
 def _check_input(input_dir: str, output: str) -> list[str]:
     if not fs.isdir(input_dir):
         raise PrepareError(f"--input {input_dir!r} is not a folder.")
-    if not fs.is_remote(input_dir) and not fs.is_remote(output):
+    if fs.is_remote(input_dir) != fs.is_remote(output):
+        inside = False
+    elif fs.is_remote(input_dir):
+        inp, out = input_dir.rstrip("/") + "/", output.rstrip("/") + "/"
+        inside = fs.protocol(input_dir) == fs.protocol(output) and out.startswith(inp)
+    else:
         inp, out = os.path.abspath(input_dir), os.path.abspath(output)
-        if os.path.commonpath([inp, out]) == inp:
-            raise PrepareError(f"--output {output!r} is inside --input {input_dir!r}: its shards "
-                               f"would become inputs; choose a folder outside it.")
+        inside = os.path.commonpath([inp, out]) == inp
+    if inside:
+        raise PrepareError(f"--output {output!r} is inside --input {input_dir!r}: its shards "
+                           f"would become inputs; choose a folder outside it.")
     if fs.exists(fs.join(input_dir, MANIFEST)):
         raise PrepareError(f"--input {input_dir!r} is already a prepared dataset; use it "
                            f"directly wherever an image folder is taken.")
@@ -280,10 +363,19 @@ class _ShardWriter:
         self.writer.write(record)
         self.records += 1
 
+    def abort(self) -> None:
+        """Drops the unfinished shard (a failed or interrupted run leaves no partial file)."""
+        try:
+            self.writer.close()
+        finally:
+            if os.path.exists(self.local):
+                os.remove(self.local)
+
     def finish(self) -> str:
         """Closes, publishes and returns the shard's sha256."""
         self.writer.close()
         digest = _sha256_file(self.local)
+        self.bytes = os.path.getsize(self.local)
         final = fs.join(self.output, self.name)
         if fs.is_remote(self.output):
             tmp = final + ".tmp"
@@ -311,25 +403,32 @@ def prepare(input_dir: str, output: str, size: Sequence[int] = (256, 256),
     request, NothingReadableError when no file is readable (the started output is kept);
     KeyboardInterrupt leaves complete shards in place for a rerun to keep.
     """
-    size = (int(size[0]), int(size[1]))
-    if min(size) < 1:
-        raise PrepareError(f"--size must be positive, got {size}.")
+    size = check_size(size)
     if encoding not in ENCODINGS:
         raise PrepareError(f"--encoding must be one of {', '.join(ENCODINGS)}, got "
                            f"{encoding!r}.")
     if shard_size < 1:
         raise PrepareError(f"--shard-size must be >= 1, got {shard_size}.")
     workers = max(1, int(workers or os.cpu_count() or 1))
+    fs.check_bucket(output)         # before any work: else the first upload fails, cryptically
     names = _check_input(input_dir, output)
-    resuming = _check_output(output, overwrite)
+    resuming = _check_output(output, overwrite, log)
     fs.makedirs(output)
     plan = _chunks(names, shard_size)
     n_shards = len(plan)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "size": list(size),
               "encoding": encoding, "shard_size": shard_size}
+    before = _previous_header(output) if resuming else None
     _write_json(fs.join(output, IN_PROGRESS), header)
     kept = _kept_shards(input_dir, output, plan, header, workers) if resuming else {}
-    if resuming:
+    changed = [k for k in ("size", "encoding", "shard_size")
+               if before is not None and before.get(k) != header[k]]
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {_setting(before.get(k))}" for k in changed)
+        now = ", ".join(f"--{k.replace('_', '-')} {_setting(header[k])}" for k in changed)
+        log(f"resuming: the interrupted run in {output} used {was}, this one {now}: its "
+            f"complete shards are discarded and all {n_shards} shard(s) are prepared again")
+    elif resuming:
         log(f"resuming: keeping {len(kept)} of {n_shards} complete shard(s) whose files are "
             f"unchanged")
     total = len(names)
@@ -354,6 +453,13 @@ def prepare(input_dir: str, output: str, size: Sequence[int] = (256, 256),
         results = rows()
         for k in todo:
             kept[k] = _write_shard(output, k, n_shards, plan[k], results, scratch, header, log)
+    except cf.process.BrokenProcessPool as e:
+        done_shards = len(kept)
+        raise WorkerDiedError(
+            f"a decoding worker process died (most likely out of memory: {workers} workers "
+            f"decoding images at {size[0]}x{size[1]}); the {done_shards} complete shard(s) in "
+            f"{output} are kept: run again with fewer --workers (e.g. --workers "
+            f"{max(1, workers // 2)}) to resume.") from e
     finally:
         pool.close()
         if scratch:
@@ -361,23 +467,39 @@ def prepare(input_dir: str, output: str, size: Sequence[int] = (256, 256),
     return _finish(output, input_dir, header, [kept[k] for k in range(n_shards)], n_shards)
 
 
+def _setting(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _previous_header(output: str) -> dict | None:
+    """The settings of the interrupted run being resumed (None when unreadable)."""
+    try:
+        return _read_json(fs.join(output, IN_PROGRESS))
+    except (OSError, ValueError):
+        return None
+
+
 def _write_shard(output: str, k: int, n_shards: int, names: list[str], results: Iterator,
                  scratch: str, header: dict, log) -> dict:
     name = shard_name(k, n_shards)
     writer = _ShardWriter(output, name, scratch)
     images, skipped = [], []
-    for expected in names:
-        fname, digest, record, reason = next(results)
-        assert fname == expected, (fname, expected)   # the pool keeps the order
-        if record is None:
-            skipped.append({"name": fname, "sha256": digest, "reason": reason})
-            log(f"skipping {fname}: {reason}")
-        else:
-            writer.write(record)
-            images.append({"name": fname, "sha256": digest})
+    try:
+        for expected in names:
+            fname, digest, record, reason = next(results)
+            assert fname == expected, (fname, expected)   # the pool keeps the order
+            if record is None:
+                skipped.append({"name": fname, "sha256": digest, "reason": reason})
+                log(f"skipping {fname}: {reason}")
+            else:
+                writer.write(record)
+                images.append({"name": fname, "sha256": digest})
+    except BaseException:
+        writer.abort()
+        raise
     shard_sha = writer.finish()
     entry = {**header, "file": name, "records": len(images), "sha256": shard_sha,
-             "images": images, "skipped": skipped}
+             "bytes": writer.bytes, "images": images, "skipped": skipped}
     _write_json(fs.join(output, _records_name(name)), entry)
     return entry
 
@@ -431,10 +553,10 @@ def _finish(output: str, input_dir: str, header: dict, entries: list[dict],
                            f"(the reasons are in {output!r}'s shard-*.json); nothing to train "
                            f"on.")
     manifest = {**header, "input": input_dir, "count": count,
-                "shards": [{"file": e["file"], "records": e["records"], "sha256": e["sha256"]}
+                "shards": [{k: e[k] for k in ("file", "records", "sha256", "bytes") if k in e}
                            for e in entries],
                 "images": [i for e in entries for i in e["images"]],
-                "skipped": [{"name": s["name"], "reason": s["reason"]}
+                "skipped": [{"name": s["name"], "reason": s["reason"], "sha256": s["sha256"]}
                             for e in entries for s in e["skipped"]]}
     _write_json(fs.join(output, MANIFEST), manifest)
     for e in entries:
@@ -503,6 +625,12 @@ class PreparedSource:
         if self.encoding not in ENCODINGS:
             raise DataError(f"{path!r} has encoding {self.encoding!r}; this e4e_jax reads "
                             f"{', '.join(ENCODINGS)}: prepare the dataset again.")
+        problems = shard_problems(root, m)
+        if problems:
+            raise DataError(
+                f"prepared dataset {root} is damaged: {'; '.join(problems)}; rerun `e4e-jax "
+                f"prepare` with the same arguments (--input {m.get('input')} --output {root} "
+                f"--size {_setting(m['size'])}): it redoes the missing or damaged shards.")
         self.files = [i["name"] for i in m["images"]]
         counts = [int(s["records"]) for s in m["shards"]]
         self._starts = np.cumsum([0] + counts)
@@ -521,7 +649,15 @@ class PreparedSource:
         reader = self._readers.get(k)
         if reader is None:
             from array_record.python.array_record_module import ArrayRecordReader
-            reader = ArrayRecordReader(self._local_shard(k), READER_OPTIONS)
+            local = self._local_shard(k)
+            try:
+                reader = ArrayRecordReader(local, READER_OPTIONS)
+            except (RuntimeError, OSError, ValueError) as e:   # a shard damaged after opening
+                raise DataError(
+                    f"shard {self.manifest['shards'][k]['file']} of prepared dataset "
+                    f"{self.root} cannot be read ({' '.join(str(e).split())[:200]}); rerun "
+                    f"`e4e-jax prepare` with the same arguments: it redoes damaged "
+                    f"shards.") from e
             self._readers[k] = reader
         return reader
 

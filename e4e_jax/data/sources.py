@@ -50,7 +50,7 @@ class FolderSource:
 
     def load(self, i: int, size: Sequence[int]) -> np.ndarray:
         """Image i as (H, W, 3) uint8 at `size` (H, W); ImageReadError when undecodable."""
-        img = image_io.read_rgb(fs.join(self.root, self.files[i]))
+        img = image_io.read_rgb(fs.join(self.root, self.files[i]), name=self.files[i])
         return np.asarray(image_io.resize(img, size))
 
     def __repr__(self) -> str:

@@ -17,7 +17,12 @@ models/psp.py / models/e4e.py (identical for ReStyle-pSp and ReStyle-e4e):
         y_t = AdaptiveAvgPool(r_t, encoder input size)   (the identity at the official sizes)
 
 G runs with its stored noise buffers (official randomize_noise=False); face_pool is the
-official AdaptiveAvgPool2d((256, 256)). The whole loop is one `lax.scan` inside one jit, compiled
+official AdaptiveAvgPool2d((256, 256)).
+
+Over StyleGAN3 (yuval-alaluf/stylegan3-editing at commit 36ce2b4, inversion/models/e4e3.py /
+psp3.py and utils/inference_utils.py): the same loop with 16 W+ rows, latent_avg the mapping's
+w_avg repeated, G rendering with the identity input transform (`render_transform`), and
+run_on_batch's default resize_outputs=False there (pass resize=False for its raw images). The whole loop is one `lax.scan` inside one jit, compiled
 once per (batch shape, iterations, resize) for a model; on a single CPU device the batch is
 mapped one image at a time inside the jit, as Inverter.invert does (model.scan_batch).
 
@@ -44,7 +49,7 @@ from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES
 from e4e_jax.nets.encoder import face_pool
 
 __all__ = ["apply_average_image", "apply_restyle", "average_image", "invert", "is_restyle",
-           "to_input_size"]
+           "render_transform", "to_input_size"]
 
 DEFAULT_ITERATIONS = 5   # official --n_iters_per_batch default
 
@@ -92,6 +97,13 @@ def to_input_size(model, images: jax.Array) -> jax.Array:
     return adaptive_avg_pool2d(images, model.input_size, model.precision)
 
 
+def render_transform(model):
+    """The input transform ReStyle renders with: the identity (3, 3) for a StyleGAN3 generator,
+    whatever its stored buffer (stylegan3-editing's e4e3 / psp3 forward sets the identity before
+    every aligned render); None for StyleGAN2 (no transform)."""
+    return jnp.eye(3, dtype=jnp.float32) if hasattr(model.generator, "transform") else None
+
+
 # ----------------------------------------------------------------------------- pure functions
 
 def apply_average_image(model, generator_variables, latent_avg) -> jax.Array:
@@ -99,7 +111,8 @@ def apply_average_image(model, generator_variables, latent_avg) -> jax.Array:
     crop), pooled to the encoder's input size. latent_avg: (n_latent, style_dim).
     Returns (1, H, W, 3) float32, (H, W) = model.input_size."""
     w = jnp.asarray(latent_avg)[None]
-    avg = model.apply_decode(generator_variables, w, noise="const", resize=True)
+    avg = model.apply_decode(generator_variables, w, noise="const", resize=True,
+                             transform=render_transform(model))
     # float32 (the latent's dtype) whatever the generator's compute dtype
     return to_input_size(model, avg.astype(w.dtype))
 
@@ -133,7 +146,8 @@ def apply_restyle(model, encoder_variables, generator_variables, latent_avg, ima
             x6 = jnp.concatenate([x, y_prev.astype(x.dtype)], axis=-1)
             w = (model.encoder.apply(encoder_variables, x6, **stage_kw)
                  + w_prev).astype(w_prev.dtype)
-            raw = model.apply_decode(generator_variables, w, noise="const", resize=False)
+            raw = model.apply_decode(generator_variables, w, noise="const", resize=False,
+                                     transform=render_transform(model))
             # the images' dtype (float32) whatever the generator's compute dtype
             pooled = face_pool(raw, model.face_pool_size, model.crop_rows,
                                model.precision).astype(x.dtype)

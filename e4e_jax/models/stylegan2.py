@@ -19,6 +19,15 @@ Variables (see `Generator`):
                                      noise_strength (), bias (Cout,)}
     params/to_rgb1, params/to_rgbs_{k}: {kernel (1, 1, C, 3), modulation/{kernel, bias}, bias (3,)}
     noises/noise_{i} (1, r, r, 1)                              official noises.noise_{i}
+
+Reduced precision (`dtype`, e4e_jax.core.precision): as StyleGAN2-ADA's per-block `use_fp16`
+(`num_fp16_res`), only the layers of the top `low_precision_res` resolutions (None: 4, the
+official default; the convolution up-sampling into a resolution belongs to it; never 4x4)
+compute their activations and convolutions in `dtype`; the mapping network, the styles, the demodulation
+factors, the RGB skip image and the lower resolutions stay float32. The official fp16 path
+also pre-normalises weights and styles and relies on conv_clamp=256 against fp16 overflow;
+bfloat16 has float32's exponent range, so neither is reproduced here (conv_clamp stays what the
+checkpoint says, in every dtype, as in the official code).
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from e4e_jax.core.precision import low_precision_from
 
 from e4e_jax.models.stylegan2_ops import (  # noqa: F401  (re-exported layer names)
     NORMAL,
@@ -223,6 +234,9 @@ class Generator(nn.Module):
     # backward pass regenerates one image, then differentiates it layer by layer (the generator's
     # memory is then that of batch 1; it costs one more synthesis forward per step).
     per_image_from: int = 4
+    # how many of the top resolutions compute in `dtype` (None: the official num_fp16_res, 4;
+    # e4e_jax.core.precision.low_precision_from); without a `dtype` it changes nothing
+    low_precision_res: int | None = None
 
     @property
     def log_size(self) -> int:
@@ -241,6 +255,12 @@ class Generator(nn.Module):
         """Width of z (ADA's z_dim; style_dim unless set)."""
         return self.style_dim if self.z_dim is None else self.z_dim
 
+    def layer_dtypes(self) -> dict[int, Any]:
+        """resolution -> compute dtype of its layers (None: float32), by `low_precision_res`."""
+        lowest = low_precision_from(self.resolution, self.low_precision_res)
+        return {2 ** i: (self.dtype if self.dtype is not None and 2 ** i >= lowest else None)
+                for i in range(2, self.log_size + 1)}
+
     def noise_shapes(self) -> list[tuple[int, int, int, int]]:
         return [(1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), 1) for i in range(self.num_layers)]
 
@@ -258,18 +278,20 @@ class Generator(nn.Module):
             name="mapping")
         self.input = ConstantInput(self.channels[0])
         kw = dict(blur_kernel=self.blur_kernel, precision=self.precision, variant=self.variant,
-                  conv_clamp=self.conv_clamp, dtype=self.dtype)
+                  conv_clamp=self.conv_clamp)
+        dtypes = self.layer_dtypes()
         # remat: only each layer's input survives the forward pass; the modulated conv, noise,
         # bias and activation are recomputed in the backward pass (same parameter names)
         conv_cls = nn.remat(StyledConv) if self.remat else StyledConv
         rgb_cls = nn.remat(ToRGB) if self.remat else ToRGB
-        self.conv1 = conv_cls(self.channels[0], **kw)
-        self.to_rgb1 = rgb_cls(channels=self.img_channels, **kw)
+        self.conv1 = conv_cls(self.channels[0], dtype=dtypes[4], **kw)
+        self.to_rgb1 = rgb_cls(channels=self.img_channels, dtype=dtypes[4], **kw)
         convs, to_rgbs = [], []
-        for c in self.channels[1:]:
-            convs.append(conv_cls(c, upsample=True, **kw))
-            convs.append(conv_cls(c, **kw))
-            to_rgbs.append(rgb_cls(channels=self.img_channels, **kw))
+        for j, c in enumerate(self.channels[1:]):
+            d = dtypes[2 ** (j + 3)]
+            convs.append(conv_cls(c, upsample=True, dtype=d, **kw))
+            convs.append(conv_cls(c, dtype=d, **kw))
+            to_rgbs.append(rgb_cls(channels=self.img_channels, dtype=d, **kw))
         self.convs = convs
         self.to_rgbs = to_rgbs
         self.noise_buffers = [

@@ -180,6 +180,12 @@ class Inverter(BoundNet):
             generator=self.generator.with_policy(dtype, precision, remat),
             dtype=policy["dtype"], precision=policy["precision"], remat=bool(remat))
 
+    def with_low_precision_res(self, low_precision_res: int | None) -> "Inverter":
+        """This Inverter whose generator computes its reduced dtype only in the top
+        `low_precision_res` resolutions (generator.with_low_precision_res; None: the official
+        split, 4). The encoder computes in the Inverter's dtype throughout."""
+        return self.replace(generator=self.generator.with_low_precision_res(low_precision_res))
+
     def with_generator(self, generator: LoadedGenerator) -> "Inverter":
         """This Inverter decoding with `generator` (e.g. a PTI-tuned one), which computes under
         this Inverter's dtype / precision / remat. ValueError when its W+ shape (n_latent,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.core.precision import module_kwargs
+from e4e_jax.core.precision import check_low_precision_res, module_kwargs
 from e4e_jax.models.stylegan2 import Generator, init_rules, official_channels
 from e4e_jax.nets import model_dir as checkpoints
 from e4e_jax.nets.base import BoundNet
@@ -154,6 +154,16 @@ class LoadedGenerator(BoundNet):
         """The same generator with latent_avg (style_dim,) (e.g. mean_latent(10000)[0])."""
         return self.replace(latent_avg=None if latent_avg is None
                             else np.asarray(latent_avg, np.float32).reshape(-1))
+
+    def with_low_precision_res(self, low_precision_res: int | None) -> "LoadedGenerator":
+        """The same generator whose reduced `dtype` (with_policy / load_generator's dtype)
+        applies to the layers of the top `low_precision_res` resolutions, as StyleGAN2-ADA's
+        num_fp16_res (None: the official default 4; 0: none; a large value such as 32: every
+        layer but the 4x4 ones, which the official code keeps in float32;
+        e4e_jax.core.precision). Without a reduced dtype it changes nothing; with_policy
+        keeps it. ValueError unless None or an integer >= 0."""
+        k = check_low_precision_res(low_precision_res)
+        return self.replace(module=self.module.clone(low_precision_res=k))
 
     # What the generic inversion code (projector, PTI) asks of a generator; LoadedStyleGAN3
     # answers the same questions.

@@ -211,6 +211,57 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     return c
 
 
+RESTYLE_KINDS = ("e4e", "psp")
+
+
+def restyle_variant(c: ml_collections.ConfigDict, kind: str = "e4e",
+                    n_iters_per_batch: int = 5) -> ml_collections.ConfigDict:
+    """ReStyle's official training settings over a domain config (configs/restyle_*.py).
+
+    From yuval-alaluf/restyle-encoder at 5e80276228cc5d9e0a39a16119210ee49ce2c975: the README's
+    train_restyle_psp.py / train_restyle_e4e.py commands (batch 8, lpips 0.8, l2 1, id 0.1 on
+    faces / moco 0.5 elsewhere, n_iters_per_batch 5, start_from_latent_avg; ReStyle-e4e:
+    delta_norm 2e-4, w_discriminator 0.1 with the W pool, progressive start 20000 every 2000;
+    ReStyle-pSp: w_norm 0, val_interval 5000, save_interval 10000) and its "Additional Notes":
+    faces (id_kind "arcface") use the IR-SE-50 backbone (BackboneEncoder /
+    ProgressiveBackboneEncoder, started from ArcFace as officially), the other domains ResNet-34
+    (ResNetBackboneEncoder / ResNetProgressiveBackboneEncoder; the official start is
+    torchvision's ImageNet resnet34, which is not converted here, so encoder.init='random').
+    options/train_options.py's defaults (Ranger, lr 1e-4, input_nc 6, max_steps 500000) are
+    base_config's. kind: "e4e" or "psp"; ValueError otherwise.
+    """
+    if kind not in RESTYLE_KINDS:
+        raise ValueError(f"unknown ReStyle kind {kind!r}; choose one of {RESTYLE_KINDS}.")
+    faces = c.loss_nets.id_kind == "arcface"
+    prefix = "" if faces else "ResNet"
+    c.encoder.type = prefix + ("ProgressiveBackboneEncoder" if kind == "e4e" else
+                               "BackboneEncoder")
+    if not faces:
+        c.encoder.num_layers = 34
+        c.encoder.mode = "resnet34"
+        c.encoder.init = "random"
+    c.encoder.n_iters_per_batch = int(n_iters_per_batch)
+    c.start_from_latent_avg = True
+    c.batch_size = 8
+    c.test_batch_size = 8
+    c.losses.l2 = 1.0
+    c.losses.lpips = 0.8
+    if kind == "psp":
+        c.losses.d_reg = 0.0
+        c.losses.adv = 0.0
+        c.progressive.start = None
+        c.val_every = 5000
+        c.save_every = 10000
+    else:
+        c.losses.d_reg = 2e-4
+        c.losses.adv = 0.1
+        c.discriminator.use_w_pool = True
+        c.progressive.start = 20000
+        c.progressive.every = 2000
+    c.variant = "restyle_" + kind
+    return c
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a config to a smoke run on one CPU (same code paths, tiny sizes)."""
     c.batch_size = 2

@@ -8,7 +8,9 @@ Three steps, each failing in one line instead of a traceback or a C++ abort:
 
 1. `check_settings(config.distributed)` (no network): coordinator_address, num_processes and
    process_id go together (all three, or none for jax's auto-detection on TPU pods / Slurm);
-   num_processes >= 1; 0 <= process_id < num_processes; the address is HOST:PORT; the timeout
+   num_processes=1 alone (no address; process_id omitted or 0) is a single process and needs no
+   start-up at all; num_processes >= 1; 0 <= process_id < num_processes; the address is
+   HOST:PORT; the timeout
    is >= 1 s; none of them is set while `initialize` is False (a setting that would be
    ignored). Raises DistributedSettingsError (train.py: exit 2).
 2. `gather(...)` (explicit addresses only): a rendezvous of our own on the coordinator's port
@@ -75,6 +77,8 @@ def check_settings(d) -> None:
                 f"multi-host run, or drop the distributed settings.")
         return
     missing = [k for k, v in given.items() if v is None]
+    if single_process(d):
+        missing = []             # one process needs neither a coordinator nor a peer
     if missing and len(missing) < len(TRIO):
         have = ", ".join(f"{k}={given[k]!r}" for k in TRIO if given[k] is not None)
         raise DistributedSettingsError(
@@ -105,6 +109,17 @@ def check_settings(d) -> None:
         raise DistributedSettingsError(
             f"config.distributed.initialization_timeout={timeout!r}: seconds to wait for every "
             f"process to join, at least 1 (default {DEFAULT_TIMEOUT}).")
+
+
+def single_process(d) -> bool:
+    """num_processes=1 without a coordinator_address: a single process, which needs no
+    coordinator, so `initialize` runs no distributed start-up at all (process_id may be left
+    out or 0)."""
+    n = _setting(d, "num_processes")
+    try:
+        return n is not None and int(n) == 1 and _setting(d, "coordinator_address") is None
+    except (TypeError, ValueError):
+        return False
 
 
 def _progress_every(timeout: float) -> float:
@@ -277,6 +292,10 @@ def initialize(config, say: Callable[[str], None] | None = None) -> None:
     d = config.distributed
     check_settings(d)
     if not _setting(d, "initialize", False):
+        return
+    if single_process(d):
+        say("config.distributed.num_processes=1 without a coordinator_address: a single "
+            "process, no multi-host start-up needed")
         return
     timeout = float(_setting(d, "initialization_timeout", DEFAULT_TIMEOUT))
     kwargs: dict = {"initialization_timeout": round(timeout)}

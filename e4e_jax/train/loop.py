@@ -478,15 +478,17 @@ def run_steps(run: Run, stop: StopSignals) -> bool:
     return False
 
 
-def _stop_message(run: Run) -> str:
+def stop_message(run: Run) -> str:
+    """The one line of an interrupted run: where it stopped, which checkpoint holds it, and
+    that rerunning resumes (or, with no checkpoint yet, starts again)."""
     latest = latest_checkpoint(run.workdir)
     where = (f"stopped after step {latest} of {run.max_steps}" if latest is not None
              and latest > run.start else f"stopped before step {run.start + 1} of "
              f"{run.max_steps} ran")
-    held = (f"checkpoint {os.path.join(run.workdir, 'checkpoints', str(latest))} holds it"
-            if latest is not None else "no checkpoint exists yet")
-    return (f"{where}; {held}; rerun the same command to resume"
-            + (f" from step {latest}." if latest is not None else " (it starts over)."))
+    if latest is None:
+        return f"{where}; nothing was saved; rerun the same command to start again."
+    held = f"checkpoint {os.path.join(run.workdir, 'checkpoints', str(latest))} holds it"
+    return f"{where}; {held}; rerun the same command to resume from step {latest}."
 
 
 def _already_finished(config, workdir: str) -> dict | None:
@@ -524,5 +526,5 @@ def train_and_evaluate(config, workdir: str, verbose: bool = False) -> dict:
         finally:
             close_run(run)
         if stopped:
-            raise stop.interrupted(_stop_message(run))
+            raise stop.interrupted(stop_message(run))
     return finish_run(run, t_start)

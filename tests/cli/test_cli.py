@@ -654,3 +654,140 @@ def test_notebook_headless_recipe_is_documented_and_runnable():
     pytest.importorskip("nbclient.cli", reason="the [test] extra installs nbclient")
     assert shutil.which("jupyter-execute") or shutil.which(
         "jupyter-execute", path=os.path.dirname(sys.executable))
+
+
+# ------------------------------------------------------------- train's front door (issue 21)
+
+def _train(*args, via="train.py", env_drop=(), timeout=240):
+    """`python train.py ARGS` or `python -m e4e_jax.cli.main train ARGS` in a subprocess: the
+    real sys.argv, as a user's shell gives it (absl / ml_collections read sys.argv)."""
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    head = ([sys.executable, "train.py"] if via == "train.py"
+            else [sys.executable, "-m", "e4e_jax.cli.main", "train"])
+    return subprocess.run(head + list(args), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("via", ["train.py", "e4e-jax"])
+def test_train_dashed_override_takes_effect(tmp_path, via):
+    """`--config.batch-size=0` is `--config.batch_size=0` through the real command line: the
+    start-up check then refuses that value (proof it arrived), before any model is built;
+    ml_collections used to re-read the raw sys.argv and fail on `batch-size`."""
+    p = _train("--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
+               "--config.test-batch-size=0", via=via)
+    assert p.returncode in (1, 2), p.stderr      # train's TrainingError exit (1 today)
+    assert "malformed node" not in p.stderr and "invalid --config override" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "error: config.test_batch_size must be a whole number >= 1, got 0; set "
+        "--config.test_batch_size=N."], p.stderr
+
+
+def test_train_flag_errors_are_one_line(tmp_path):
+    """A config field given as a plain flag points to its --config. spelling (not absl's
+    "Unknown command line flag"); a missing --config / --workdir is one line, not absl's blank
+    line + USAGE block."""
+    w = str(tmp_path / "w")
+    p = _train("--config", "configs/demo.py", "--workdir", w, "--batch-size=4")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "error: unknown flag --batch-size; training settings are config fields: "
+        "--config.batch_size=4 (see python train.py --help)"], p.stderr
+    p = _train("--config", "configs/demo.py", "--workdri", w, via="e4e-jax")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "error: unknown flag --workdri; did you mean --workdir? (see e4e-jax train --help)"]
+    p = _train("--config", "configs/demo.py")
+    assert p.returncode == 2 and "USAGE" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "error: --workdir is required, e.g. python train.py --config configs/demo.py "
+        "--workdir runs/demo (see python train.py --help)"]
+    assert not os.path.exists(w)
+
+
+def test_train_console_has_no_library_banners(tmp_path):
+    """Without --verbose, a run that imports TensorFlow / TFDS (a TFDS data set, refused as
+    missing) shows only its error line: no TensorFlow C++ banner (oneDNN, absl::InitializeLog)
+    and no absl INFO records of the libraries, even when the shell has no TF_CPP_MIN_LOG_LEVEL
+    (tests/conftest.py sets one for the test process: dropped here)."""
+    p = _train("--config", "tests/support/tiny_train_config.py", "--workdir",
+               str(tmp_path / "w"), "--config.data.kind=images",
+               "--config.data.train=tfds:e4e_no_such_set:train",
+               "--config.data.test=tfds:e4e_no_such_set:test",
+               env_drop=("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel"))
+    assert p.returncode == 2, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open TFDS dataset"), p.stderr
+    for banner in ("oneDNN", "absl::InitializeLog", "port.cc", "load.py"):
+        assert banner not in p.stderr + p.stdout
+
+
+def test_train_quiet_native_logs_keeps_the_users_level():
+    from e4e_jax.cli.train import quiet_native_logs
+    env = {}
+    quiet_native_logs(env)
+    assert env == {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "1"}
+    quiet_native_logs(env)
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def test_invert_into_an_encode_folder_says_whose_summary_it_is(tmp_path):
+    """`invert --output ENCODE_FOLDER`: the refusal names the summary.json it found as an
+    encode run's (it used to say there was no summary.json)."""
+    import json
+    from types import SimpleNamespace
+
+    from e4e_jax.apps.invert import InvertError, previous_run
+    np.save(tmp_path / "latents.npy", np.zeros((1, 4, 8), np.float32))
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"files": 1, "latents": 1, "images_per_s": 2.0, "latents_shape": [1, 4, 8]}))
+    req = SimpleNamespace(output_dir=str(tmp_path), overwrite=False)
+    with pytest.raises(InvertError) as e:
+        previous_run(req, ["a.png"])
+    assert "summary.json there is an encode run's" in str(e.value), e.value
+    assert "pass --overwrite" in str(e.value)
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(InvertError, match="no summary.json of an invert run"):
+        previous_run(req, ["a.png"])
+
+
+def test_train_interrupt_line_before_any_checkpoint(tmp_path):
+    """Stopped before step 1 with nothing saved: the line says so and that a rerun starts
+    again (it used to say "rerun ... to resume (it starts over)"); with a checkpoint it names
+    the step a rerun resumes from."""
+    from types import SimpleNamespace
+
+    from e4e_jax.train.loop import stop_message
+    run = SimpleNamespace(workdir=str(tmp_path), max_steps=8, start=0)
+    assert stop_message(run) == ("stopped before step 1 of 8 ran; nothing was saved; rerun the "
+                                 "same command to start again.")
+    os.makedirs(tmp_path / "checkpoints" / "3")
+    line = stop_message(run)
+    assert line.startswith("stopped after step 3 of 8; checkpoint ")
+    assert line.endswith("; rerun the same command to resume from step 3.") and "resume" in line
+
+
+def test_encode_finished_progress_line_has_no_eta():
+    """The last line (all files done) gives the elapsed time, not "ETA after compile"."""
+    import io
+    from e4e_jax.apps.encode import Progress
+    now = [0.0]
+    p = Progress(4, io.StringIO(), clock=lambda: now[0])
+    now[0] = 3.0
+    line = p.line(4, 4)                       # one batch: no measurement after compile
+    assert "ETA" not in line and line.endswith("done in 3.0 s"), line
+
+
+def test_invert_console_rounds_its_figures():
+    """`final_dist 0.04188542068004608` -> 5 significant digits on the console."""
+    import io
+    from e4e_jax.apps.invert import Ticker
+    log = io.StringIO()
+    t = Ticker(2, log=log)
+    t.done(0, "a.png", {"final_dist": 0.04188542068004608, "steps": 100})
+    assert "final_dist 0.041885, steps 100" in log.getvalue(), log.getvalue()
+
+
+def test_gitignore_holds_the_readme_weights_folder():
+    text = open(os.path.join(REPO, ".gitignore")).read().split()
+    assert "/weights/" in text or "weights/" in text

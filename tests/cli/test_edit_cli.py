@@ -379,3 +379,49 @@ def test_edit_takes_input_and_output_like_every_command(model_dir, images, tmp_p
     assert edit.main(["--checkpoint", model_dir, "--input", str(tmp_path / "nope"), "--edit",
                       "sefa:0", "--output", str(tmp_path / "x")]) == 2
     assert "--input" in capsys.readouterr().err
+
+
+def test_edit_latents_folder_names_the_file_inside(model_dir, tmp_path, capsys):
+    """--latents FOLDER (an encode output) is told it is a folder and pointed to
+    FOLDER/latents.npy, not "does not exist"."""
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    base = ["--checkpoint", model_dir, "--edit", "sefa:0:1", "--output", str(tmp_path / "e")]
+    assert edit.main(base + ["--latents", str(enc)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a latents file" in err and "does not exist" not in err, err
+    assert "pass a latents file inside it" in err
+    np.save(enc / "latents.npy", np.zeros((2, 4, 32), np.float32))
+    assert edit.main(base + ["--latents", str(enc)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pass --latents {enc / 'latents.npy'}." in err, err
+    assert not (tmp_path / "e").exists()
+
+
+def test_edit_refuses_pti_generator_with_all_pivots(model_dir, inv, tmp_path, capsys):
+    """One image's PTI-tuned generator (OUT/generators/NAME) with PTI's all-pivots
+    OUT/latents.npy (or another image's pivot) would edit every image with NAME's generator:
+    refused in one line naming OUT/latents/NAME.npy; the pivot itself is accepted."""
+    from e4e_jax.nets.generator import save_generator
+    pti = tmp_path / "pti"
+    save_generator(inv.generator, str(pti / "generators" / "face"))
+    (pti / "latents").mkdir()
+    w = np.zeros((1, inv.n_latent, inv.generator.style_dim), np.float32)
+    np.save(pti / "latents" / "face.npy", w)
+    np.save(pti / "latents" / "other.npy", w)
+    np.save(pti / "latents.npy", np.concatenate([w, w]))
+    pivot = pti / "latents" / "face.npy"
+    base = ["--checkpoint", model_dir, "--edit", "sefa:0:1",
+            "--generator", str(pti / "generators" / "face")]
+    for latents in (pti / "latents.npy", pti / "latents" / "other.npy"):
+        out = tmp_path / ("e_" + latents.stem)
+        assert edit.main(base + ["--latents", str(latents), "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"pass --latents {pivot}" in err, err
+        assert "tuned to 'face' only" in err
+        assert not out.exists()
+    with pytest.raises(edit_app.EditError, match="holds 2 codes"):
+        edit_app.check_pti_pair(str(pti / "generators" / "face"), str(pti / "latents.npy"))
+    assert edit.main(base + ["--latents", str(pivot), "--output", str(tmp_path / "ok")]) == 0
+    err = capsys.readouterr().err           # singular for one code, one grid
+    assert "editing 1 latent code with" in err and "wrote 1 grid (" in err, err

@@ -94,14 +94,15 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
           tmp_path / "o5"], "not a directory"),
         (["--checkpoint", tmp_path, "--input", images, "--output", tmp_path / "o6"], "error:"),
         (base + ["--output", tmp_path / "o7", "--method", "magic"], "invalid choice"),
-        (base + ["--output", tmp_path / "o10", "--pivot", "projector"], "needs --method pti"),
+        (base + ["--output", tmp_path / "o10", "--pivot", "projector"],
+         "--pivot applies to --method pti only"),
         (base + ["--output", tmp_path / "o11", "--method", "pti", "--pivot", "projector",
                  "--lpips", lpips_dir, "--pivot_steps", "0"], "--pivot-steps must be >= 1"),
         (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
          "error:"),
         # flags of the optimisation methods are not silently ignored by the default e4e method
         (base + ["--output", tmp_path / "o12", "--lpips", lpips_dir, "--steps", "5"],
-         "--steps and --lpips only apply to --method projector or pti"),
+         "--steps and --lpips apply to --method projector or pti only"),
     ]
     for args, message in cases:
         assert run(args) == 2, args
@@ -116,6 +117,103 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file; give a folder" in err and "Traceback" not in err, err
     assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+
+# every optional flag against every --method: (flag and value, the methods it acts on); pti
+# entries marked "pti+" act only with --pivot projector
+FLAG_METHODS = [
+    (["--iterations", "2"], {"restyle"}),
+    (["--pivot", "e4e"], {"pti", "pti+"}),
+    (["--steps", "3"], {"projector", "pti", "pti+"}),
+    (["--lpips", "LPIPS"], {"projector", "pti", "pti+"}),
+    (["--lpips-threshold", "0.5"], {"pti", "pti+"}),
+    (["--lpips-threshold", "0.06"], {"pti", "pti+"}),      # the default typed out: refused too
+    (["--pivot-steps", "3"], {"pti+"}),
+    (["--seed", "1"], {"projector", "pti+"}),
+    (["--transforms", "T"], {"e4e", "projector", "pti", "pti+"}),
+]
+METHOD_ARGS = {"e4e": [], "projector": ["--method", "projector"], "pti": ["--method", "pti"],
+               "pti+": ["--method", "pti", "--pivot", "projector"],
+               "restyle": ["--method", "restyle"]}
+
+
+@pytest.mark.parametrize("flag,methods", FLAG_METHODS, ids=lambda v: str(v))
+def test_a_flag_the_method_ignores_is_refused(images, tmp_path, capsys, monkeypatch, flag,
+                                              methods):
+    """issue 22: `--method projector --lpips-threshold 0.5` was accepted and ignored; each flag
+    is refused, in one line naming the methods it applies to, under every method it does not
+    act on (checked before any model is loaded: the checkpoint here is not one)."""
+    calls = []
+    monkeypatch.setattr(invert_run, "load_models", lambda req: calls.append(req) or 1 / 0)
+    np.save(tmp_path / "t.npy", np.zeros((len(READABLE) + 1, 3, 3), np.float32))  # + bad.png
+    os.makedirs(tmp_path / "lp")
+    flag = [{"LPIPS": tmp_path / "lp", "T": tmp_path / "t.npy"}.get(a, a) for a in flag]
+    for method, margs in METHOD_ARGS.items():
+        extra = [] if "--lpips" in flag or method not in ("projector", "pti", "pti+") else \
+            ["--lpips", tmp_path / "lp"]
+        out = tmp_path / f"o_{method}"
+        argv = ["--checkpoint", tmp_path, "--input", images, "--output", out, *margs, *extra,
+                *flag]
+        try:
+            code = run(argv)
+        except ZeroDivisionError:        # got past the checks to the model loading
+            code = None
+        err = capsys.readouterr().err.strip()
+        if method in methods:
+            assert code is None and "apply" not in err, (method, flag, err)
+        else:
+            assert code == 2 and len(err.splitlines()) == 1, (method, flag, err)
+            assert f"{flag[0]} applies to --method" in err and "only" in err, err
+            assert "Traceback" not in err and not os.path.exists(out / "latents.npy")
+
+
+def test_library_request_refuses_a_non_default_setting_the_method_ignores(images, tmp_path):
+    req = invert_run.InvertRequest(str(tmp_path), images, str(tmp_path / "o"),
+                                   method="projector", lpips=str(tmp_path),
+                                   lpips_threshold=0.5)
+    with pytest.raises(invert_run.InvertError,
+                       match="--lpips-threshold applies to --method pti only; it does not "
+                             "apply to --method projector"):
+        invert_run.check_request(req)
+
+
+def _summary_of(req, files, out):
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "latents.npy"), np.zeros((0, 2, 4), np.float32))
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"settings": invert_run.run_settings(req), "input_files": files}, f)
+
+
+def test_resume_refusal_names_settings_not_used_and_changed_files(tmp_path):
+    """issue 22: switching to e4e said `steps 300 there, 0 now` (an internal 0), and added
+    inputs said only that the folder changed."""
+    out = str(tmp_path / "o")
+    old = invert_run.InvertRequest("c", "i", out, method="projector", steps=300, lpips="l")
+    _summary_of(old, ["a.png", "b.png"], out)
+    new = invert_run.InvertRequest("c", "i", out)
+    with pytest.raises(invert_run.InvertError) as e:
+        invert_run.previous_run(new, ["a.png", "b.png"])
+    msg = str(e.value)
+    assert "method 'projector' there, 'e4e' now" in msg
+    assert "steps 300 there, not used now" in msg and " 0 now" not in msg, msg
+    assert "lpips_threshold" not in msg and "pivot_steps" not in msg, msg   # used by neither
+    # the same settings, five files added and one removed: named, first three and a count
+    files = ["a.png"] + [f"n{k}.png" for k in range(5)]
+    with pytest.raises(invert_run.InvertError) as e:
+        invert_run.previous_run(old, files)
+    msg = str(e.value)
+    assert "5 file(s) added ('n0.png', 'n1.png', 'n2.png', ... 2 more)" in msg, msg
+    assert "1 removed ('b.png')" in msg, msg
+    # an e4e run resumes whatever projector-only values its summary holds (older summaries
+    # stored steps 0 for e4e)
+    _summary_of(new, ["a.png"], out)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    summary["settings"]["steps"] = 0
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f)
+    assert invert_run.previous_run(new, ["a.png"]).processed == 0
 
 
 def test_nothing_usable_exits_1(model_dir, tmp_path, capsys):
@@ -357,9 +455,9 @@ def test_signal_then_the_same_command_resumes(model_dir, images, e4e_reference, 
         assert summary["interrupted"] and summary["inverted"] == 1
     assert np.load(out / "latents.npy").shape == (1, 8, 32)
     # another setting, or another --output's worth of inputs, is not resumed
-    assert run(args + ["--seed", "1"]) == 2
+    assert run(args + ["--precision", "highest"]) == 2
     err = capsys.readouterr().err
-    assert "--overwrite" in err and "seed 0 there, 1 now" in err, err
+    assert "--overwrite" in err and "precision None there, 'highest' now" in err, err
     # the same command resumes without --overwrite and ends as the uninterrupted run
     assert run(args) == 0
     err = capsys.readouterr().err

@@ -75,7 +75,7 @@ def test_default_iterations_is_five(restyle_dir, images, tmp_path):
     (["--iterations", "3"], "--iterations applies to --method restyle only"),
     (["--method", "pti", "--iterations", "2"], "--iterations applies to --method restyle only"),
     (["--method", "restyle", "--iterations", "0"], "--iterations must be >= 1"),
-    (["--method", "restyle", "--steps", "5"], "do not apply to --method restyle"),
+    (["--method", "restyle", "--steps", "5"], "does not apply to --method restyle"),
 ])
 def test_refusals(restyle_dir, images, tmp_path, capsys, extra, needle):
     assert run("--checkpoint", restyle_dir, "--input", images, "--output", tmp_path / "o",

@@ -63,3 +63,31 @@ def test_a_wrong_name_is_one_line_naming_the_closest(capsys):
                    "`e4e-jax --help` lists them."]
     assert e4e_jax_cli.main(["convert", "stylegan"]) == 2
     assert "unknown format 'stylegan' (did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["encode", "--out", "x"], "unknown flag --out; did you mean --output?"),
+    (["encode", "--outptu", "x"], "unknown flag --outptu; did you mean --output?"),
+    (["invert", "--outptu", "x"], "unknown flag --outptu; did you mean --output?"),
+    (["directions", "--outptu", "x"], "unknown flag --outptu; did you mean --output?"),
+    (["prepare", "--outptu", "x"], "unknown flag --outptu; did you mean --output?"),
+    (["sample", "--checkpoint", "d"],
+     "unknown flag --checkpoint: sample takes --generator DIR (an export works too)"),
+])
+def test_unknown_flag_comes_before_a_missing_required_one(argv, want, capsys):
+    """A misspelt flag next to a missing required --output is reported with its suggestion
+    (argparse alone says only "the following arguments are required: --output"); a declared
+    confusion (sample --checkpoint) says what the command takes instead of "--help"."""
+    try:
+        code = e4e_jax_cli.main(argv)
+    except SystemExit as e:                          # argparse's error leaves through exit
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert want in err and "required" not in err and "--help?" not in err, err
+
+
+def test_invert_line_names_restyle(capsys):
+    code, out = _help(["--help"], capsys)
+    line = next(x for x in out.splitlines() if x.split()[:1] == ["invert"])
+    assert "ReStyle" in line and "PTI" in line

@@ -62,6 +62,23 @@ def test_good_settings_pass():
     distributed.check_settings(base_config().distributed)   # single host
 
 
+def test_one_process_needs_no_coordinator(monkeypatch):
+    """issue 22: num_processes=1 without an address asked for a coordinator_address; a single
+    process needs none, so it passes and no distributed start-up runs."""
+    import jax
+    monkeypatch.setattr(jax.distributed, "initialize",
+                        lambda **kw: pytest.fail(f"jax.distributed.initialize({kw})"))
+    for given in (dict(num_processes=1), dict(num_processes=1, process_id=0)):
+        distributed.check_settings(settings(**given))
+        config = base_config()
+        config.distributed = settings(**given)
+        lines = []
+        distributed.initialize(config, say=lines.append)
+        assert len(lines) == 1 and "a single process" in lines[0], lines
+    with pytest.raises(DistributedSettingsError, match="process_id=1 with num_processes=1"):
+        distributed.check_settings(settings(num_processes=1, process_id=1))
+
+
 def test_a_setting_ignored_without_initialize_is_refused():
     d = base_config().distributed
     d.num_processes = 2

@@ -1,0 +1,156 @@
+"""bfloat16 against float32 under the StyleGAN2 dtype policy `low_precision_res` (how many of the
+top resolutions compute in bfloat16; None: the official num_fp16_res split, 4; 0: none; 32: every
+layer but 4x4), for e4e inversion, the W projector and PTI, on the official-code fixtures.
+
+    nice python benchmarks/dtype_policy.py          # CPU, a few minutes on 2 cores
+
+- e4e: tests/fixtures/e4e_encoder (IR-SE-50 e4e + a 64 px rosinality generator, 2 images 256 px),
+  `invert` with the encoder in the given dtype; "generator only": the float32 codes decoded by
+  the generator in bfloat16 (the generator's own share of the error).
+- projector: tests/fixtures/w_projector (32 px StyleGAN2-ADA generator, LPIPS-alex on synthetic
+  weights), 20 steps with the fixture's taped noise; the image of the projected w.
+- PTI: tests/fixtures/pti_tuning (32 px ADA generator), 10 steps from the fixture's pivot; the
+  tuned generator's image of the pivot.
+The reference is the same computation in float32 at precision "highest"; the bfloat16 runs use
+precision "highest" too (the dtype is the only difference). PSNR = 10 log10(2^2 / MSE) on the
+raw [-1, 1] images (no clipping). Prints the device, date and batch.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tests.support.fixtures as fu  # noqa: E402
+from tests.support.synth_weights import build_state_dict  # noqa: E402
+
+POLICIES = (None, 2, 32)
+
+
+def psnr(a, b) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)
+
+
+def bf16_layers(g, k) -> str:
+    d = g.with_low_precision_res(k).with_policy("bfloat16").module.layer_dtypes()
+    low = [r for r, t in d.items() if t is not None]
+    return f"{min(low)}-{max(low)}" if low else "none"
+
+
+def e4e_rows():
+    import e4e_jax
+    from e4e_jax.convert import e4e as conv
+    fx = fu.load_fixture("e4e_encoder")
+    d = tempfile.mkdtemp(prefix="dtype-policy-")
+    src = fu.save_torch(fx.container(), os.path.join(d, "ckpt.pt"))
+    assert conv.main([src, os.path.join(d, "converted")]) == 0
+    x = fu.nchw_to_nhwc(fx.inputs["x"])
+    inv32 = e4e_jax.load_encoder(os.path.join(d, "converted"), precision="highest")
+    w32, img32 = (np.asarray(a) for a in inv32.invert(x))
+    g = inv32.generator
+    for k in POLICIES:
+        t = time.perf_counter()
+        inv = inv32.with_policy("bfloat16", "highest").with_low_precision_res(k)
+        _, img = inv.invert(x)
+        gen_only = inv.decode(w32)
+        yield ("e4e invert (fixture, 64 px G)", x.shape[0], k, bf16_layers(g, k),
+               psnr(img, img32), psnr(gen_only, img32), time.perf_counter() - t)
+
+
+def fixture_lpips(manifest, key):
+    from e4e_jax.convert.lpips import convert_lpips
+    from e4e_jax.models.lpips import LPIPS
+    from e4e_jax.nets.loss_nets import LoadedLPIPS
+    t = build_state_dict({"seed": manifest["seed"], "tensors": manifest[key]})
+    backbone = {k: v for k, v in t.items() if k.startswith("features.")}
+    lin = {k: v for k, v in t.items() if k.startswith("lin")}
+    return LoadedLPIPS(LPIPS("alex"), convert_lpips(backbone, lin, "alex"))
+
+
+def ada_generator(fixture):
+    from e4e_jax.convert.stylegan2_ada import convert_ada_generator
+    from e4e_jax.nets.generator import LoadedGenerator, module_from_config
+    config, variables, latent_avg = convert_ada_generator(
+        fixture.state, fixture.manifest["container"]["G"]["init_kwargs"])
+    return LoadedGenerator(module_from_config(config), variables, config, latent_avg)
+
+
+def projector_rows():
+    from e4e_jax.inversion.projector import project
+    fx = fu.load_fixture("w_projector")
+    inp = fx.inputs
+    g = ada_generator(fx)
+    lp = fixture_lpips(fx.manifest, "feature_net_tensors")
+    blocks = ["b4.conv1", "b8.conv0", "b8.conv1", "b16.conv0", "b16.conv1", "b32.conv0",
+              "b32.conv1"]
+    steps = int(inp["num_steps"])
+
+    def run(gen):
+        res = project(gen, inp["target_ada"].transpose(1, 2, 0), lpips=lp, num_steps=steps,
+                      w_avg_samples=int(inp["w_avg_samples"]),
+                      initial_learning_rate=float(inp["pti.initial_learning_rate"]),
+                      noise_init=[inp[f"pti.noise_init.{b}.noise_const"] for b in blocks],
+                      w_noise=inp["pti.w_noise_raw"].reshape(steps, -1))
+        w_plus = np.asarray(res.w_plus)[None]
+        noise = res.synthesis_noise()
+        return np.asarray(gen.synthesis(w_plus, noise=noise)), (w_plus, noise)
+
+    ref, (w32, n32) = run(g.with_policy(None, "highest"))
+    for k in POLICIES:
+        t = time.perf_counter()
+        gk = g.with_low_precision_res(k).with_policy("bfloat16", "highest")
+        img, _ = run(gk)
+        yield ("projector (fixture, 32 px ADA G, 20 steps)", 1, k, bf16_layers(g, k),
+               psnr(img, ref), psnr(gk.synthesis(w32, noise=n32), ref),
+               time.perf_counter() - t)
+
+
+def pti_rows():
+    from e4e_jax.inversion import pti
+    fx = fu.load_fixture("pti_tuning")
+    inp = fx.inputs
+    g = ada_generator(fx)
+    lp = fixture_lpips(fx.manifest, "lpips_tensors")
+    target = fu.nchw_to_nhwc(inp["target"])
+    steps = 10
+
+    def run(gen):
+        res = pti.tune(gen, inp["w_pivot"], target, lpips=lp, steps=steps, lpips_threshold=0.0)
+        return np.asarray(res.generator.synthesis(inp["w_pivot"]))
+
+    ref = run(g.with_policy(None, "highest"))
+    for k in POLICIES:
+        t = time.perf_counter()
+        gk = g.with_low_precision_res(k).with_policy("bfloat16", "highest")
+        img = run(gk)
+        yield ("PTI (fixture, 32 px ADA G, 10 steps)", 1, k, bf16_layers(g, k),
+               psnr(img, ref), float("nan"), time.perf_counter() - t)
+
+
+def main(argv=None):
+    which = (argv or sys.argv[1:]) or ["e4e", "projector", "pti"]
+    dev = jax.devices()[0]
+    print(f"device {dev.platform} {dev.device_kind} ({os.cpu_count()} cores visible), "
+          f"jax {jax.__version__}, {datetime.date.today()}, dtype bfloat16 vs float32 "
+          f"(precision 'highest' in both)")
+    print("| method | batch | low_precision_res | bf16 resolutions | PSNR vs float32 (dB) | "
+          "generator only (dB) | seconds |\n|---|---|---|---|---|---|---|")
+    runs = {"e4e": e4e_rows, "projector": projector_rows, "pti": pti_rows}
+    for name in which:
+        for m, n, k, layers, p, p_gen, s in runs[name]():
+            k = "None (official, 4)" if k is None else k
+            gen = "-" if np.isnan(p_gen) else f"{p_gen:.1f}"
+            print(f"| {m} | {n} | {k} | {layers} | {p:.1f} | {gen} | {s:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
