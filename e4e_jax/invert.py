@@ -5,4 +5,4 @@ if __name__ == "__main__":   # Ctrl-C / SIGTERM handled from the first import on
     from e4e_jax import cli
     sys.exit(cli.run_main("e4e_jax.cli.invert", label="python -m e4e_jax.invert"))
 
-from e4e_jax.cli.invert import build_parser, main  # noqa: E402,F401
+from e4e_jax.cli.invert import build_parser, main  # noqa: F401

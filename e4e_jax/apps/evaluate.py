@@ -201,7 +201,8 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         num_images: int | None = None, nets: Networks | None = None,
         options: EvalOptions | None = None, argv: Sequence[str] | None = None,
         progress: Callable | None = None, log=None,
-        loader_kwargs: dict | None = None, overwrite: bool = False) -> dict[str, dict]:
+        loader_kwargs: dict | None = None, overwrite: bool = False,
+        command: str = "python eval.py") -> dict[str, dict]:
     """Evaluates every checkpoint; writes OUT/metrics.json and OUT/report.md after each one.
 
     Prints the cost of each metric (network passes, evaluation.cost) before the first model
@@ -249,7 +250,7 @@ def run(checkpoints_: Sequence[str], data: str, out: str, data_dir: str | None =
         results[name] = entry
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump({k: json_entry(v, out) for k, v in results.items()}, f, indent=2)
-        write_report(out, results, argv, images.description)
+        write_report(out, results, argv, images.description, command=command)
         stage.sync(force=True)
         summary = ", ".join(f"{k} {format_metric(entry.get(k))}" for k in METRIC_KEYS)
         print(f"[{name}] {summary} ({entry['seconds']} s)", file=log)

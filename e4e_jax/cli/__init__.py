@@ -20,6 +20,7 @@ exactly one such line, no traceback.
 """
 from __future__ import annotations
 
+import _thread
 import argparse
 import difflib
 import importlib
@@ -28,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import NoReturn, Sequence
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -220,7 +222,7 @@ def error(message: str, code: int = EXIT_USAGE) -> int:
 # The first SIGINT / SIGTERM run_main's handler received (0: none) and whether the command has
 # printed its own interrupt line (then run_main prints none).
 _interrupt = {"signum": 0, "reported": False, "again": False, "in_hook": False,
-              "retrying": False}
+              "retrying": False, "starting": ""}
 
 
 def _on_signal(signum, frame):
@@ -231,9 +233,18 @@ def _on_signal(signum, frame):
     if _interrupt["signum"] and (not _interrupt["again"] or _interrupt["in_hook"]):
         return
     _interrupt["signum"] = _interrupt["signum"] or int(signum)
+    if _interrupt["starting"]:
+        # still importing the subcommand (TensorFlow alone takes seconds): nothing is
+        # written yet, so leave at once rather than unwind the imports (see _importing).
+        # os.write, not print: the main thread may be inside a print to stderr
+        _interrupt["reported"] = True
+        os.write(2, f"{_signal_name(interrupt_exit_code())}: {_interrupt['starting']} "
+                    f"interrupted while starting; nothing written\n".encode())
+        _exit_now(interrupt_exit_code())
     if _importing(frame):
-        # not inside an import: the half-initialized modules the unwinding import drops
-        # (jaxlib's, TensorFlow's C++ extensions) can segfault when freed; ask again shortly
+        # never raise inside an import: the half-initialized modules an unwinding import
+        # drops (jaxlib's, TensorFlow's C++ extensions) can segfault when freed (exit 139
+        # with nothing printed); ask again every 20 ms until the import is done
         _retry()
         return
     _interrupt["again"] = False
@@ -273,12 +284,13 @@ def _on_unraisable(unraisable) -> None:
 
 
 def _interrupt_again() -> None:
-    import _thread
-    import time
-    while _interrupt["again"]:         # cleared by _on_signal when it raises
+    while True:
         time.sleep(0.02)
+        if not _interrupt["again"]:    # cleared by _on_signal when it raises
+            _interrupt["retrying"] = False
+            if not _interrupt["again"]:
+                return
         _thread.interrupt_main(_interrupt["signum"])
-    _interrupt["retrying"] = False
 
 
 def interrupt_exit_code() -> int:
@@ -311,21 +323,28 @@ def run_main(module: str, argv: Sequence[str] | None = None, prog: str | None = 
     generic interrupt line. An interrupted command (KeyboardInterrupt, or main
     returning 130 / 143) never returns: run_main prints one line unless the command printed
     its own (`interrupted`), flushes stdout / stderr and ends the process with os._exit(130 /
-    143), never a traceback. Handlers are installed from the main thread only and restored
-    when main returns normally (in-process callers such as tests keep theirs)."""
+    143), never a traceback. A signal while `module` is still being imported ends the process
+    at once ("interrupted while starting; nothing written"); one during a later import is
+    raised when that import is done; one that a gc callback or __del__ swallows is raised
+    again. Handlers are installed from the main thread only and restored when main returns
+    normally (in-process callers such as tests keep theirs)."""
     previous, previous_hook = {}, sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
             previous[s] = signal.signal(s, _on_signal)
         sys.unraisablehook = _on_unraisable
-    _interrupt.update(signum=0, reported=False, again=False, in_hook=False)
+    _interrupt.update(signum=0, reported=False, again=False, in_hook=False,
+                      starting=label or prog or module)
     if prog:
         set_invocation(prog)
     try:
-        code = importlib.import_module(module).main(argv)
+        main = importlib.import_module(module).main
+        _interrupt["starting"] = ""
+        code = main(argv)
     except KeyboardInterrupt:          # during an import, a compile, or a main without a catch
         code = interrupted()
     finally:
+        _interrupt["starting"] = ""
         if prog:
             set_invocation(None)
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) or _interrupt["signum"]:
@@ -354,6 +373,6 @@ def _exit_now(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):      # a closed pipe: nothing more can be said
+        except (OSError, ValueError, RuntimeError):  # closed pipe / reentrant: say no more
             pass
     os._exit(code)

@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              loader_kwargs=kw)
         run(args.checkpoint, args.input, args.output, data_dir=args.data_dir,
             num_images=args.num_images, nets=nets, options=options, argv=argv,
-            loader_kwargs=kw, overwrite=args.overwrite)
+            loader_kwargs=kw, overwrite=args.overwrite, command=parser.prog)
     except NothingEvaluatedError as e:
         return cli.error(str(e), cli.EXIT_NOTHING)
     except (ModelDirError, EditSpecError, EvalError, DataError, FileNotFoundError,

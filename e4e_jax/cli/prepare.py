@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     try:
         size = parse_size(args.size)
     except ValueError as e:
-        p.error(str(e))
+        return cli.error(str(e), cli.EXIT_USAGE)
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     from e4e_jax.core import fs

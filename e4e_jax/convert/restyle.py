@@ -247,8 +247,9 @@ def is_stylegan3_state(decoder_state: Mapping[str, Any]) -> bool:
 
 
 def is_stylegan3(generator) -> bool:
-    """Whether a loaded generator is a StyleGAN3 one (it has an input transform)."""
-    return hasattr(generator, "transform")
+    """Whether a loaded generator is a StyleGAN3 one (LoadedStyleGAN3)."""
+    from e4e_jax.nets.stylegan3 import LoadedStyleGAN3
+    return isinstance(generator, LoadedStyleGAN3)
 
 
 def with_identity_transform(generator):

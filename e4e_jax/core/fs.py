@@ -93,8 +93,33 @@ def _filesystem(path: str):
                           f"another protocol fsspec knows, with its package installed.") from e
 
 
+# exception class names (anywhere in the cause chain) that mean the store was never reached:
+# DNS, refused or dropped connections, timeouts (aiohttp's, asyncio's, the OS's)
+_NETWORK_ERRORS = ("ClientConnectorError", "ClientConnectorDNSError", "ClientConnectionError",
+                   "ServerDisconnectedError", "ServerTimeoutError", "ClientOSError",
+                   "gaierror", "ConnectionError", "ConnectionRefusedError",
+                   "ConnectionResetError", "TimeoutError", "ConnectTimeoutError")
+
+
+def is_network_error(e: BaseException) -> bool:
+    """Whether `e` (or an exception it was raised from) says the store could not be reached
+    over the network, as opposed to a refusal by the store (credentials, permission)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if any(c.__name__ in _NETWORK_ERRORS for c in type(e).__mro__):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _remote_error(path: str, fs_, e: Exception) -> RemoteError:
     reason = " ".join(str(e).split()) or type(e).__name__
+    if is_network_error(e):
+        # credentials are beside the point when the service was never reached
+        return RemoteError(f"cannot access {path}: the bucket service cannot be reached "
+                           f"({type(e).__name__}: {reason[:200]}); check this machine's "
+                           f"network connection (DNS, proxy, firewall) and try again.")
     hint = ""
     if protocol(path) in GCS_PROTOCOLS and not os.environ.get("STORAGE_EMULATOR_HOST"):
         method = getattr(getattr(fs_, "credentials", None), "method", None)

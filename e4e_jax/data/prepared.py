@@ -16,10 +16,10 @@ The folder DIR holds:
                                          0.6x the bytes, decoded ~10x slower; the measurements
                                          that chose raw are in benchmarks/RESULTS.md)
   manifest.json                          format and version, `count`, `size` [H, W], `shards`
-                                         [{file, records, sha256}], `images` [{name, sha256}] in
+                                         [{file, records, sha256, bytes}], `images` [{name, sha256}] in
                                          record order (name: the source file's path relative to
                                          the folder; sha256: of the source file's bytes), and
-                                         `skipped` [{name, reason}]: every file that is not an
+                                         `skipped` [{name, reason, sha256}]: every file that is not an
                                          image (by extension) or that the loader cannot decode,
                                          with the reason the loader gives.
 
@@ -44,13 +44,19 @@ folder ($E4E_JAX_CACHE, default ~/.cache/e4e_jax/prepared/), keyed by the shard'
 host downloads only the shards it reads, once; random access then is a local file read.
 
 Errors: PrepareError (a ValueError) for a bad request (missing input, an output folder that is
-not a prepared dataset, no readable image); DataError (from sources) for a folder that is not a
-prepared dataset or has an unknown format version when reading; image_io.ImageReadError from
-load() for a record that cannot be decoded.
+not a prepared dataset, a size outside MIN_SIZE..MAX_SIZE, no readable image), WorkerDiedError (a
+PrepareError) when a decoding process dies (out of memory; complete shards are kept);
+FileNotFoundError for an output bucket that does not exist; fs.RemoteError when a bucket cannot
+be reached. When reading, DataError (from sources) for a folder that is not a prepared dataset,
+has an unknown format version, or has a shard missing or of another size than recorded (a rerun
+of prepare with the same arguments repairs it: a finished dataset with damaged shards is
+reopened as a started run); image_io.ImageReadError from load() for a record that cannot be
+decoded.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures as cf
 import functools
 import hashlib
@@ -162,6 +168,11 @@ def _prepare_one(root: str, name: str, size: tuple[int, int], encoding: str
     return name, digest, (_png(u8) if encoding == "png" else u8.tobytes()), None
 
 
+def _ignore_interrupts() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def _prepare_task(args) -> list:
     root, names, size, encoding = args
     return [_prepare_one(root, n, size, encoding) for n in names]
@@ -185,11 +196,12 @@ class _Pool:
         self.pool = None
         if self.workers > 1:
             # spawn: forking a process that has started JAX's or gcsfs's threads is unsafe
-            # workers ignore Ctrl-C: the main process stops them, keeping what is complete
+            # workers ignore Ctrl-C and SIGTERM (sent to the whole process group by a shell,
+            # `timeout` or a batch system): the main process stops them, keeping what is
+            # complete; a worker dying of the signal would break the pool mid-shutdown
             self.pool = cf.ProcessPoolExecutor(self.workers,
                                                mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=signal.signal,
-                                               initargs=(signal.SIGINT, signal.SIG_IGN))
+                                               initializer=_ignore_interrupts)
 
     def map(self, fn: Callable, tasks: Sequence) -> Iterator:
         if self.pool is None:
@@ -198,10 +210,15 @@ class _Pool:
             return
         pending: collections.deque = collections.deque()
         it = iter(tasks)
-        for t in it:
-            pending.append(self.pool.submit(fn, t))
-            if len(pending) >= 4 * self.workers:
-                break
+        # the first submits start the worker processes (one per submit): a Ctrl-C / SIGTERM
+        # landing while one is being started leaves it half-started (it dies with a
+        # traceback); hold the signals until they are up (the workers inherit the mask, and
+        # ignore both anyway)
+        with _signals_held():
+            for t in it:
+                pending.append(self.pool.submit(fn, t))
+                if len(pending) >= 4 * self.workers:
+                    break
         while pending:
             result = pending.popleft().result()
             nxt = next(it, None)
@@ -212,6 +229,28 @@ class _Pool:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block ends, then arrive. Blocked in this thread (so
+    processes started here inherit the block) and deferred by a recording handler (another
+    thread of this process may take the signal; Python still runs its handler here)."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in held}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)     # pending ones are recorded too
+        for s, h in handlers.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)   # None: set outside Python
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def _chunks(names: Sequence[str], n: int) -> list[list[str]]:
@@ -367,9 +406,10 @@ class _ShardWriter:
         """Drops the unfinished shard (a failed or interrupted run leaves no partial file)."""
         try:
             self.writer.close()
-        finally:
-            if os.path.exists(self.local):
-                os.remove(self.local)
+        except Exception:      # noqa: BLE001 - already closed, or broken: the file goes anyway
+            pass
+        if os.path.exists(self.local):
+            os.remove(self.local)
 
     def finish(self) -> str:
         """Closes, publishes and returns the shard's sha256."""
@@ -471,6 +511,13 @@ def _setting(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
+def _extra_args(m: dict) -> str:
+    """The non-default prepare arguments a manifest records, as flags."""
+    extra = f" --shard-size {m['shard_size']}" if m.get("shard_size", SHARD_SIZE) != SHARD_SIZE \
+        else ""
+    return extra + (f" --encoding {m['encoding']}" if m.get("encoding", "raw") != "raw" else "")
+
+
 def _previous_header(output: str) -> dict | None:
     """The settings of the interrupted run being resumed (None when unreadable)."""
     try:
@@ -494,10 +541,10 @@ def _write_shard(output: str, k: int, n_shards: int, names: list[str], results: 
             else:
                 writer.write(record)
                 images.append({"name": fname, "sha256": digest})
+        shard_sha = writer.finish()
     except BaseException:
         writer.abort()
         raise
-    shard_sha = writer.finish()
     entry = {**header, "file": name, "records": len(images), "sha256": shard_sha,
              "bytes": writer.bytes, "images": images, "skipped": skipped}
     _write_json(fs.join(output, _records_name(name)), entry)
@@ -570,8 +617,13 @@ def _finish(output: str, input_dir: str, header: dict, entries: list[dict],
 # --------------------------------------------------------------------------------------------
 
 def is_prepared(path: str) -> bool:
-    """True when `path` (a folder or URL) holds a prepared dataset's manifest."""
-    return fs.exists(fs.join(path, MANIFEST))
+    """True when `path` (a folder or URL) holds a prepared dataset's manifest. fs.RemoteError
+    (naming `path`, the folder the user gave) when a bucket cannot be asked."""
+    manifest = fs.join(path, MANIFEST)
+    try:
+        return fs.exists(manifest)
+    except fs.RemoteError as e:
+        raise fs.RemoteError(str(e).replace(manifest, str(path))) from e
 
 
 @functools.lru_cache(maxsize=8)
@@ -630,7 +682,8 @@ class PreparedSource:
             raise DataError(
                 f"prepared dataset {root} is damaged: {'; '.join(problems)}; rerun `e4e-jax "
                 f"prepare` with the same arguments (--input {m.get('input')} --output {root} "
-                f"--size {_setting(m['size'])}): it redoes the missing or damaged shards.")
+                f"--size {_setting(m['size'])}{_extra_args(m)}): it redoes the missing or "
+                f"damaged shards.")
         self.files = [i["name"] for i in m["images"]]
         counts = [int(s["records"]) for s in m["shards"]]
         self._starts = np.cumsum([0] + counts)

@@ -21,13 +21,13 @@ def format_metric(v: Any) -> str:
 
 
 def write_report(out: str, results: dict[str, dict], argv: Sequence[str] | None = None,
-                 data_description: str = "") -> str:
+                 data_description: str = "", command: str = "python eval.py") -> str:
     """OUT/report.md: a table of every metric per checkpoint, the reasons for unavailable ones,
-    and the grids (relative links)."""
+    and the grids (relative links). The run is recorded as `command` followed by `argv`."""
     names = list(results)
     lines = ["# e4e_jax evaluation", ""]
     if argv is not None:
-        lines += ["```", "python eval.py " + " ".join(argv), "```", ""]
+        lines += ["```", " ".join([command, *argv]), "```", ""]
     if data_description:
         first = results[names[0]] if names else {}
         lines.append(f"- Data: {data_description}; {first.get('num_images')} images per "

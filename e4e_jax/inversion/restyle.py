@@ -47,6 +47,7 @@ import numpy as np
 from e4e_jax.core.ops import adaptive_avg_pool2d
 from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES
 from e4e_jax.nets.encoder import face_pool
+from e4e_jax.nets.stylegan3 import LoadedStyleGAN3
 
 __all__ = ["apply_average_image", "apply_restyle", "average_image", "invert", "is_restyle",
            "render_transform", "to_input_size"]
@@ -101,7 +102,8 @@ def render_transform(model):
     """The input transform ReStyle renders with: the identity (3, 3) for a StyleGAN3 generator,
     whatever its stored buffer (stylegan3-editing's e4e3 / psp3 forward sets the identity before
     every aligned render); None for StyleGAN2 (no transform)."""
-    return jnp.eye(3, dtype=jnp.float32) if hasattr(model.generator, "transform") else None
+    # a type test: reading the `transform` property inside a jit would convert a tracer
+    return jnp.eye(3, dtype=jnp.float32) if isinstance(model.generator, LoadedStyleGAN3) else None
 
 
 # ----------------------------------------------------------------------------- pure functions

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from e4e_jax.core.precision import low_precision_from
-
 from e4e_jax.models.stylegan2_ops import (  # noqa: F401  (re-exported layer names)
     NORMAL,
     SQRT2,

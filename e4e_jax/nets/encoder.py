@@ -368,7 +368,7 @@ def check_checkpoint(path: str) -> None:
     meta = checkpoints.read_meta(path)          # the workdir hint comes from read_meta
     if meta.get("kind") != KIND:
         raise checkpoints.ModelDirError(
-            f"{path!r} holds a {meta.get('kind')!r} model, not an encoder checkpoint "
+            f"{path!r} holds a model of kind {meta.get('kind')!r}, not an encoder checkpoint "
             f"({KIND!r}): pass the output of `e4e-jax convert e4e` or a training run's "
             f"WORKDIR/export.")
 

@@ -145,7 +145,7 @@ def load_model_dir(path: str, kind: str | Iterable[str] | None = None) -> ModelD
     if kind is not None:
         kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         if meta["kind"] not in kinds:
-            raise ModelDirError(f"{path!r} holds a {meta['kind']!r} model, expected "
+            raise ModelDirError(f"{path!r} holds a model of kind {meta['kind']!r}, expected "
                                 f"{' or '.join(repr(k) for k in kinds)}.")
     variables = None
     var_file = os.path.join(path, VARIABLES_FILE)

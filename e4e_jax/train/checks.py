@@ -141,6 +141,9 @@ def check_workdir(workdir: str) -> None:
                             f"and logs to a local disk only: pass a local folder (e.g. --workdir "
                             f"runs/my_run) and copy it afterwards with `gcloud storage cp -r "
                             f"runs/my_run {workdir}` (the data may stay in the bucket).")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise TrainingError(f"--workdir {workdir} is a file, not a folder; pass a new folder, "
+                            f"e.g. --workdir runs/my_run.")
     if (os.path.isfile(os.path.join(workdir, "config.json"))
             and not os.path.isdir(os.path.join(workdir, "checkpoints"))):
         raise TrainingError(f"--workdir {workdir} is a model directory (it holds config.json), "

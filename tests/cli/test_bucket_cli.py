@@ -155,3 +155,42 @@ def test_training_on_a_missing_bucket_folder_is_one_line(gcs, tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     line = one_error_line(r.stderr)
     assert "gs://bkt/no_such_folder" in line and "does not exist" in line
+
+
+@pytest.mark.slow
+def test_unreadable_files_read_the_same_from_a_bucket_in_every_command(model_dir, gcs, gcs_photos,
+                                                                      tmp_path, capfd):
+    """One wording (image_io) for a corrupt file in prepare, encode, invert and the loaders
+    (eval, training), local or gs://: the name relative to --input and PIL's reason, without
+    `<_io.BytesIO object at 0x...>` (screen and skipped.txt)."""
+    import shutil
+
+    from e4e_jax.cli import prepare as prepare_cli
+    from e4e_jax.data.image_io import ImageReadError
+    from e4e_jax.data.sources import FolderSource
+    local_in, _ = gcs_photos
+    folder = tmp_path / "in"
+    shutil.copytree(local_in, folder)
+    (folder / "sub" / "corrupt.png").write_bytes(b"not a png")
+    url = gcs.upload_folder(str(folder), "with_corrupt")
+    want = ("cannot read 'sub/corrupt.png' as an image: UnidentifiedImageError: cannot "
+            "identify image file")
+    for k, src in enumerate((str(folder), url)):
+        capfd.readouterr()
+        assert prepare_cli.main(["--input", src, "--output", str(tmp_path / f"p{k}"),
+                                 "--size", "16", "--workers", "1"]) == 0
+        err = capfd.readouterr().err
+        assert f"skipping sub/corrupt.png: {want}\n" in err, err
+        m = json.loads((tmp_path / f"p{k}" / "manifest.json").read_text())
+        assert [s["reason"] for s in m["skipped"]] == [want]
+        for name, cli in (("enc", encode_cli), ("inv", invert_cli)):
+            out = tmp_path / f"{name}{k}"
+            assert cli.main(["--checkpoint", model_dir, "--input", src, "--output",
+                             str(out)]) == 0
+            # the screen's "skipping" line prints the same string (encode binds its log
+            # stream at import, out of this test's capture)
+            assert (out / "skipped.txt").read_text() == f"sub/corrupt.png\t{want}\n"
+        source = FolderSource(src)
+        with pytest.raises(ImageReadError) as e:
+            source.load(source.files.index("sub/corrupt.png"), (16, 16))
+        assert str(e.value) == want

@@ -791,3 +791,24 @@ def test_invert_console_rounds_its_figures():
 def test_gitignore_holds_the_readme_weights_folder():
     text = open(os.path.join(REPO, ".gitignore")).read().split()
     assert "/weights/" in text or "weights/" in text
+
+
+def test_train_sets_the_native_log_level_before_tensorflow_loads():
+    """The mechanism behind the quiet console, in the order where this TensorFlow build does
+    print its C++ banners (TensorFlow loaded before jax: oneDNN, cpu_feature_guard): the train
+    command sets the level before its first import of TensorFlow; --verbose leaves it alone."""
+    code = ("import sys\n"
+            "from e4e_jax.cli import train\n"
+            "train._main = lambda argv, prog: __import__('tensorflow')\n"
+            "train.run(['train.py', '--config', 'configs/demo.py', '--workdir', 'w'] "
+            "+ sys.argv[1:])\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel")}
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=180)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "oneDNN" not in quiet.stderr and "tensorflow/" not in quiet.stderr, quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code, "--verbose"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert "oneDNN" in loud.stderr, loud.stderr        # the banner this test looks for

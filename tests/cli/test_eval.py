@@ -263,7 +263,7 @@ def test_cli_errors(model_dir, tmp_path, capsys):
         (["--checkpoint", model_dir, "--edits", "interfacegan:missing.npy"], "does not exist"),
         (["--checkpoint", model_dir, "--data", str(tmp_path / "nope")], "is not a folder"),
         (["--checkpoint", model_dir, "--arcface", "a", "--moco", "b"], "not both"),
-        (["--checkpoint", model_dir, "--lpips", gen_dir], "holds a 'stylegan2_generator'"),
+        (["--checkpoint", model_dir, "--lpips", gen_dir], "of kind 'stylegan2_generator'"),
     ]
     for args, message in cases:
         if "--data" not in args:
@@ -376,3 +376,17 @@ def test_an_earlier_eval_is_not_overwritten(model_dir, tmp_path, capsys):
     with open(os.path.join(out, "metrics.json")) as f:
         assert f.read() == first
     assert ev_cli.main(args + ["--seed", "1", "--overwrite"]) == 0
+
+
+def test_report_records_the_command_as_typed(model_dir, tmp_path):
+    """report.md gives the command line the user ran: `e4e-jax eval ...` through the one
+    command, `python eval.py ...` through the script."""
+    from e4e_jax.cli import main as e4e_main
+    args = ["--checkpoint", model_dir, "--input", "synthetic", "--num-images", "2",
+            "--batch-size", "2", "--lec-edit", "none", "--deviation-samples", "0"]
+    assert e4e_main.main(["eval", *args, "--output", str(tmp_path / "a")]) == 0
+    assert ev_cli.main([*args, "--output", str(tmp_path / "b")]) == 0
+    a = (tmp_path / "a" / "report.md").read_text()
+    b = (tmp_path / "b" / "report.md").read_text()
+    assert "e4e-jax eval --checkpoint" in a and "python eval.py" not in a
+    assert "python eval.py --checkpoint" in b

@@ -38,15 +38,7 @@ def files(tmp_path_factory):
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
             images / f"{i}.png")
-    folder = root / "codes"
-    folder.mkdir()
-    n = 40
-    names = [f"{i}.png" for i in range(n)]
-    np.save(folder / "latents.npy", rng.standard_normal((n, 32)).astype(np.float32))
-    (folder / "files.txt").write_text("".join(x + "\n" for x in names))
-    (folder / "labels.csv").write_text("name,score\n" + "".join(
-        f"{x},{s:.4f}\n" for x, s in zip(names, rng.standard_normal(n))))
-    return dict(model=str(model), images=str(images), codes=str(folder))
+    return {"model": str(model), "images": str(images)}
 
 
 def command(name: str, f: dict, out: str) -> list[str]:

@@ -120,3 +120,55 @@ def test_training_on_a_prepared_folder_equals_the_folder(tmp_path):
     folder_run, prepared_run = summaries
     for k in ("mse_before", "mse_after"):
         assert prepared_run[k] == folder_run[k], (k, folder_run[k], prepared_run[k])
+
+
+def test_sizes_outside_the_range_are_one_line(tmp_path, capsys):
+    images = make_folder(str(tmp_path / "in"), n=2, bad=False)
+    for size in ("1", "7,256", "100000", "4097,64"):
+        code, _, err = run(["--input", images, "--output", str(tmp_path / "o"), "--size", size],
+                           capsys)
+        assert code == 2 and err.count("\n") == 1 and "outside 8..4096" in err, err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_store_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    """fs.RemoteError (here: gcsfs missing) is exit 2 and names the path the user gave."""
+    import sys
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    code, _, err = run(["--input", "gs://bkt/imgs", "--output", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "gs://bkt/imgs" in err and "e4e_jax[gcs]" in err
+
+
+def test_buckets_missing_or_inside_the_input_are_refused_before_any_work(gcs, gcs_photos,
+                                                                         capsys):
+    _, url_in = gcs_photos
+    code, _, err = run(["--input", url_in, "--output", "gs://nobucket/prep2"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "bucket gs://nobucket of gs://nobucket/prep2 does not exist" in err
+    code, _, err = run(["--input", url_in, "--output", url_in + "/p"], capsys)
+    assert code == 2 and "is inside --input" in err and err.count("\n") == 1
+    from e4e_jax.core import fs
+    assert not fs.exists(url_in + "/p")
+
+
+def test_sigterm_prints_the_interrupted_line_and_keeps_shards(tmp_path):
+    """SIGTERM to the whole process group (a shell, `timeout`, a batch system): the same line
+    as Ctrl-C, exit 143, no partial shard; a rerun resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    images = make_folder(str(tmp_path / "in"), n=60, bad=False)
+    out = tmp_path / "ds"
+    argv = [sys.executable, "-m", "e4e_jax.prepare", "--input", images, "--output", str(out),
+            "--size", "16", "--workers", "2", "--shard-size", "8"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while not (out / "prepare-in-progress.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted: the complete shards in" in err and "Traceback" not in err, err
+    assert not any(n.endswith(".tmp") for n in os.listdir(out))

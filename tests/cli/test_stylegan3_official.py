@@ -104,7 +104,9 @@ def _through_every_command(gen_dir, inv_dir, images, lpips, out):
     """Runs each command; returns {name: array} of what the runs wrote."""
     got = {}
     g = e4e_jax.load_generator(gen_dir)
-    run = lambda main, args: main([str(a) for a in args])  # noqa: E731
+
+    def run(main, args):
+        return main([str(a) for a in args])
 
     # sample: the official gen_images.py --translate / --rotate
     png = out / "sample.png"
@@ -192,7 +194,7 @@ def _through_every_command(gen_dir, inv_dir, images, lpips, out):
 
 
 @pytest.mark.slow
-def test_pickle_and_pt_through_every_command(sources, lpips_dir, tmp_path):
+def test_pickle_and_pt_through_every_command(sources, lpips_dir, tmp_path):  # noqa: F811
     images = _write_images(tmp_path / "imgs", ["a.png", "b.png"], with_bad=False)
     results = {}
     for kind, gen_dir in sources.items():

@@ -430,7 +430,7 @@ def test_random_init_and_model_dir_round_trip(tmp_path):
     back = load_stylegan3(path)
     assert back.config == g.config and back.c_dim == 2
     model_dir.save_model_dir(str(tmp_path / "other"), "stylegan2_generator", {})
-    with pytest.raises(model_dir.ModelDirError, match="holds a 'stylegan2_generator' model"):
+    with pytest.raises(model_dir.ModelDirError, match="holds a model of kind 'stylegan2_generator'"):
         load_stylegan3(str(tmp_path / "other"))
 
 

@@ -173,3 +173,60 @@ def test_staging_folder_of_a_failed_command_is_kept_only_if_not_uploaded(gcs):
     assert not os.path.exists(done.local) and os.path.isfile(os.path.join(pending.local, "a.txt"))
     pending.close()
     assert fs.read_bytes(gcs.url("failed_b", "a.txt")) == b"a"
+
+
+class _FailingStore:
+    """An fsspec filesystem stand-in whose every request fails with `exc`."""
+
+    def __init__(self, exc, method="anon"):
+        self.exc = exc
+        self.credentials = type("Creds", (), {"method": method})()
+
+    def invalidate_cache(self, p):
+        pass
+
+    def info(self, p):
+        raise self.exc
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_unreachable_store_says_network_not_credentials(monkeypatch, network):
+    """A DNS / connection failure is reported as the network; only a refusal by the store
+    points at credentials."""
+    import socket
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    if network:
+        try:
+            raise OSError("Cannot connect to host storage.googleapis.com:443") \
+                from socket.gaierror(-3, "Temporary failure in name resolution")
+        except OSError as e:
+            exc = e
+    else:
+        exc = PermissionError("403 Forbidden")
+    monkeypatch.setattr(fs, "_filesystem", lambda path: (_FailingStore(exc), path))
+    with pytest.raises(fs.RemoteError) as e:
+        fs.exists("gs://bkt/imgs")
+    msg = str(e.value)
+    assert msg.startswith("cannot access gs://bkt/imgs: ")
+    assert ("cannot be reached" in msg and "network" in msg) == network
+    assert ("credentials" in msg) != network
+    assert fs.is_network_error(exc) == network
+
+
+def test_an_unreadable_bucket_file_is_named_as_given_without_object_reprs(gcs, tmp_path):
+    """From gs:// the image arrives as in-memory bytes: PIL's reason names the BytesIO object;
+    the message names the file relative to the folder, as a local read does."""
+    from e4e_jax.data.sources import FolderSource
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "corrupt.png").write_bytes(b"not a png")
+    url = gcs.upload_folder(str(tmp_path), "corrupt_only")
+    want = ("cannot read 'sub/corrupt.png' as an image: UnidentifiedImageError: cannot "
+            "identify image file")
+    for root in (str(tmp_path), url):
+        with pytest.raises(image_io.ImageReadError) as e:
+            FolderSource(root).load(0, (8, 8))
+        assert str(e.value) == want
+    with pytest.raises(image_io.ImageReadError) as e:
+        image_io.read_rgb(fs.join(url, "sub/corrupt.png"))
+    assert "object at 0x" not in str(e.value) and str(e.value).startswith(
+        f"cannot read '{url}/sub/corrupt.png' as an image: UnidentifiedImageError")

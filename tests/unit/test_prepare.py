@@ -265,3 +265,114 @@ def test_bucket_input_and_output(gcs, gcs_photos, tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / "cache")) == len(m_url["shards"])
     with pytest.raises(prepared.PrepareError, match="already holds"):
         prepared.prepare(url_in, url_out, SIZE, workers=1)
+
+
+def test_size_outside_the_supported_range_is_refused_before_any_work(folder, tmp_path):
+    for size in ((1, 1), (7, 256), (256, 4097), (100000, 100000)):
+        with pytest.raises(prepared.PrepareError, match=r"outside 8\.\.4096"):
+            prepared.prepare(folder, str(tmp_path / "o"), size, workers=1)
+    assert not os.path.exists(tmp_path / "o")
+
+
+class DyingPool:
+    """A pool whose worker dies (as the kernel's OOM killer does) after `ok` tasks."""
+
+    def __init__(self, workers, ok=2):
+        self.ok = ok
+
+    def map(self, fn, tasks):
+        import concurrent.futures.process as cfp
+        for k, t in enumerate(tasks):
+            if k >= self.ok:
+                raise cfp.BrokenProcessPool("A process in the process pool was terminated")
+            yield fn(t)
+
+    def close(self):
+        pass
+
+
+def test_a_dying_worker_is_one_error_keeping_complete_shards(folder, dataset, tmp_path,
+                                                              monkeypatch):
+    out = str(tmp_path / "ds")
+    monkeypatch.setattr(prepared, "_Pool", DyingPool)     # 2 tasks of 8 images = 2 shards
+    with pytest.raises(prepared.WorkerDiedError, match=r"most likely out of memory.*"
+                       r"2 complete shard\(s\).*fewer --workers \(e\.g\. --workers 1\)"):
+        prepared.prepare(folder, out, SIZE, workers=3, shard_size=8)
+    files = sorted(os.listdir(out))
+    assert prepared.shard_name(1, 4) in files and prepared.shard_name(2, 4) not in files
+    assert not any(f.endswith(".tmp") for f in files), files
+    monkeypatch.undo()
+    notes = []
+    prepared.prepare(folder, out, SIZE, workers=1, shard_size=8, log=notes.append)
+    assert any("keeping 2 of 4" in n for n in notes), notes
+    assert tree_hashes(out) == tree_hashes(dataset)
+
+
+def test_a_real_dead_worker_process_raises_broken_pool():
+    """What the catch above relies on: a worker process that dies breaks the pool."""
+    import concurrent.futures.process as cfp
+    pool = prepared._Pool(2)
+    try:
+        with pytest.raises(cfp.BrokenProcessPool):
+            list(pool.map(os._exit, [3, 3]))
+    finally:
+        pool.close()
+
+
+def test_resuming_with_another_size_says_so(folder, tmp_path):
+    out = str(tmp_path / "ds")
+    interrupted_run(folder, out, after_files=16)
+    notes = []
+    m = prepared.prepare(folder, out, (8, 12), workers=1, shard_size=8, log=notes.append)
+    resumed = [n for n in notes if n.startswith("resuming")]
+    assert len(resumed) == 1 and "used --size 16,16, this one --size 8,12" in resumed[0]
+    assert "discarded and all 4 shard(s) are prepared again" in resumed[0]
+    assert m["size"] == [8, 12] and make_source(out).load(0, (8, 12)).shape == (8, 12, 3)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_damaged_dataset_is_one_data_error_and_a_rerun_repairs_it(folder, dataset, tmp_path,
+                                                                     damage):
+    import shutil
+    out = str(tmp_path / "ds")
+    shutil.copytree(dataset, out)
+    shard = pathlib.Path(out, prepared.shard_name(1, 4))
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:1000])
+    for opener in (lambda: make_source(out), lambda: prepared.list_inputs(out),
+                   lambda: prepared.input_file(out, "img02.png")):
+        prepared._opened.cache_clear()
+        with pytest.raises(DataError) as e:
+            opener()
+        msg = str(e.value)
+        assert prepared.shard_name(1, 4) in msg and "\n" not in msg
+        assert ("is missing" if damage == "missing" else "has 1000 bytes, not") in msg
+        assert f"rerun `e4e-jax prepare` with the same arguments (--input {folder} " \
+               f"--output {out} --size 16,16 --shard-size 8)" in msg
+    notes = []
+    prepared.prepare(folder, out, SIZE, workers=1, shard_size=8, log=notes.append)
+    assert any(n.startswith("repairing: " + prepared.shard_name(1, 4)) for n in notes), notes
+    assert any("keeping 3 of 4" in n for n in notes), notes
+    assert tree_hashes(out) == tree_hashes(dataset)
+
+
+def test_unreadable_files_are_named_as_given_without_object_reprs(folder, dataset):
+    """One wording (image_io.read_error_message) from a path, a file object and a prepared
+    run: the name relative to the input folder and PIL's reason, no `<... at 0x...>`."""
+    import io
+    from e4e_jax.data import image_io
+    m = json.loads(pathlib.Path(os.path.join(dataset, "manifest.json")).read_text())
+    reason = {s["name"]: s["reason"] for s in m["skipped"]}["bad.png"]
+    assert reason == "cannot read 'bad.png' as an image: UnidentifiedImageError: cannot " \
+                     "identify image file"
+    for src in (os.path.join(folder, "bad.png"), io.BytesIO(b"not a png")):
+        with pytest.raises(image_io.ImageReadError) as e:
+            image_io.read_rgb(src, name="bad.png")
+        assert str(e.value) == reason and e.value.named("x/bad.png") == reason.replace(
+            "'bad.png'", "'x/bad.png'")
+    src = FolderSource(folder)
+    with pytest.raises(image_io.ImageReadError) as e:
+        src.load(src.files.index("bad.png"), SIZE)
+    assert str(e.value) == reason

@@ -230,6 +230,9 @@ def test_a_model_directory_is_refused_as_workdir(tmp_path):
     check_workdir(str(tmp_path / "new_run"))        # a new folder is fine
     (export / "checkpoints").mkdir()
     check_workdir(str(export))                      # a real workdir that happens to hold one
+    (tmp_path / "notes.txt").write_text("x")        # a file: one line, not a makedirs traceback
+    with pytest.raises(trainer.TrainingError, match="is a file, not a folder"):
+        check_workdir(str(tmp_path / "notes.txt"))
 
 
 def test_overrides_take_dashes_and_a_wrong_field_names_the_closest(tmp_path):
