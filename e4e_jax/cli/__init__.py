@@ -280,7 +280,23 @@ def _on_unraisable(unraisable) -> None:
         finally:
             _interrupt["in_hook"] = False
         return
+    # a command's own handler raised it (invert's AbortSignals): it can raise once more
+    owner = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and hasattr(owner, "redeliver"):
+        signum = owner.redeliver()
+        if signum:
+            _interrupt["in_hook"] = True
+            threading.Thread(target=_deliver_after_hook, args=(signum,), daemon=True).start()
+            _interrupt["in_hook"] = False
+        return
     sys.__unraisablehook__(unraisable)
+
+
+def _deliver_after_hook(signum: int) -> None:
+    while _interrupt["in_hook"]:
+        time.sleep(0.005)
+    time.sleep(0.02)                   # past the swallowing callback (it asks again if not)
+    _thread.interrupt_main(signum)
 
 
 def _interrupt_again() -> None:

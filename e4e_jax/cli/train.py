@@ -244,6 +244,27 @@ def quiet_native_logs(environ) -> None:
     environ.setdefault("GLOG_minloglevel", "2")
 
 
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with the process's stderr on /dev/null. TensorFlow 2.20 and newer
+    log their oneDNN notice through absl before absl is initialised, twice, at import, and no
+    level setting silences that; the import is the only place they print, so only the import is
+    muted. A failed import is left for the code that needs TensorFlow to report."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run(argv) -> None:
     prog = _prog(argv[0])
     argv = [argv[0]] + normalize_overrides(list(argv[1:]))
@@ -261,6 +282,7 @@ def run(argv) -> None:
     verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:])
     if not verbose:
         quiet_native_logs(os.environ)
+        import_tensorflow_quietly()
     try:
         _main(argv, prog)
     except KeyboardInterrupt:

@@ -56,8 +56,8 @@ decoded.
 from __future__ import annotations
 
 import collections
-import contextlib
 import concurrent.futures as cf
+import contextlib
 import functools
 import hashlib
 import io
@@ -404,10 +404,8 @@ class _ShardWriter:
 
     def abort(self) -> None:
         """Drops the unfinished shard (a failed or interrupted run leaves no partial file)."""
-        try:
+        with contextlib.suppress(Exception):   # already closed or broken: the file goes anyway
             self.writer.close()
-        except Exception:      # noqa: BLE001 - already closed, or broken: the file goes anyway
-            pass
         if os.path.exists(self.local):
             os.remove(self.local)
 

@@ -139,6 +139,15 @@ class AbortSignals:
                 self._pending = False
                 self._raise()
 
+    def redeliver(self) -> int:
+        """The KeyboardInterrupt it raised went unseen (Python swallows one raised inside a gc
+        callback or __del__, e.g. jax's _xla_gc_callback): the next signal raises again.
+        Returns the signal to send again (0: none is due, e.g. after `hold()`)."""
+        if not self._raised or self._held:
+            return 0
+        self._raised = False
+        return self.signum or int(signal.SIGINT)
+
     def hold(self) -> None:
         """From now on signals are only recorded (`signum`), never raised: call it first
         thing once the work is over or interrupted, before the final files are written."""

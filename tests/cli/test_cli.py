@@ -721,6 +721,25 @@ def test_train_console_has_no_library_banners(tmp_path):
         assert banner not in p.stderr + p.stdout
 
 
+def test_train_mutes_only_tensorflows_import(tmp_path):
+    """TensorFlow 2.20+ writes its oneDNN / absl::InitializeLog banner to file descriptor 2 at
+    import whatever TF_CPP_MIN_LOG_LEVEL says; a stand-in `tensorflow` that does the same is
+    imported without a byte reaching stderr, and stderr works again afterwards."""
+    import subprocess
+    import sys
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "tensorflow.py").write_text("import os\nos.write(2, b'oneDNN banner\\n')\n")
+    code = ("import sys; from e4e_jax.cli.train import import_tensorflow_quietly; "
+            "import_tensorflow_quietly(); import tensorflow; assert 'tensorflow' in sys.modules; "
+            "print('after', file=sys.stderr)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), REPO]))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "oneDNN" not in p.stderr and p.stderr.strip() == "after", p.stderr
+
+
 def test_train_quiet_native_logs_keeps_the_users_level():
     from e4e_jax.cli.train import quiet_native_logs
     env = {}

@@ -135,3 +135,27 @@ def test_encoder_only_file_with_stylegan3_dir(files, tmp_path):
 def test_stylegan3_state_detection():
     assert conv.is_stylegan3_state({"mapping.fc0.weight": 0, "synthesis.input.freqs": 0})
     assert not conv.is_stylegan3_state({"style.1.weight": 0, "conv1.conv.weight": 0})
+
+
+@pytest.mark.slow
+def test_invert_command_over_stylegan3(files, tmp_path):
+    """`e4e-jax invert --method restyle` with a converted stylegan3-editing checkpoint: the last
+    iteration's W+ codes are run_on_batch's."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from e4e_jax.cli import invert
+    name = "e4e_backbone"
+    manifest, inputs, expected = files
+    src = fu.save_torch(official_container(manifest["models"][name]), str(tmp_path / "ckpt.pt"))
+    assert convert_cli.main(["restyle", src, str(tmp_path / "conv")]) == 0
+    (tmp_path / "imgs").mkdir()
+    # the inputs are uint8 patterns mapped to [-1, 1]: the PNG holds them exactly
+    u8 = np.rint((fu.nchw_to_nhwc(inputs[f"{name}/x"])[0] + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(u8).save(tmp_path / "imgs" / "a.png")
+    assert invert.main(["--checkpoint", str(tmp_path / "conv"), "--input", str(tmp_path / "imgs"),
+                        "--output", str(tmp_path / "out"), "--method", "restyle",
+                        "--iterations", str(ITERATIONS)]) == 0
+    key = f"{name}/loop_latents"
+    fu.assert_close(f"{key} (invert command)", np.load(tmp_path / "out" / "latents.npy")[0],
+                    expected[key][ITERATIONS - 1][0], atol(key))

@@ -362,6 +362,7 @@ def test_unreadable_files_are_named_as_given_without_object_reprs(folder, datase
     """One wording (image_io.read_error_message) from a path, a file object and a prepared
     run: the name relative to the input folder and PIL's reason, no `<... at 0x...>`."""
     import io
+
     from e4e_jax.data import image_io
     m = json.loads(pathlib.Path(os.path.join(dataset, "manifest.json")).read_text())
     reason = {s["name"]: s["reason"] for s in m["skipped"]}["bad.png"]
