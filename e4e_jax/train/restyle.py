@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from e4e_jax import losses as L
-from e4e_jax.inversion.restyle import apply_average_image, apply_restyle, to_input_size
+from e4e_jax.inversion.restyle import (apply_average_image, apply_restyle, render_transform,
+                                       to_input_size)
 
 
 def average_image(spec, generator_variables, latent_avg) -> jax.Array:
@@ -86,8 +87,10 @@ def iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage, latent_a
         else:
             codes = inv.module.apply(variables, x6, **stage_kw)
         w = (codes + w_prev).astype(w_prev.dtype)
+        # stylegan3-editing's coaches render with the identity transform (render_transform)
         y_hat = inv.apply_decode(generator_variables, w, noise="random",
-                                 rng=jax.random.fold_in(k_noise, t)).astype(x.dtype)
+                                 rng=jax.random.fold_in(k_noise, t),
+                                 transform=render_transform(inv)).astype(x.dtype)
         inputs = L.LossInputs(x=x, y=y, y_hat=y_hat, w_plus=w, latent_avg=latent_avg,
                               progressive_stage=loss_stage, nets=nets,
                               rng=jax.random.fold_in(k_loss, t), extras=dict(extras or {}))

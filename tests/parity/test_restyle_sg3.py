@@ -3,7 +3,7 @@ psp3.py, utils/inference_utils.py): official checkpoints converted by `e4e-jax c
 (and `python -m convert_weights.restyle`), the encoders' codes, the average image and
 run_on_batch's 3 iterations against tests/fixtures/restyle_sg3, and the converter's StyleGAN3
 behaviours (identity transform, encoder-only file with a StyleGAN3 generator directory, head
-count refusal)."""
+count refusal) and `e4e-jax invert --method restyle` over the converted checkpoint."""
 import json
 import os
 import pathlib
