@@ -28,7 +28,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -33,8 +33,12 @@ import jax
 import jax.numpy as jnp
 
 from e4e_jax import losses as L
-from e4e_jax.inversion.restyle import (apply_average_image, apply_restyle, render_transform,
-                                       to_input_size)
+from e4e_jax.inversion.restyle import (
+    apply_average_image,
+    apply_restyle,
+    render_transform,
+    to_input_size,
+)
 
 
 def average_image(spec, generator_variables, latent_avg) -> jax.Array:

@@ -12,9 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-import tests.support.fixtures as fu
-
 import e4e_jax
+import tests.support.fixtures as fu
 from e4e_jax.cli import convert as convert_cli
 from e4e_jax.convert import restyle as conv
 from e4e_jax.convert.common import ConversionError

@@ -88,7 +88,7 @@ MODELS = {
 
 def install_standins():
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     if "pyrallis" not in sys.modules:
         try:
@@ -145,6 +145,7 @@ def jsonable_opts(opts):
 def build_model(name, tmp):
     import importlib
     import pathlib
+
     import torch
     from models.stylegan3.networks_stylegan3 import Generator
 
@@ -258,7 +259,7 @@ def generate(editing_dir: str) -> common.Fixture:
     for name, (_, _, _, seed) in MODELS.items():
         entry, load = build_model(name, tmp)
         manifest["models"][name] = entry
-        u8, x, y = restyle_gen.inputs_for("ffhq_encode", seed * 1000 + 7)
+        _, x, y = restyle_gen.inputs_for("ffhq_encode", seed * 1000 + 7)
         inputs.update({f"{name}/x": x, f"{name}/y": y})
         expected.update(run_model(name, load, inputs, torch.float32))
         f64.update(run_model(name, load, inputs, torch.float64))
