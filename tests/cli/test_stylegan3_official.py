@@ -194,13 +194,14 @@ def _through_every_command(gen_dir, inv_dir, images, lpips, out):
 
 
 @pytest.mark.slow
-def test_pickle_and_pt_through_every_command(sources, lpips_dir, tmp_path):  # noqa: F811
+def test_converted_pickle_through_every_command(sources, lpips_dir, tmp_path):  # noqa: F811
+    """The converted official pickle through sample, encode, invert (e4e, projector, PTI), edit
+    and eval. The .pt converts to the very same variables
+    (test_pickle_and_pt_convert_to_the_same_generator), so one pass covers both files; a second
+    pass for the .pt cost 3.5 CPU-minutes for nothing new."""
     images = _write_images(tmp_path / "imgs", ["a.png", "b.png"], with_bad=False)
-    results = {}
-    for kind, gen_dir in sources.items():
-        out = tmp_path / kind
-        out.mkdir()
-        inv_dir = e4e_over(gen_dir, str(out / "e4e_sg3_t"))
-        results[kind] = _through_every_command(gen_dir, inv_dir, images, lpips_dir, out)
-    for k, v in results["pkl"].items():   # one generator, whichever file it came from
-        np.testing.assert_array_equal(v, results["pt"][k], err_msg=k)
+    out = tmp_path / "pkl"
+    out.mkdir()
+    inv_dir = e4e_over(sources["pkl"], str(out / "e4e_sg3_t"))
+    got = _through_every_command(sources["pkl"], inv_dir, images, lpips_dir, out)
+    assert got and all(np.all(np.isfinite(v)) for v in got.values())
