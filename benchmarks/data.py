@@ -16,6 +16,14 @@ folder, then times, each in ONE thread (so the rate is per core):
 and the prepare command itself (files/s with --workers 1, and with every core). Every pixel of
 (b) is checked against (a). Prints the device, thread count and load average with the numbers.
 
+With --bucket emulator (a GCS emulator on 127.0.0.1, tests/support/gcs.py) or --bucket
+gs://BUCKET/PREFIX (a real bucket you can write to), also:
+  (a-gs) folder   FolderSource over the 1024 PNGs uploaded to the bucket;
+  (b-gs) prepared PreparedSource over the uploaded shards: the first pass (each shard fetched
+                  once into $E4E_JAX_CACHE) and a later pass (read from that cache).
+An emulator's rates measure this machine's loopback and the emulator, not Cloud Storage: they
+show what the bucket path costs on top of the local read, not a real bucket's throughput.
+
 A train step's consumption is not measured here (it needs the full networks: see
 benchmarks/train_step.py); cores per accelerator = the step's images/s / (b)'s images/s per core.
 """
@@ -69,6 +77,46 @@ def prepared_rate(out_dir: str, size, order, ref: list, names: list[str]) -> tup
     return len(order) / seconds, nbytes
 
 
+def bucket_rates(bucket: str, src_dir: str, out_dir: str, size, order, ref: list,
+                 names: list[str], tmp: str) -> list[tuple[str, float, float]]:
+    """Rows (name, images/s in one thread, bytes per image) read through the bucket path."""
+    from e4e_jax.core import fs
+    emulator = None
+    if bucket == "emulator":
+        from tests.support.gcs import GcsEmulator
+        emulator = GcsEmulator("bench").start()
+        root = emulator.url("data")
+        where = "emulator"
+    else:
+        root, where = bucket.rstrip("/"), bucket
+    os.environ["E4E_JAX_CACHE"] = os.path.join(tmp, "cache")    # a cold cache for pass one
+    try:
+        for folder_name, local in (("images", src_dir), ("prepared", out_dir)):
+            for rel in fs.list_files(local):
+                fs.upload(os.path.join(local, rel), fs.join(root, folder_name, rel))
+        remote_folder = FolderSource(fs.join(root, "images"))
+        seconds, _ = timed(lambda i: remote_folder.load(i, size), range(len(remote_folder)))
+        folder_rate = len(remote_folder) / seconds
+        t = time.perf_counter()
+        source = prepared.PreparedSource(fs.join(root, "prepared"))
+        index = {name: i for i, name in enumerate(names)}
+        for i in range(len(source)):
+            np.testing.assert_array_equal(source.load(i, size), ref[index[source.name(i)]])
+        first = len(source) / (time.perf_counter() - t)
+        seconds, _ = timed(lambda i: source.load(int(i), size), order)
+        later = len(order) / seconds
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    png_bytes = np.mean([os.path.getsize(os.path.join(src_dir, f)) for f in names])
+    raw_bytes = size[0] * size[1] * 3
+    return [(f"(a-gs) folder through the bucket ({where})", folder_rate, png_bytes),
+            (f"(b-gs) prepared through the bucket ({where}), first pass: shards fetched",
+             first, raw_bytes),
+            (f"(b-gs) prepared through the bucket ({where}), later passes: cached shards",
+             later, raw_bytes)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=48, help="1024 PNGs to make (default 48)")
@@ -77,6 +125,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=4,
                     help="passes over the prepared set (it is fast; default 4)")
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--bucket", default=None,
+                    help="also read through a bucket: 'emulator' (a local GCS emulator) or "
+                         "gs://BUCKET/PREFIX (writes there)")
     args = ap.parse_args(argv)
     size = (args.size, args.size)
     cores = os.cpu_count() or 1
@@ -113,12 +164,15 @@ def main(argv=None) -> int:
                                 for r in range(args.repeats)])
         raw, raw_bytes = prepared_rate(out_dir, size, order, ref, folder.files)
         png, png_bytes = prepared_rate(out_dir + "_png", size, order, ref, folder.files)
+        bucket_rows = (bucket_rates(args.bucket, src_dir, out_dir, size, order, ref,
+                                    folder.files, tmp) if args.bucket else [])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [("(a) folder: 1024 PNG -> 256 (FolderSource.load)", folder_rate, mean_png),
             ("(b) prepared shards at 256, raw uint8 records (default)", raw, raw_bytes),
             ("(b') prepared shards at 256, PNG records (--encoding png)", png, png_bytes)]
+    rows += bucket_rows
     print("\n| reader | images/s per core | bytes / image | vs folder |\n|---|---|---|---|")
     for name, rate, nbytes in rows:
         print(f"| {name} | {rate:.1f} | {nbytes / 1e3:.0f} kB | {rate / folder_rate:.1f}x |")
@@ -129,7 +183,8 @@ def main(argv=None) -> int:
               "prepared_raw_images_per_s": raw, "prepared_png_images_per_s": png,
               "source_png_bytes": mean_png, "record_png_bytes": png_bytes,
               "record_raw_bytes": raw_bytes, "prepare_files_per_s_1_worker": prepare_rate_1,
-              f"prepare_files_per_s_{cores}_workers": prepare_rate_all}
+              f"prepare_files_per_s_{cores}_workers": prepare_rate_all,
+              "bucket_rows": [{"reader": n, "images_per_s": r} for n, r, _ in bucket_rows]}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
