@@ -12,24 +12,14 @@ and its gradient summed with the previous output held constant, one optimizer up
 `:n=K` sets n_iters_per_batch (default 3 here, to keep the demo's minutes; the official 5 with
 `:n=5`); the other arguments are configs/demo.py's (`runlocal`, variants).
 """
-import importlib.util
-import os
-
-
-def _demo():
-    # configs/ is not a package (train.py loads a config by its path): load the sibling file
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
-    spec = importlib.util.spec_from_file_location("_demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from e4e_jax.train.config import sibling_config
 
 
 def get_config(arg=None):
     tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
     n = [t for t in tokens if t.startswith("n=")]
     rest = ",".join(t for t in tokens if not t.startswith("n="))
-    c = _demo().get_config(rest or None)
+    c = sibling_config(__file__, "demo.py", rest or None)
     c.dataset_type = "synthetic_demo_restyle"
     c.encoder.type = "ProgressiveBackboneEncoder"
     c.encoder.n_iters_per_batch = int(n[-1].split("=", 1)[1]) if n else 3

@@ -10,22 +10,12 @@ encoder predicts the generator's num_ws = num_layers + 2 = 6 W+ rows (n_styles),
 which drives the Fourier input's rotation / translation affine. 600 steps (about ten minutes on
 2 CPU cores); summary.json reports the held-out reconstruction MSE before and after training.
 """
-import importlib.util
-import os
-
-
-def _demo():
-    # configs/ is not a package (train.py loads a config by its path): load the sibling file
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
-    spec = importlib.util.spec_from_file_location("_demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from e4e_jax.train.config import sibling_config
 
 
 def get_config(arg=None):
     """configs/demo.py's config (and its arguments: `runlocal`, ...) over StyleGAN3."""
-    c = _demo().get_config(arg)
+    c = sibling_config(__file__, "demo.py", arg)
     c.dataset_type = "synthetic_demo_sg3"
     c.generator.init.kind = "stylegan3"
     c.generator.init.resolution = 32
@@ -34,8 +24,9 @@ def get_config(arg=None):
     c.generator.init.n_mlp = 2
     # StyleGAN3's synthesis costs several times StyleGAN2's at 32 px (margins, 2x-upsampled
     # filtered activations): fewer steps keep the demo at about ten minutes on 2 CPU cores
-    c.max_steps = 600
-    c.image_every = 200
-    c.val_every = 200
-    c.save_every = 200
+    if c.max_steps > 600:               # `runlocal` has already made it a 10-step smoke run
+        c.max_steps = 600
+        c.image_every = 200
+        c.val_every = 200
+        c.save_every = 200
     return c

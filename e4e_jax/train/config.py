@@ -262,6 +262,39 @@ def restyle_variant(c: ml_collections.ConfigDict, kind: str = "e4e",
     return c
 
 
+def sibling_config(config_file: str, name: str, arg: str | None = None):
+    """get_config(arg) of configs/`name` beside `config_file` (a config's __file__): a config
+    built on another one. configs/ is not a package (train.py loads a config by its path), so
+    the sibling is loaded from its file."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+    spec = importlib.util.spec_from_file_location("_config_" + name.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def restyle_domain_config(config_file: str, domain: str, arg: str | None = None):
+    """configs/restyle_<domain>_encode.py: configs/<domain>_encode.py with restyle_variant.
+    `arg` is a comma-separated list of `e4e` (default) or `psp`, `n=K` (n_iters_per_batch,
+    official 5) and `runlocal`; ValueError names any other."""
+    tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
+    kinds = [t for t in tokens if t in RESTYLE_KINDS]
+    n = [t for t in tokens if t.startswith("n=")]
+    rest = [t for t in tokens if t not in kinds and t not in n]
+    c = sibling_config(config_file, f"{domain}_encode.py")
+    c = restyle_variant(c, kinds[-1] if kinds else "e4e",
+                        int(n[-1].split("=", 1)[1]) if n else 5)
+    if "runlocal" in rest:
+        runlocal(c)
+        rest.remove("runlocal")
+    if rest:
+        raise ValueError(f"unknown config argument(s) {', '.join(rest)}: expected e4e or psp, "
+                         f"n=K and/or runlocal.")
+    return c
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a config to a smoke run on one CPU (same code paths, tiny sizes)."""
     c.batch_size = 2
