@@ -145,6 +145,9 @@ def make_parser(prog: str, description: str, examples: Sequence[str] = (),
     the examples, then `epilog`, then the alias note. Under `e4e-jax SUBCOMMAND` the usage line
     and the examples show that spelling instead (set_invocation)."""
     import textwrap
+    # a subcommand builds its parser once per run: a new run has reported no interrupt yet
+    # (matters when mains are called one after another in one process, as the tests do)
+    _interrupt["reported"] = False
     if _invocation and prog:
         examples = [e.replace(prog, _invocation, 1) for e in examples]
         prog = _invocation

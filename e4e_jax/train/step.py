@@ -281,10 +281,15 @@ def train_step(state: TrainState, frozen: Mapping, batch: Mapping, *,
     real_pool, fake_pool = state.real_pool, state.fake_pool
     nets = dict(frozen.get("nets", {}))
     if spec.use_disc:
-        # ReStyle's fake codes come from the first iteration's input, concat([x, avg image])
+        # ReStyle's fake codes come from the first iteration's input, concat([x, avg image]),
+        # and are the encoder's residuals without latent_avg: restyle-encoder's
+        # sample_real_and_fake_latents takes `self.net.encoder(x)` as is, where e4e's coach
+        # adds latent_avg (the generator-side adversarial loss sees full codes in both)
         x_d = restyle.first_input(spec, gen_vars, latent_avg, x) if spec.is_restyle else x
         (disc_params, disc_opt_state, real_pool, fake_pool, batch_stats,
-         d_metrics) = _discriminator_step(spec, state, x_d, stage, latent_avg, gen_vars,
+         d_metrics) = _discriminator_step(spec, state, x_d, stage,
+                                          jnp.zeros_like(latent_avg) if spec.is_restyle
+                                          else latent_avg, gen_vars,
                                           (k_z, k_rows, k_pr, k_pf))
         metrics.update(d_metrics)
         nets["discriminator"] = L.LossNet(spec.discriminator, {"params": disc_params})
