@@ -45,7 +45,23 @@ class Interrupted(Exception):
         self.exit_code = exit_code
 
 
-class StopSignals:
+class _SignalHandlers:
+    """SIGTERM / SIGINT routed to `self._handle` inside the `with` block (from the main thread
+    only: Python installs handlers there alone), the previous handlers restored after it."""
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in EXIT_CODES:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+class StopSignals(_SignalHandlers):
     """Context manager: SIGTERM / SIGINT set a stop flag instead of killing the process."""
 
     def __init__(self):
@@ -61,17 +77,6 @@ class StopSignals:
         # raise "reentrant call" inside the io buffer
         os.write(2, f"\n{name} received: finishing the current step and saving a checkpoint "
                     f"(Ctrl-C again aborts without saving)\n".encode())
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in EXIT_CODES:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
 
     def agreed(self) -> int:
         """The signal number every process agrees to stop on (0: go on). Collective when
@@ -94,7 +99,7 @@ class StopSignals:
         return Interrupted(f"{name}: {where}", self.exit_code)
 
 
-class AbortSignals:
+class AbortSignals(_SignalHandlers):
     """Context manager: SIGTERM / SIGINT raise KeyboardInterrupt in the main thread, except
     inside `protect()` blocks, where the signal is held and raised when the block ends (so the
     files of one finished unit of work are written whole). `signum` is the first signal
@@ -152,17 +157,6 @@ class AbortSignals:
         """From now on signals are only recorded (`signum`), never raised: call it first
         thing once the work is over or interrupted, before the final files are written."""
         self._held = True
-
-    def __enter__(self) -> "AbortSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in EXIT_CODES:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
 
     @property
     def name(self) -> str:
