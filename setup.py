@@ -40,9 +40,10 @@ setup(
     extras_require={
         # Only the converters import torch, and only to read checkpoint files.
         "convert": ["torch>=2.6"],
-        # pytest, and nbclient / nbformat / ipykernel to run notebooks/ headless in the tests
-        # and a GCS emulator on 127.0.0.1 to test the bucket paths against (tests/unit/test_fs.py)
-        "test": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6",
+        # pytest and pytest-xdist (the suite runs in 2 worker processes, `-n 2`), nbclient /
+        # nbformat / ipykernel to run notebooks/ headless in the tests, and a GCS emulator on
+        # 127.0.0.1 to test the bucket paths against (tests/unit/test_fs.py)
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6",
                  "gcp-storage-emulator>=2024.8", "gcsfs>=2025.3,<2025.12"],
         # `gs://` paths. gcsfs 2025.12 and newer need protobuf>=6, which tensorflow-cpu 2.19 and
         # mediapipe refuse; older ones speak the same JSON API.

@@ -30,6 +30,13 @@ def pytest_configure(config):
     if not config.option.basetemp:
         config.option.basetemp = os.path.join(_CREATED_ROOT, "pytest")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    try:
+        import tqdm
+        # its monitor thread wakes every 10 s and runs Python beside the XLA compilations of
+        # the test process (see tests/support/gcs.py for why the suite keeps no such thread)
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:
+        pass
     import jax
 
     jax.config.update("jax_compilation_cache_dir", cache)
@@ -45,9 +52,9 @@ def pytest_unconfigure(config):
         _CREATED_ROOT = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gcs():
-    """A GCS emulator (tests/support/gcs.py) with bucket `bkt` for the whole session, reached by
+    """A GCS emulator (tests/support/gcs.py) with bucket `bkt` for one test module, reached by
     gs:// paths through STORAGE_EMULATOR_HOST; skipped without the `test` extra's packages."""
     pytest.importorskip("gcsfs")
     pytest.importorskip("gcp_storage_emulator")
@@ -56,7 +63,7 @@ def gcs():
         yield emulator
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gcs_photos(gcs, tmp_path_factory):
     """(local folder, gs://bkt/photos): six small RGB PNGs, two of them in sub/, the same bytes
     in both places."""

@@ -100,7 +100,6 @@ def check_request(req: InvertRequest) -> list[str]:
         raise InvertError(f"--method {req.method} needs a loss network: pass --lpips DIR, a "
                           f"converted LPIPS directory (`e4e-jax convert lpips`; official "
                           f"recipe {recipe}).")
-    # (--transforms with restyle: refused by check_settings_apply)
     if req.transforms is not None and not os.path.isfile(req.transforms):
         raise FileNotFoundError(f"--transforms {req.transforms!r} is not a file (an .npy "
                                 f"array of shape (N, 3, 3), one transform per image).")
@@ -133,7 +132,7 @@ APPLIES = {
     "lpips_threshold": ("--lpips-threshold", ("pti",), False),
     "pivot_steps": ("--pivot-steps", ("pti",), True),
     "seed": ("--seed", ("projector", "pti"), True),
-    "transforms": ("--transforms", ("e4e", "projector", "pti"), False),
+    "transforms": ("--transforms", ("e4e", "projector", "pti", "restyle"), False),
 }
 
 
@@ -400,12 +399,14 @@ class Pipeline:
 
     def _unaligned(self, result: ImageResult, k: int) -> ImageResult:
         """stylegan3-editing's unaligned inversion: the same code rendered with the k-th input
-        transform (by the PTI-tuned generator for pti), at the size of the reconstruction."""
+        transform (by the PTI-tuned generator for pti), at the size of the reconstruction (the
+        encoder's face pool for e4e and restyle: stylegan3-editing's run_on_batch renders the
+        last ReStyle iteration with the transform and resizes it like the others)."""
         if self.transforms is None:
             return result
         g = result.generator if result.generator is not None else self.g
         full = g.synthesis(np.asarray(result.w)[None], transform=self.transforms[k])
-        if self.req.method == "e4e":
+        if self.req.method in ("e4e", "restyle"):
             return dataclasses.replace(result, unaligned8=self._display(full))
         return dataclasses.replace(result, unaligned8=image_io.to_uint8(np.asarray(full)[0]))
 

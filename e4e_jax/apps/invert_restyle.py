@@ -12,6 +12,11 @@ OUT/iterations/<name>.npy holds every iteration's W+ codes, (N, n_latent, 512) f
 summary.json records each image's per-iteration MSE to its input (`mse_per_iteration`, images
 in [-1, 1], the reconstruction at the encoder's input size).
 
+Over StyleGAN3, `--transforms FILE.npy` renders the last iteration's code with the image's input
+transform into OUT/unaligned/<name>.png, as stylegan3-editing's run_on_batch does with
+`landmarks_transform` (the iterations themselves see the identity-transform reconstructions,
+as there).
+
 The command's dispatch lives in e4e_jax/apps/invert.py (`Pipeline` is chosen by --method).
 """
 from __future__ import annotations
@@ -63,8 +68,9 @@ class RestylePipeline(Pipeline):
         cells8 = [image_io.to_uint8(r) for r in recs]
         in8 = image_io.to_uint8(x)
         columns = [(in8, "input")] + [(c, f"iteration {i + 1}") for i, c in enumerate(cells8)]
-        return ImageResult(ws[-1], in8, cells8[-1], None, cells8[-1], info=info,
-                           columns=columns, iterations_w=ws)
+        result = ImageResult(ws[-1], in8, cells8[-1], None, cells8[-1], info=info,
+                             columns=columns, iterations_w=ws)
+        return self._unaligned(result, k)
 
 
 def save_iterations(output_dir: str, name: str, iterations_w) -> None:

@@ -131,7 +131,7 @@ FLAG_METHODS = [
     (["--lpips-threshold", "0.06"], {"pti", "pti+"}),      # the default typed out: refused too
     (["--pivot-steps", "3"], {"pti+"}),
     (["--seed", "1"], {"projector", "pti+"}),
-    (["--transforms", "T"], {"e4e", "projector", "pti", "pti+"}),
+    (["--transforms", "T"], {"e4e", "projector", "pti", "pti+", "restyle"}),
 ]
 METHOD_ARGS = {"e4e": [], "projector": ["--method", "projector"], "pti": ["--method", "pti"],
                "pti+": ["--method", "pti", "--pivot", "projector"],

@@ -16,6 +16,7 @@ from e4e_jax.data import image_io
 from e4e_jax.nets.encoder import load_encoder
 from tests.cli.test_invert_cli import _write_images, lpips_dir  # noqa: F401 (fixture)
 from tests.parity.test_encoders import save_tiny_inverter
+from tests.parity.test_restyle import LOOP_TINY
 from tests.support.tiny_sg3 import save_tiny_sg3_inverter, tiny_sg3
 
 
@@ -81,6 +82,38 @@ def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path)
         # identity: the aligned reconstruction itself; a rotation: another image
         assert np.array_equal(una, rec) == (k == 0)
     assert not (out / "noises").exists()
+
+
+@pytest.mark.slow   # compiles the ReStyle loop and two renders (~40 s on 2 CPU cores)
+def test_restyle_renders_the_last_iteration_with_the_transform(images, tmp_path):
+    """stylegan3-editing's run_on_batch with landmarks_transform: the iterations see the
+    identity-transform reconstructions (the codes do not depend on the transforms) and the last
+    iteration's code is rendered with each image's transform into unaligned/."""
+    from e4e_jax.models import encoders as E
+    from e4e_jax.nets.encoder import save_inverter
+    g = tiny_sg3()
+    cfg = E.encoder_config("ProgressiveBackboneEncoder", g.n_latent, (32, 32), **LOOP_TINY)
+    v = E.init_encoder(jax.random.PRNGKey(0), cfg)
+    model_dir = save_inverter(str(tmp_path / "restyle_sg3"), cfg, v, g, g.latent_avg,
+                              face_pool=32)
+    transforms = np.stack([np.eye(3), np.linalg.inv([[0.8, 0.6, 0.1], [-0.6, 0.8, 0.0],
+                                                     [0, 0, 1]])]).astype(np.float32)
+    np.save(tmp_path / "t.npy", transforms)
+    base = ["--checkpoint", model_dir, "--input", images, "--method", "restyle",
+            "--iterations", 2]
+    assert run(invert.main, base + ["--output", tmp_path / "plain"]) == 0
+    assert not (tmp_path / "plain" / "unaligned").exists()
+    out = tmp_path / "out"
+    assert run(invert.main, base + ["--output", out, "--transforms", tmp_path / "t.npy"]) == 0
+    lat = np.load(out / "latents.npy")
+    np.testing.assert_array_equal(lat, np.load(tmp_path / "plain" / "latents.npy"))
+    inv = load_encoder(model_dir)
+    for k, name in enumerate(["a", "b"]):
+        rec = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
+        una = np.asarray(Image.open(out / "unaligned" / f"{name}.png"))
+        want = image_io.to_uint8(np.asarray(inv.decode(lat[k:k + 1], transform=transforms[k]))[0])
+        np.testing.assert_array_equal(una, want)
+        assert np.array_equal(una, rec) == (k == 0)
 
 
 def test_transforms_refusals(sg3_model, images, tmp_path, capsys):

@@ -31,11 +31,20 @@ def tiny_model(tmp_path_factory):
                          face_pool=32)
 
 
-def _run(model_dir, cwd):
+@pytest.fixture(scope="module")
+def tiny_restyle_model(tmp_path_factory):
+    from tests.parity.test_restyle import tiny_model
+    m = tiny_model()
+    return save_inverter(str(tmp_path_factory.mktemp("restyle") / "export"), m.encoder_config,
+                         m.variables, m.generator, m.latent_avg, face_pool=16)
+
+
+def _run(model_dir, cwd, **params):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1, "the notebook needs exactly one cell tagged 'parameters'"
-    params[0].source += f"\nMODEL_DIR = {model_dir!r}\n"
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "the notebook needs exactly one cell tagged 'parameters'"
+    cells[0].source += f"\nMODEL_DIR = {model_dir!r}\n"
+    cells[0].source += "".join(f"{k} = {v!r}\n" for k, v in params.items())
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")
     try:
@@ -61,15 +70,18 @@ def _outputs(nb):
 
 
 @pytest.mark.slow
-def test_notebook_runs_headless_on_a_demo_sized_model(tiny_model):
+def test_notebook_runs_headless_on_a_demo_sized_model(tiny_model, tiny_restyle_model):
     # started from notebooks/, as `jupyter notebook` in that folder would: the first cell moves
     # to the repository root so the README's relative paths work
-    nb = _run(tiny_model, os.path.join(REPO, "notebooks"))
+    nb = _run(tiny_model, os.path.join(REPO, "notebooks"), RESTYLE_MODEL_DIR=tiny_restyle_model,
+              RESTYLE_ITERATIONS=3)
     images, text = _outputs(nb)
     assert f"working directory: {REPO}" in text
     assert "W+ (1, 8, 512)" in text
-    # photo | aligned, two inversions, 2 InterFaceGAN rows, 1 GANSpace row, 3 SeFa rows
-    assert images == 9, (images, text)
+    # photo | aligned, two inversions, 2 InterFaceGAN rows, 1 GANSpace row, 3 SeFa rows, and
+    # ReStyle's input | iteration 1..3 row
+    assert images == 10, (images, text)
+    assert "ReStyle: W+ per iteration (3, 1, 6, 32), reconstructions (3, 1, 16, 16, 3)" in text
     # the 512-d W directions fit any 512-d model; the 18-row W+ one is refused with the reason
     for name in ("age", "smile"):
         assert f"{name}: skipped" not in text, text

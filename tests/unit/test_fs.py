@@ -230,3 +230,24 @@ def test_an_unreadable_bucket_file_is_named_as_given_without_object_reprs(gcs, t
         image_io.read_rgb(fs.join(url, "sub/corrupt.png"))
     assert "object at 0x" not in str(e.value) and str(e.value).startswith(
         f"cannot read '{url}/sub/corrupt.png' as an image: UnidentifiedImageError")
+
+
+def test_emulator_leaves_no_thread_in_the_test_process():
+    """The bucket tests' emulator serves from its own process, and stopping it ends fsspec's
+    IO thread: the rest of the session compiles XLA programs with no thread of theirs running
+    Python beside them (tests/support/gcs.py says why)."""
+    pytest.importorskip("gcsfs")
+    pytest.importorskip("gcp_storage_emulator")
+    import threading
+
+    from tests.support.gcs import GcsEmulator
+    before = {t.ident for t in threading.enumerate()}
+    with GcsEmulator("other") as emulator:
+        fs.write_bytes(emulator.url("x.bin"), b"abc")
+        assert fs.read_bytes(emulator.url("x.bin")) == b"abc"
+        assert any(t.name == "fsspecIO" for t in threading.enumerate())
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == [], left
+    assert not [t for t in threading.enumerate() if t.name == "fsspecIO" and t.is_alive()]
+    assert "STORAGE_EMULATOR_HOST" not in os.environ or os.environ.get(
+        "STORAGE_EMULATOR_HOST") != emulator.endpoint
