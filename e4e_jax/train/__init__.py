@@ -15,9 +15,9 @@ from e4e_jax.data.train_sets import TrainData
 from e4e_jax.train.checkpointing import export
 from e4e_jax.train.interrupts import Interrupted
 from e4e_jax.train.loop import Run, train_and_evaluate
+from e4e_jax.train.errors import ConfigError, TrainingError
 from e4e_jax.train.setup import (
                                  Setup,
-                                 TrainingError,
                                  build,
                                  create_train_state,
                                  host_to_global,
@@ -28,7 +28,7 @@ from e4e_jax.train.setup import (
 from e4e_jax.train.step import StepSpec, TrainState
 from e4e_jax.train.validation import make_evaluations
 
-__all__ = ["Interrupted", "Run", "Setup", "StepSpec", "TrainData", "TrainState",
+__all__ = ["ConfigError", "Interrupted", "Run", "Setup", "StepSpec", "TrainData", "TrainState",
            "TrainingError", "build", "create_train_state", "export", "host_to_global",
            "make_evaluations", "maybe_initialize_distributed", "to_global", "to_host",
            "train_and_evaluate"]

@@ -1,6 +1,6 @@
 """Start-up checks of a training config, before any weight is loaded or anything compiled.
 
-    preflight(config)                  # raises TrainingError naming the option and the fix
+    preflight(config)                  # raises ConfigError naming the option and the fix
     gen = condition_generator(config, gen)   # a conditional generator gets its class label
 
 They read only the config.json files of the model directories (no weights), so a wrong setting
@@ -29,7 +29,7 @@ from e4e_jax.losses.checks import check_lpips_size
 from e4e_jax.nets import model_dir as checkpoints
 from e4e_jax.nets.base import BoundNet
 from e4e_jax.nets.generator import LoadedGenerator
-from e4e_jax.train.errors import TrainingError
+from e4e_jax.train.errors import ConfigError
 
 RGB = 3
 
@@ -38,14 +38,14 @@ def _meta(path: str, option: str) -> dict:
     try:
         return checkpoints.read_meta(os.fspath(path))
     except checkpoints.ModelDirError as e:
-        raise TrainingError(f"{option}: {e}") from None
+        raise ConfigError(f"{option}: {e}") from None
 
 
 def _generator_meta(config) -> tuple[dict, str]:
     """(generator config.json, the option that names it); {} for a seeded random generator."""
     if config.encoder.init == "checkpoint":
         if not config.encoder.checkpoint:
-            raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
+            raise ConfigError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
         path = os.path.join(config.encoder.checkpoint, "generator")
         return _meta(path, "config.encoder.checkpoint").get("config", {}), \
             "config.encoder.checkpoint"
@@ -60,7 +60,7 @@ def _generator_meta(config) -> tuple[dict, str]:
 def check_channels(meta: dict, option: str) -> None:
     channels = int(meta.get("img_channels", RGB))
     if channels != RGB:
-        raise TrainingError(
+        raise ConfigError(
             f"the generator of {option} makes {channels}-channel images (img_channels="
             f"{channels}), but the encoder's input, the training images (read as RGB: "
             f"{RGB} channels) and the loss networks (LPIPS, ArcFace / MoCo) take {RGB}. "
@@ -73,16 +73,16 @@ def check_class(config, meta: dict, option: str) -> None:
     k = config.get("generator_class", None)
     if c_dim == 0:
         if k is not None:
-            raise TrainingError(f"config.generator_class={k} but the generator of {option} is "
+            raise ConfigError(f"config.generator_class={k} but the generator of {option} is "
                                 f"unconditional (c_dim=0); leave config.generator_class=None.")
         return
     if k is None:
-        raise TrainingError(
+        raise ConfigError(
             f"the generator of {option} is class-conditional (c_dim={c_dim}): every mapped z "
             f"(synthetic images, the latent discriminator's real w, latent_avg) needs a label. "
             f"Set --config.generator_class=K with K in 0..{c_dim - 1}.")
     if not 0 <= int(k) < c_dim:
-        raise TrainingError(f"config.generator_class={k} is out of range for the generator of "
+        raise ConfigError(f"config.generator_class={k} is out of range for the generator of "
                             f"{option} (c_dim={c_dim}): use 0..{c_dim - 1}.")
 
 
@@ -93,7 +93,7 @@ def check_encoder_input(config) -> None:
     have = tuple(int(s) for s in meta.get("encoder", {}).get("input_size", ()))
     want = tuple(int(s) for s in config.data.input_size)
     if have and have != want:
-        raise TrainingError(
+        raise ConfigError(
             f"config.data.input_size={want} differs from the input size {have} of the encoder "
             f"in config.encoder.checkpoint ({config.encoder.checkpoint}); a fine-tuned encoder "
             f"keeps its input size: set --config.data.input_size='{have}'.")
@@ -114,7 +114,7 @@ def check_lpips(config) -> None:
         try:
             check_lpips_size(net, shape, option)
         except ValueError as e:
-            raise TrainingError(str(e)) from None
+            raise ConfigError(str(e)) from None
 
 
 _POSITIVE_FIELDS = ("batch_size", "test_batch_size", "max_steps", "log_every", "image_every",
@@ -127,7 +127,7 @@ def check_counts(config) -> None:
     for name in _POSITIVE_FIELDS:
         value = config.get(name, 1)
         if not isinstance(value, int) or value < 1:
-            raise TrainingError(f"config.{name} must be a whole number >= 1, got {value!r}; "
+            raise ConfigError(f"config.{name} must be a whole number >= 1, got {value!r}; "
                                 f"set --config.{name}=N.")
 
 
@@ -137,16 +137,16 @@ def check_workdir(workdir: str) -> None:
     bucket (gs://...): checkpoints (orbax) and TensorBoard logs would go through TensorFlow's
     and etils' own bucket clients, untested here (they cannot reach a GCS emulator)."""
     if fs.is_remote(workdir):
-        raise TrainingError(f"--workdir {workdir} is a bucket; training writes its checkpoints "
+        raise ConfigError(f"--workdir {workdir} is a bucket; training writes its checkpoints "
                             f"and logs to a local disk only: pass a local folder (e.g. --workdir "
                             f"runs/my_run) and copy it afterwards with `gcloud storage cp -r "
                             f"runs/my_run {workdir}` (the data may stay in the bucket).")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise TrainingError(f"--workdir {workdir} is a file, not a folder; pass a new folder, "
+        raise ConfigError(f"--workdir {workdir} is a file, not a folder; pass a new folder, "
                             f"e.g. --workdir runs/my_run.")
     if (os.path.isfile(os.path.join(workdir, "config.json"))
             and not os.path.isdir(os.path.join(workdir, "checkpoints"))):
-        raise TrainingError(f"--workdir {workdir} is a model directory (it holds config.json), "
+        raise ConfigError(f"--workdir {workdir} is a model directory (it holds config.json), "
                             f"not a training workdir; pass a new folder, e.g. --workdir "
                             f"runs/my_run (to fine-tune from it, set --config.encoder.init=checkpoint "
                             f"and --config.encoder.checkpoint={workdir}).")
@@ -159,20 +159,20 @@ def check_conflicts(config) -> None:
     read."""
     path, res = config.generator.path, int(config.generator.init.resolution or 0)
     if path and res:
-        raise TrainingError(
+        raise ConfigError(
             f"config.generator.path={path} and config.generator.init.resolution={res} both name "
             f"the generator (a converted directory, a seeded random one); to train over {path} "
             f"add --config.generator.init.resolution=0, or drop --config.generator.path to keep "
             f"the random one.")
     if config.encoder.checkpoint and config.encoder.init != "checkpoint":
-        raise TrainingError(
+        raise ConfigError(
             f"config.encoder.checkpoint={config.encoder.checkpoint} is not read with "
             f"config.encoder.init={config.encoder.init!r}; to fine-tune it add "
             f"--config.encoder.init=checkpoint, or drop --config.encoder.checkpoint.")
 
 
 def preflight(config) -> None:
-    """Every start-up check above; raises TrainingError naming the option to change."""
+    """Every start-up check above; raises ConfigError (exit 2) naming the option to change."""
     check_counts(config)
     check_conflicts(config)
     meta, option = _generator_meta(config)
@@ -209,7 +209,7 @@ def condition_generator(config, gen: LoadedGenerator) -> LoadedGenerator:
     if gen.c_dim == 0:
         return gen
     if not isinstance(gen, LoadedGenerator):
-        raise TrainingError(f"training over a class-conditional StyleGAN3 generator (c_dim="
+        raise ConfigError(f"training over a class-conditional StyleGAN3 generator (c_dim="
                             f"{gen.c_dim}) is not supported: use an unconditional one.")
     check_class(config, {"c_dim": gen.c_dim}, "the config")
     return FixedClassGenerator(gen, int(config.generator_class))

@@ -2,9 +2,16 @@
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad configuration, missing files); train.py
-    prints it as one `error:` line and exits 1."""
+    """Training cannot go on (a non-finite loss, an unrestorable checkpoint, a lost peer);
+    train.py prints it as one `error:` line and exits 1."""
     exit_code = 1
+
+
+class ConfigError(TrainingError):
+    """A setting or an input found wrong before training starts (e4e_jax.train.checks, the
+    setup of e4e_jax.train.setup, config.evals): bad input, so train.py exits 2, as every other
+    command does for bad input."""
+    exit_code = 2
 
 
 class DistributedSettingsError(TrainingError):

@@ -46,10 +46,10 @@ from e4e_jax.train.checkpointing import (
 )
 from e4e_jax.train.checks import check_workdir
 from e4e_jax.train.console import say
+from e4e_jax.train.errors import ConfigError, TrainingError
 from e4e_jax.train.interrupts import StopSignals
 from e4e_jax.train.setup import (
     Setup,
-    TrainingError,
     build,
     create_train_state,
     host_to_global,
@@ -117,7 +117,7 @@ def _jsonable(config) -> dict:
 
 def check_run_config(config, workdir: str) -> None:
     """WORKDIR/train_config.json records a new run's config; a resumed run must have the same
-    architecture (ARCHITECTURE_FIELDS), else TrainingError names the fields that differ."""
+    architecture (ARCHITECTURE_FIELDS), else ConfigError (exit 2) names the fields that differ."""
     path = os.path.join(workdir, RUN_CONFIG)
     now = _jsonable(config)
     if latest_checkpoint(workdir) is None:
@@ -134,7 +134,7 @@ def check_run_config(config, workdir: str) -> None:
     if diff:
         shown = "; ".join(f"{k}={then.get(k, '<unset>')} there, {now.get(k, '<unset>')} now"
                           for k in diff)
-        raise TrainingError(
+        raise ConfigError(
             f"--workdir {workdir} was made with another configuration ({shown}); use "
             f"another --workdir, or rerun with the original settings ({path}).")
 

@@ -43,7 +43,7 @@ from e4e_jax.nets.encoder import Inverter, load_encoder
 from e4e_jax.nets.generator import LoadedGenerator, init_generator, load_generator
 from e4e_jax.train import step as ts
 from e4e_jax.train.checks import condition_generator, preflight
-from e4e_jax.train.errors import TrainingError
+from e4e_jax.train.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _generator(config) -> LoadedGenerator:
     gi = config.generator.init
     kind = gi.get("kind", "stylegan2")
     if kind not in ("stylegan2", "stylegan3"):
-        raise TrainingError(f"config.generator.init.kind must be 'stylegan2' or 'stylegan3', got "
+        raise ConfigError(f"config.generator.init.kind must be 'stylegan2' or 'stylegan3', got "
                             f"{kind!r}.")
     if gi.resolution and kind == "stylegan3":
         return _random_stylegan3(config)
@@ -132,7 +132,7 @@ def _generator(config) -> LoadedGenerator:
                               max_channels=int(gi.max_channels) or None, n_mlp=int(gi.n_mlp),
                               with_latent_avg=False)
     if not config.generator.path:
-        raise TrainingError("set config.generator.path (a converted generator directory) or "
+        raise ConfigError("set config.generator.path (a converted generator directory) or "
                             "config.generator.init.resolution (a seeded random generator).")
     return load_generator(config.generator.path)
 
@@ -153,7 +153,7 @@ def _random_stylegan3(config):
     try:
         g = init_stylegan3(jax.random.key(config.seed + 101), options)
     except ValueError as e:
-        raise TrainingError(f"config.generator.init (stylegan3): {e}") from e
+        raise ConfigError(f"config.generator.init (stylegan3): {e}") from e
     return g.with_latent_avg(g.mean_latent(int(config.latent_avg_samples),
                                            jax.random.key(config.seed + 7))[0])
 
@@ -177,7 +177,7 @@ def _loss_nets(config, policy: Policy) -> dict:
     if config.losses.get("id", 0):
         kind = config.loss_nets.id_kind
         if kind not in ("arcface", "moco"):
-            raise TrainingError(f"config.loss_nets.id_kind must be 'arcface' or 'moco', got "
+            raise ConfigError(f"config.loss_nets.id_kind must be 'arcface' or 'moco', got "
                                 f"{kind!r}.")
         loader = load_arcface if kind == "arcface" else load_moco
         nets["id"] = loader(config.loss_nets.id, **kw).net
@@ -187,7 +187,7 @@ def _loss_nets(config, policy: Policy) -> dict:
 def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
     init = config.encoder.init
     if init not in ("arcface", "random", "checkpoint"):
-        raise TrainingError(f"config.encoder.init must be 'arcface', 'random' or 'checkpoint', "
+        raise ConfigError(f"config.encoder.init must be 'arcface', 'random' or 'checkpoint', "
                             f"got {init!r}.")
     variables = init_encoder(rng, enc_cfg)
     if init == "arcface" and enc_cfg["encoder_type"] in RESTYLE_ENCODER_TYPES:
@@ -202,7 +202,7 @@ def _encoder_variables(config, enc_cfg: dict, rng) -> dict:
                 want = jax.tree_util.tree_map(np.shape, variables[col][part])
                 got = jax.tree_util.tree_map(np.shape, src)
                 if want != got:
-                    raise TrainingError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
+                    raise ConfigError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
                                         f"not match the encoder (num_layers / mode / widths).")
                 variables[col][part] = src
     return jax.tree_util.tree_map(np.asarray, variables)
@@ -213,7 +213,7 @@ def _restyle_arcface(config, enc_cfg: dict, variables: dict, rng) -> dict:
     ArcFace input layer and body, the ArcFace RGB kernel in the first 3 of the 6 input channels
     and N(0, 1) in the others (torch.randn; the draw itself is not the official one)."""
     if enc_cfg["mode"] == "resnet34":
-        raise TrainingError(f"encoder.init='arcface' loads IR-SE weights; {enc_cfg['encoder_type']} "
+        raise ConfigError(f"encoder.init='arcface' loads IR-SE weights; {enc_cfg['encoder_type']} "
                             f"has a ResNet-34 backbone: set encoder.init='random' (the official "
                             f"code starts it from torchvision's ImageNet resnet34).")
     from e4e_jax.nets.loss_nets import load_arcface
@@ -228,7 +228,7 @@ def _restyle_arcface(config, enc_cfg: dict, variables: dict, rng) -> dict:
                 src = dict(src, conv={"kernel": np.concatenate([k, np.asarray(extra)], 2)})
             if jax.tree_util.tree_map(np.shape, variables[col][part]) != \
                     jax.tree_util.tree_map(np.shape, src):
-                raise TrainingError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
+                raise ConfigError(f"the ArcFace {part} in {config.encoder.arcface!r} does "
                                     f"not match the encoder (num_layers / mode / widths).")
             variables[col][part] = src
     return jax.tree_util.tree_map(np.asarray, variables)
@@ -240,15 +240,15 @@ def _n_iters_per_batch(config, encoder_type: str) -> int:
     n = config.encoder.get("n_iters_per_batch")
     if encoder_type not in RESTYLE_ENCODER_TYPES:
         if n is not None:
-            raise TrainingError(f"config.encoder.n_iters_per_batch={n} applies to the ReStyle "
+            raise ConfigError(f"config.encoder.n_iters_per_batch={n} applies to the ReStyle "
                                 f"encoders ({', '.join(RESTYLE_ENCODER_TYPES)}), not "
                                 f"{encoder_type}: unset it or change config.encoder.type.")
         return 0
     n = 5 if n is None else n
     if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise TrainingError(f"config.encoder.n_iters_per_batch must be >= 1, got {n}.")
+        raise ConfigError(f"config.encoder.n_iters_per_batch must be >= 1, got {n}.")
     if not config.start_from_latent_avg:
-        raise TrainingError("ReStyle training starts every image from latent_avg: set "
+        raise ConfigError("ReStyle training starts every image from latent_avg: set "
                             "config.start_from_latent_avg=True.")
     return int(n)
 
@@ -266,23 +266,23 @@ def build(config, nets: dict | None = None) -> Setup:
     the jitted functions compile on their first call).
 
     `nets` (name -> LossNet) replaces loading config.loss_nets from disk (benchmarks, tests).
-    Raises TrainingError naming the option for a configuration that cannot run.
+    Raises ConfigError (exit 2) naming the option for a configuration that cannot run.
     """
     preflight(config)
     devices = np.asarray(jax.devices())
     try:
         policy = Policy.from_config(config)
     except ValueError as e:
-        raise TrainingError(f"config: {e}") from e
+        raise ConfigError(f"config: {e}") from e
     if config.batch_size % len(devices):
-        raise TrainingError(f"batch_size {config.batch_size} must be divisible by the number of "
+        raise ConfigError(f"batch_size {config.batch_size} must be divisible by the number of "
                             f"devices ({len(devices)}).")
     if config.data.kind not in ("images", "synthetic"):
-        raise TrainingError(f"config.data.kind must be 'images' or 'synthetic', got "
+        raise ConfigError(f"config.data.kind must be 'images' or 'synthetic', got "
                             f"{config.data.kind!r}.")
     if config.encoder.init == "checkpoint":
         if not config.encoder.checkpoint:
-            raise TrainingError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
+            raise ConfigError("encoder.init='checkpoint' needs config.encoder.checkpoint.")
         ckpt = load_encoder(config.encoder.checkpoint)
         gen, enc_cfg = condition_generator(config, ckpt.generator), dict(ckpt.encoder_config)
         latent_avg = ckpt.latent_avg if config.start_from_latent_avg else None
@@ -300,11 +300,11 @@ def build(config, nets: dict | None = None) -> Setup:
     weights = {k: float(v) for k, v in config.losses.items()}
     unknown = [k for k in weights if k not in L.registered_losses()]
     if unknown:
-        raise TrainingError(f"unknown loss term(s) {unknown} in config.losses; registered: "
+        raise ConfigError(f"unknown loss term(s) {unknown} in config.losses; registered: "
                             f"{', '.join(L.registered_losses())}.")
     prog = config.progressive.start
     if prog is not None and enc_cfg["encoder_type"] not in ("Encoder4Editing",) + PROGRESSIVE_TYPES:
-        raise TrainingError("progressive training needs the Encoder4Editing encoder (or a "
+        raise ConfigError("progressive training needs the Encoder4Editing encoder (or a "
                             "ReStyle-e4e one); set config.progressive.start=None for other "
                             "encoders.")
     n_iters = _n_iters_per_batch(config, enc_cfg["encoder_type"])

@@ -35,7 +35,7 @@ import numpy as np
 from e4e_jax.data.train_sets import SETS
 from e4e_jax.evaluation.evaluators.base import batch_outputs
 from e4e_jax.evaluation.evaluators.distortion import DistortionEvaluator
-from e4e_jax.train.errors import TrainingError
+from e4e_jax.train.errors import ConfigError
 from e4e_jax.train.setup import Setup, host_to_global, to_host
 
 TYPES = ("distortion", "losses")
@@ -110,7 +110,7 @@ class DistortionEvaluation(Evaluation):
             evaluator.update(batch_outputs(batch.images, rec, to_host(w), batch.valid))
             n += batch.valid
         if not n:
-            raise TrainingError(f"config.evals.{self.name}: the {self.data} set holds no "
+            raise ConfigError(f"config.evals.{self.name}: the {self.data} set holds no "
                                 f"readable image.")
         entry: dict[str, Any] = {}
         evaluator.finish(entry, n)
@@ -142,7 +142,7 @@ class LossesEvaluation(Evaluation):
                 totals[k] = totals.get(k, 0.0) + float(v)
             n += 1
         if not n:
-            raise TrainingError(f"config.evals.{self.name}: the {self.data} set holds fewer "
+            raise ConfigError(f"config.evals.{self.name}: the {self.data} set holds fewer "
                                 f"readable images than config.test_batch_size "
                                 f"({config.test_batch_size}); lower test_batch_size.")
         return {k: v / n for k, v in totals.items()}
@@ -152,19 +152,19 @@ _KINDS = {c.type: c for c in (DistortionEvaluation, LossesEvaluation)}
 
 
 def make_evaluations(config) -> dict[str, Evaluation]:
-    """The evaluations of config.evals, by name. TrainingError names a bad entry."""
+    """The evaluations of config.evals, by name. ConfigError names a bad entry."""
     out = {}
     for name, spec in config.get("evals", {}).items():
         kind, data = spec.get("type"), spec.get("data", "holdout")
         if kind not in _KINDS:
-            raise TrainingError(f"config.evals.{name}.type must be one of {TYPES}, got "
+            raise ConfigError(f"config.evals.{name}.type must be one of {TYPES}, got "
                                 f"{kind!r}.")
         if data not in SETS:
-            raise TrainingError(f"config.evals.{name}.data must be one of {SETS}, got "
+            raise ConfigError(f"config.evals.{name}.data must be one of {SETS}, got "
                                 f"{data!r}.")
         every = spec.get("every", None) or config.val_every
         if not isinstance(every, int) or every < 1:
-            raise TrainingError(f"config.evals.{name}.every must be a whole number >= 1, got "
+            raise ConfigError(f"config.evals.{name}.every must be a whole number >= 1, got "
                                 f"{every!r}.")
         out[name] = _KINDS[kind](name, data, every)
     return out

@@ -184,9 +184,10 @@ def test_bad_arguments_exit_2_without_traceback(tmp_path):
         assert "Traceback" not in p.stderr, args
 
 
-def test_start_up_error_exits_1_with_one_line(tmp_path):
+def test_start_up_error_exits_2_with_one_line(tmp_path):
+    """A setting found wrong before training starts is bad input: exit 2, as every command."""
     p = train_py("--config", CONFIG, "--workdir", str(tmp_path / "w"), "--config.losses.lpips=0.8")
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert "error: LPIPS (alex) needs images of at least 31x31 pixels" in p.stderr
 
