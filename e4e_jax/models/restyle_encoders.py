@@ -12,9 +12,14 @@ models/encoders/restyle_psp_encoders.py and restyle_e4e_encoders.py:
 All four read only the backbone's last feature map (1/16 of the input: 16x16 for 256x256 inputs,
 12x16 for the cars' 192x256) and put every style head on it. A head is the GradualStyleBlock of
 models/encoders.py built as the official `GradualStyleBlock(512, 512, spatial=16)`: log2(16) = 4
-stride-2 3x3 convs with LeakyReLU(0.01), then an EqualLinear. The input has 6 channels: the
-target image and the current reconstruction, concatenated on the channel axis (official
-`torch.cat([x, y_hat], dim=1)`; e4e_jax.inversion.restyle builds it).
+stride-2 3x3 convs with LeakyReLU(0.01), then an EqualLinear. spatial=16 is the size of that map
+at the official 256-pixel input (the official transforms always resize to it); at a smaller input
+(tests, the 32 px CPU demo's 2x2 map) a head has the convs that bring its map to 1x1
+(models/encoders.head_num_pools, the rule Encoder4Editing's heads follow): 3x3 stride-2 convs
+past 1x1 see one tap of nine, and three of them leave the codes almost independent of the input
+at initialisation (output spread across a batch ~300x under e4e's at the demo's size). The
+input has 6 channels: the target image and the current reconstruction, concatenated on the
+channel axis (official `torch.cat([x, y_hat], dim=1)`; e4e_jax.inversion.restyle builds it).
 
     pSp variants:  codes[:, i] = styles_i(features)
     e4e variants:  codes[:, i] = styles_0(features) + (styles_i(features) if i <= stage else 0)
@@ -62,7 +67,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from e4e_jax.models.encoders import RESTYLE_ENCODER_TYPES, GradualStyleBlock, add_deltas
+from e4e_jax.models.encoders import (
+    RESTYLE_ENCODER_TYPES,
+    GradualStyleBlock,
+    add_deltas,
+    head_num_pools,
+)
 from e4e_jax.models.irse import (
     MODES,
     OFFICIAL_WIDTHS,
@@ -76,6 +86,7 @@ from e4e_jax.models.irse import (
 
 INPUT_NC = 6            # official opts.input_nc: the image and the current reconstruction
 HEAD_POOLS = 4          # official GradualStyleBlock(512, 512, spatial=16): int(log2(16)) convs
+HEAD_STRIDE = 16        # the heads read the backbone's 1/16 map
 RESNET34_UNITS = (3, 4, 6, 3)
 RESNET_MODE = "resnet34"
 PROGRESSIVE_TYPES = ("ProgressiveBackboneEncoder", "ResNetProgressiveBackboneEncoder")
@@ -175,7 +186,9 @@ class _ReStyleBase(nn.Module):
                       in_channels=self.widths[0], remat=self.remat, name="body", **kw)(x, train)
 
     def _head(self, i: int) -> GradualStyleBlock:
-        return GradualStyleBlock(self.head_width or self.style_dim, HEAD_POOLS,
+        # HEAD_POOLS at the official 256 and 192x256 inputs; fewer below (module docstring)
+        return GradualStyleBlock(self.head_width or self.style_dim,
+                                 head_num_pools(self.input_size, HEAD_STRIDE),
                                  features=self.style_dim, precision=self.precision,
                                  dtype=self.dtype, name=f"styles_{i}")
 
@@ -257,7 +270,7 @@ def restyle_config(encoder_type: str, n_styles: int = 18, input_size: Sequence[i
     if len(input_size) != 2 or min(input_size) < 16:
         raise ValueError(f"input_size must be (H, W) with both sides >= 16, got {input_size}.")
     # the 4 stride-2 convs of a head bring at most 16x16 features (a 256-pixel side) to 1x1
-    if math.ceil(max(input_size) / 16) > 2 ** HEAD_POOLS:
+    if math.ceil(max(input_size) / HEAD_STRIDE) > 2 ** HEAD_POOLS:
         raise ValueError(f"ReStyle heads reduce features of at most {2 ** HEAD_POOLS}x"
                          f"{2 ** HEAD_POOLS} (inputs up to 256 pixels a side), got input_size "
                          f"{input_size}.")

@@ -62,13 +62,16 @@ def _stage_kwargs(spec, stage) -> dict:
 
 def iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage, latent_avg,
                     generator_variables, nets: Mapping[str, Any], k_noise, k_loss,
-                    extras: Mapping[str, Any] | None = None, train: bool = True):
+                    extras: Mapping[str, Any] | None = None, train: bool = True, noise=None):
     """The summed loss of the n_iters_per_batch iterations, for jax.value_and_grad(params).
 
     x, y: (B, H, W, 3) float32 input and target. stage: the encoder's progressive stage
     (traced int32; ignored by the ReStyle-pSp encoders); loss_stage: the losses' (None when not
     training progressively). train=False: BatchNorm running statistics (official validation).
-    Each iteration draws its own generator noise (fold_in(k_noise, t)).
+    Each iteration draws its own generator noise (fold_in(k_noise, t)), unless `noise` gives
+    the draws: a list with one (n_iters_per_batch, B, r, r, 1) float32 array per noise layer
+    (the generator's noise_shapes order), iteration t using row t of each (parity with recorded
+    official draws; ValueError when a leading axis is not n_iters_per_batch).
     Returns (sum_t loss_t, (terms, new_batch_stats)): terms are the last iteration's (the
     official loss_dict) plus loss_iteration_<t> for t = 1..N; new_batch_stats the statistics
     after the N training-mode passes (unchanged when train=False).
@@ -80,7 +83,8 @@ def iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage, latent_a
     y0 = jnp.broadcast_to(avg, x.shape)
     stage_kw = _stage_kwargs(spec, stage)
 
-    def one(carry, t):
+    def one(carry, xs):
+        t, noise_t = xs
         w_prev, y_prev, stats = carry
         x6 = jnp.concatenate([x, y_prev], axis=-1)
         variables = {"params": params, "batch_stats": stats}
@@ -92,7 +96,8 @@ def iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage, latent_a
             codes = inv.module.apply(variables, x6, **stage_kw)
         w = (codes + w_prev).astype(w_prev.dtype)
         # stylegan3-editing's coaches render with the identity transform (render_transform)
-        y_hat = inv.apply_decode(generator_variables, w, noise="random",
+        y_hat = inv.apply_decode(generator_variables, w,
+                                 noise="random" if noise_t is None else noise_t,
                                  rng=jax.random.fold_in(k_noise, t),
                                  transform=render_transform(inv)).astype(x.dtype)
         inputs = L.LossInputs(x=x, y=y, y_hat=y_hat, w_plus=w, latent_avg=latent_avg,
@@ -104,8 +109,13 @@ def iterations_loss(spec, params, batch_stats, x, y, stage, loss_stage, latent_a
                jax.lax.stop_gradient(stats))
         return nxt, (total, terms)
 
+    if noise is not None:
+        noise = [jnp.asarray(a, jnp.float32) for a in noise]
+        if any(a.shape[0] != n for a in noise):
+            raise ValueError(f"noise: every array needs a leading axis of n_iters_per_batch={n}, "
+                             f"got shapes {[tuple(a.shape) for a in noise]}.")
     (_, _, new_stats), (totals, terms) = jax.lax.scan(one, (w0, y0, batch_stats),
-                                                      jnp.arange(n))
+                                                      (jnp.arange(n), noise))
     last = {k: v[-1] for k, v in terms.items()}
     for t in range(n):
         last[f"loss_iteration_{t + 1}"] = totals[t]

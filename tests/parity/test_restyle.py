@@ -285,8 +285,12 @@ def test_tiny_encoders(encoder_type):
     p = v["params"]
     assert sorted(k for k in p if k.startswith("styles_")) == sorted(f"styles_{i}"
                                                                      for i in range(8))
-    # GradualStyleBlock(512, 512, spatial=16): 4 stride-2 convs whatever the input size
-    assert sorted(p["styles_0"]) == ["convs_0", "convs_1", "convs_2", "convs_3", "linear"]
+    # the 2x2 map of a 32 px input takes one stride-2 conv to 1x1 (official spatial=16: 4 convs
+    # for the 16x16 map of the official 256 input, which test_convert_* load)
+    assert sorted(p["styles_0"]) == ["convs_0", "linear"]
+    big = E.init_encoder(jax.random.PRNGKey(0), E.encoder_config(encoder_type, 8, (256, 256),
+                                                                  **TINY))["params"]
+    assert sorted(big["styles_0"]) == ["convs_0", "convs_1", "convs_2", "convs_3", "linear"]
     if encoder_type.startswith("ResNet"):
         assert p["conv1"]["kernel"].shape == (7, 7, 6, 8) and "prelu" in p
         assert len(p["body"]) == 5 and "downsample_conv" in p["body"]["block_1"]
