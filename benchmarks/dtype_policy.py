@@ -1,16 +1,22 @@
-"""bfloat16 against float32 under the StyleGAN2 dtype policy `low_precision_res` (how many of the
-top resolutions compute in bfloat16; None: the official num_fp16_res split, 4; 0: none; 32: every
-layer but 4x4), for e4e inversion, the W projector and PTI, on the official-code fixtures.
+"""bfloat16 against float32 under the dtype policy: the generators' `low_precision_res` (how many
+of the top resolutions compute in bfloat16; None: the official num_fp16_res split, 4; 0: none;
+32: every layer but 4x4) and the encoders' `float32_stages` (models/encoders.py: which IR-SE body
+stages stay float32; None: the default, the third), for e4e inversion, the W projector and PTI,
+on the official-code fixtures.
 
-    nice python benchmarks/dtype_policy.py          # CPU, a few minutes on 2 cores
+    nice python benchmarks/dtype_policy.py [e4e] [encoder] [projector] [pti] [--steps N]
 
 - e4e: tests/fixtures/e4e_encoder (IR-SE-50 e4e + a 64 px rosinality generator, 2 images 256 px),
-  `invert` with the encoder in the given dtype; "generator only": the float32 codes decoded by
-  the generator in bfloat16 (the generator's own share of the error).
+  `invert` with the encoder in the given dtype (its default split); "generator only": the
+  float32 codes decoded by the generator in bfloat16 (the generator's own share of the error).
+- encoder: the same fixture, the generator's default split, per encoder split (float32_stages),
+  with the share of the encoder's convolution / matmul FLOPs that run in bfloat16 (counted on
+  the jaxpr: 2 * MACs of every conv_general_dilated / dot_general by its operand dtype).
 - projector: tests/fixtures/w_projector (32 px StyleGAN2-ADA generator, LPIPS-alex on synthetic
-  weights), 20 steps with the fixture's taped noise; the image of the projected w.
-- PTI: tests/fixtures/pti_tuning (32 px ADA generator), 10 steps from the fixture's pivot; the
-  tuned generator's image of the pivot.
+  weights), --steps steps (default 5; the fixture's 20 did not finish on the shared 2-core CPU)
+  with the fixture's taped noise and w_avg_samples; the image of the projected w.
+- PTI: tests/fixtures/pti_tuning (32 px ADA generator), --steps steps from the fixture's pivot;
+  the tuned generator's image of the pivot.
 The reference is the same computation in float32 at precision "highest"; the bfloat16 runs use
 precision "highest" too (the dtype is the only difference). PSNR = 10 log10(2^2 / MSE) on the
 raw [-1, 1] images (no clipping). Prints the device, date and batch.
@@ -33,6 +39,9 @@ import tests.support.fixtures as fu  # noqa: E402
 from tests.support.synth_weights import build_state_dict  # noqa: E402
 
 POLICIES = (None, 2, 32)
+# encoder splits: None (the default), every stage in bfloat16, and two neighbours of the default
+ENCODER_SPLITS = (None, (), (2, 3), (1, 2))
+STEPS = 5
 
 
 def psnr(a, b) -> float:
@@ -46,7 +55,37 @@ def bf16_layers(g, k) -> str:
     return f"{min(low)}-{max(low)}" if low else "none"
 
 
-def e4e_rows():
+def flops_by_dtype(fn, *args) -> dict:
+    """{dtype name: FLOPs} of the convolutions and matmuls of fn(*args), read off its jaxpr
+    (nested jaxprs included): 2 * output size * contraction size, by the lhs operand's dtype."""
+    out: dict = {}
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name in ("conv_general_dilated", "dot_general"):
+                lhs, rhs = (v.aval for v in eqn.invars[:2])
+                res = eqn.outvars[0].aval
+                if name == "dot_general":
+                    (lc, _), _ = eqn.params["dimension_numbers"]
+                    k = int(np.prod([lhs.shape[a] for a in lc]))
+                else:
+                    o = eqn.params["dimension_numbers"].rhs_spec[0]
+                    k = int(np.prod(rhs.shape)) // rhs.shape[o]
+                key = str(lhs.dtype)
+                out[key] = out.get(key, 0) + 2 * int(np.prod(res.shape)) * k
+            for v in eqn.params.values():
+                for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return out
+
+
+def e4e_fixture():
     import e4e_jax
     from e4e_jax.convert import e4e as conv
     fx = fu.load_fixture("e4e_encoder")
@@ -56,6 +95,25 @@ def e4e_rows():
     x = fu.nchw_to_nhwc(fx.inputs["x"])
     inv32 = e4e_jax.load_encoder(os.path.join(d, "converted"), precision="highest")
     w32, img32 = (np.asarray(a) for a in inv32.invert(x))
+    return x, inv32, w32, img32
+
+
+def encoder_rows():
+    x, inv32, w32, img32 = e4e_fixture()
+    bf = inv32.with_policy("bfloat16", "highest")
+    for split in ENCODER_SPLITS:
+        t = time.perf_counter()
+        inv = bf.with_encoder_float32_stages(split)
+        w, img = inv.invert(x)
+        fl = flops_by_dtype(lambda v, a: inv.module.apply(v, a), inv.variables, x)
+        share = fl.get("bfloat16", 0) / sum(fl.values())
+        rel = float(np.linalg.norm(np.asarray(w) - w32) / np.linalg.norm(w32))
+        yield ("default (2)" if split is None else str(split), share, rel, psnr(img, img32),
+               time.perf_counter() - t)
+
+
+def e4e_rows():
+    x, inv32, w32, img32 = e4e_fixture()
     g = inv32.generator
     for k in POLICIES:
         t = time.perf_counter()
@@ -84,7 +142,7 @@ def ada_generator(fixture):
     return LoadedGenerator(module_from_config(config), variables, config, latent_avg)
 
 
-def projector_rows():
+def projector_rows(steps):
     from e4e_jax.inversion.projector import project
     fx = fu.load_fixture("w_projector")
     inp = fx.inputs
@@ -92,14 +150,14 @@ def projector_rows():
     lp = fixture_lpips(fx.manifest, "feature_net_tensors")
     blocks = ["b4.conv1", "b8.conv0", "b8.conv1", "b16.conv0", "b16.conv1", "b32.conv0",
               "b32.conv1"]
-    steps = int(inp["num_steps"])
+    steps = min(steps, int(inp["num_steps"]))
 
     def run(gen):
         res = project(gen, inp["target_ada"].transpose(1, 2, 0), lpips=lp, num_steps=steps,
                       w_avg_samples=int(inp["w_avg_samples"]),
                       initial_learning_rate=float(inp["pti.initial_learning_rate"]),
                       noise_init=[inp[f"pti.noise_init.{b}.noise_const"] for b in blocks],
-                      w_noise=inp["pti.w_noise_raw"].reshape(steps, -1))
+                      w_noise=inp["pti.w_noise_raw"].reshape(int(inp["num_steps"]), -1)[:steps])
         w_plus = np.asarray(res.w_plus)[None]
         noise = res.synthesis_noise()
         return np.asarray(gen.synthesis(w_plus, noise=noise)), (w_plus, noise)
@@ -109,19 +167,18 @@ def projector_rows():
         t = time.perf_counter()
         gk = g.with_low_precision_res(k).with_policy("bfloat16", "highest")
         img, _ = run(gk)
-        yield ("projector (fixture, 32 px ADA G, 20 steps)", 1, k, bf16_layers(g, k),
+        yield (f"projector (fixture, 32 px ADA G, {steps} steps)", 1, k, bf16_layers(g, k),
                psnr(img, ref), psnr(gk.synthesis(w32, noise=n32), ref),
                time.perf_counter() - t)
 
 
-def pti_rows():
+def pti_rows(steps):
     from e4e_jax.inversion import pti
     fx = fu.load_fixture("pti_tuning")
     inp = fx.inputs
     g = ada_generator(fx)
     lp = fixture_lpips(fx.manifest, "lpips_tensors")
     target = fu.nchw_to_nhwc(inp["target"])
-    steps = 10
 
     def run(gen):
         res = pti.tune(gen, inp["w_pivot"], target, lpips=lp, steps=steps, lpips_threshold=0.0)
@@ -132,20 +189,34 @@ def pti_rows():
         t = time.perf_counter()
         gk = g.with_low_precision_res(k).with_policy("bfloat16", "highest")
         img = run(gk)
-        yield ("PTI (fixture, 32 px ADA G, 10 steps)", 1, k, bf16_layers(g, k),
+        yield (f"PTI (fixture, 32 px ADA G, {steps} steps)", 1, k, bf16_layers(g, k),
                psnr(img, ref), float("nan"), time.perf_counter() - t)
 
 
 def main(argv=None):
-    which = (argv or sys.argv[1:]) or ["e4e", "projector", "pti"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    steps = STEPS
+    if "--steps" in argv:
+        i = argv.index("--steps")
+        steps = int(argv[i + 1])
+        del argv[i:i + 2]
+    which = argv or ["e4e", "encoder", "projector", "pti"]
     dev = jax.devices()[0]
     print(f"device {dev.platform} {dev.device_kind} ({os.cpu_count()} cores visible), "
           f"jax {jax.__version__}, {datetime.date.today()}, dtype bfloat16 vs float32 "
           f"(precision 'highest' in both)")
+    if "encoder" in which:
+        print("| encoder float32_stages | bf16 share of encoder FLOPs | W+ relative error | "
+              "e4e invert PSNR vs float32 (dB) | seconds |\n|---|---|---|---|---|")
+        for split, share, rel, p, s in encoder_rows():
+            print(f"| {split} | {100 * share:.0f} % | {rel:.1e} | {p:.1f} | {s:.0f} |", flush=True)
     print("| method | batch | low_precision_res | bf16 resolutions | PSNR vs float32 (dB) | "
           "generator only (dB) | seconds |\n|---|---|---|---|---|---|---|")
-    runs = {"e4e": e4e_rows, "projector": projector_rows, "pti": pti_rows}
+    runs = {"e4e": e4e_rows, "projector": lambda: projector_rows(steps),
+            "pti": lambda: pti_rows(steps)}
     for name in which:
+        if name == "encoder":
+            continue
         for m, n, k, layers, p, p_gen, s in runs[name]():
             k = "None (official, 4)" if k is None else k
             gen = "-" if np.isnan(p_gen) else f"{p_gen:.1f}"

@@ -136,11 +136,13 @@ class BatchNorm(nn.Module):
     use_bias: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False,
+                 out_dtype: Any = None) -> jax.Array:
+        """out_dtype: the output's dtype (None: the input's)."""
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        out_dtype = x.dtype
+        out_dtype = x.dtype if out_dtype is None else out_dtype
         # statistics and rsqrt in float32 whatever the compute dtype (precision.FLOAT32_PARTS)
         x32 = x.astype(jnp.float32)
         if train:
@@ -219,23 +221,30 @@ class Bottleneck(nn.Module):
     se_reduction: int = 16
     precision: Any = None
     dtype: Any = None
+    # True: only the convolutions compute in `dtype`; the BatchNorm outputs, the SE gate and the
+    # residual sum stay float32 (the encoders' bfloat16 policy, models/encoders.py)
+    float32_stream: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         p, d = self.precision, self.dtype
+        bn_out = jnp.float32 if self.float32_stream else None
         if self.in_channels == self.depth:
             shortcut = x[:, ::self.stride, ::self.stride, :]
         else:
             shortcut = conv2d(self.depth, 1, self.stride, 0, name="shortcut_conv", precision=p,
                               dtype=d)(x)
-            shortcut = BatchNorm(name="shortcut_bn")(shortcut, train)
-        r = BatchNorm(name="bn1")(x, train)
+            shortcut = BatchNorm(name="shortcut_bn")(shortcut, train, bn_out)
+        r = BatchNorm(name="bn1")(x, train, bn_out)
         r = conv2d(self.depth, 3, 1, 1, name="conv1", precision=p, dtype=d)(r)
         r = PReLU(name="prelu")(r)
         r = conv2d(self.depth, 3, self.stride, 1, name="conv2", precision=p, dtype=d)(r)
-        r = BatchNorm(name="bn2")(r, train)
+        r = BatchNorm(name="bn2")(r, train, bn_out)
         if self.se:
-            r = SqueezeExcite(self.depth, self.se_reduction, precision=p, dtype=d, name="se")(r)
+            r = SqueezeExcite(self.depth, self.se_reduction, precision=p,
+                              dtype=None if self.float32_stream else d, name="se")(r)
+        if self.float32_stream:
+            return r.astype(jnp.float32) + shortcut.astype(jnp.float32)
         return r + shortcut
 
 
@@ -262,6 +271,10 @@ class IRBody(nn.Module):
     precision: Any = None
     dtype: Any = None
     remat: bool = False    # recompute each unit in the backward pass (only its input is kept)
+    # the encoders' bfloat16 policy (models/encoders.py): stages (0-based) whose units compute
+    # in float32 whatever `dtype`, and Bottleneck.float32_stream for the others
+    float32_stages: tuple[int, ...] = ()
+    float32_stream: bool = False
 
     @property
     def stage_units(self) -> tuple[int, ...]:
@@ -293,10 +306,14 @@ class IRBody(nn.Module):
         feats = {}
         # `train` (argument 2, counting the module) selects the BatchNorm mode: static
         unit = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
+        stage_of = [s for s, n in enumerate(self.stage_units) for _ in range(n)]
+        if self.float32_stream:
+            x = x.astype(jnp.float32)
         for i, (c_in, depth, stride) in enumerate(specs):
+            dtype = None if stage_of[i] in self.float32_stages else self.dtype
             x = unit(c_in, depth, stride, se=self.mode == "ir_se",
-                     se_reduction=self.se_reduction, precision=self.precision, dtype=self.dtype,
-                     name=f"block_{i}")(x, train)
+                     se_reduction=self.se_reduction, precision=self.precision, dtype=dtype,
+                     float32_stream=self.float32_stream, name=f"block_{i}")(x, train)
             if i in capture:
                 feats[i] = x
         if capture:

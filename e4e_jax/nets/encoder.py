@@ -174,16 +174,33 @@ class Inverter(BoundNet):
         "float32" / "bfloat16", precision None / "default" / "high" / "highest", remat);
         ValueError on unknown values."""
         policy = module_kwargs(dtype, precision)
+        module = build_encoder(self.encoder_config, dtype=dtype, precision=precision, remat=remat)
+        if hasattr(self.module, "float32_stages"):  # keep a with_encoder_float32_stages choice
+            module = module.clone(float32_stages=self.module.float32_stages)
         return self.replace(
-            module=build_encoder(self.encoder_config, dtype=dtype, precision=precision,
-                                 remat=remat),
-            generator=self.generator.with_policy(dtype, precision, remat),
+            module=module, generator=self.generator.with_policy(dtype, precision, remat),
             dtype=policy["dtype"], precision=policy["precision"], remat=bool(remat))
+
+    def with_encoder_float32_stages(self, stages) -> "Inverter":
+        """This Inverter whose e4e / pSp encoder, under a bfloat16 dtype, keeps the IR-SE body
+        stages `stages` (indices 0-3) in float32 (None: the default split,
+        models/encoders.py DEFAULT_FLOAT32_STAGES = (2,); (): every stage in bfloat16). No effect
+        in float32. ValueError for the ReStyle encoders (no split) or an index outside 0-3."""
+        if not hasattr(self.module, "float32_stages"):
+            raise ValueError(f"{type(self.module).__name__} has no float32_stages split; only "
+                             f"the e4e / pSp encoders do.")
+        if stages is not None:
+            stages = tuple(sorted({int(s) for s in stages}))
+            n = len(self.module.widths)
+            if any(not 0 <= s < n for s in stages):
+                raise ValueError(f"float32_stages must be stage indices in 0..{n - 1}, got "
+                                 f"{stages}.")
+        return self.replace(module=self.module.clone(float32_stages=stages))
 
     def with_low_precision_res(self, low_precision_res: int | None) -> "Inverter":
         """This Inverter whose generator computes its reduced dtype only in the top
         `low_precision_res` resolutions (generator.with_low_precision_res; None: the official
-        split, 4). The encoder computes in the Inverter's dtype throughout."""
+        split, 4). The encoder has its own split: with_encoder_float32_stages."""
         return self.replace(generator=self.generator.with_low_precision_res(low_precision_res))
 
     def with_generator(self, generator: LoadedGenerator) -> "Inverter":
