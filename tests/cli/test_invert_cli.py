@@ -138,7 +138,8 @@ METHOD_ARGS = {"e4e": [], "projector": ["--method", "projector"], "pti": ["--met
                "restyle": ["--method", "restyle"]}
 
 
-@pytest.mark.parametrize("flag,methods", FLAG_METHODS, ids=lambda v: str(v))
+@pytest.mark.parametrize("flag,methods", FLAG_METHODS,   # ids the same in every xdist worker
+                         ids=lambda v: "+".join(sorted(v)) if isinstance(v, set) else str(v))
 def test_a_flag_the_method_ignores_is_refused(images, tmp_path, capsys, monkeypatch, flag,
                                               methods):
     """issue 22: `--method projector --lpips-threshold 0.5` was accepted and ignored; each flag

@@ -34,6 +34,27 @@ def run(main, args):
     return main([str(a) for a in args])
 
 
+def save_transforms(path):
+    """(2, 3, 3) float32 for images a and b: the identity, and the inverse of a rotation with a
+    shift (the buffer's meaning); saved to `path` and returned."""
+    transforms = np.stack([np.eye(3), np.linalg.inv([[0.8, 0.6, 0.1], [-0.6, 0.8, 0.0],
+                                                     [0, 0, 1]])]).astype(np.float32)
+    np.save(path, transforms)
+    return transforms
+
+
+def check_unaligned(out, inv, transforms):
+    """OUT/unaligned/<name>.png is each code of latents.npy rendered with its transform: for the
+    identity the aligned reconstruction itself, for the rotation another image."""
+    lat = np.load(out / "latents.npy")
+    for k, name in enumerate(["a", "b"]):
+        rec = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
+        una = np.asarray(Image.open(out / "unaligned" / f"{name}.png"))
+        want = image_io.to_uint8(np.asarray(inv.decode(lat[k:k + 1], transform=transforms[k]))[0])
+        np.testing.assert_array_equal(una, want)
+        assert np.array_equal(una, rec) == (k == 0)
+
+
 def test_sefa_factorizes_the_affine_kernels_and_edits_rows_after_the_input():
     g = tiny_sg3()
     names, weight = g.style_affines("all")
@@ -67,20 +88,11 @@ def test_encode_invert_e4e_and_unaligned_transforms(sg3_model, images, tmp_path)
     lat = np.load(out / "latents.npy")
     np.testing.assert_allclose(lat, np.asarray(inv.encode(x)), atol=1e-5)
 
-    transforms = np.stack([np.eye(3), np.linalg.inv([[0.8, 0.6, 0.1], [-0.6, 0.8, 0.0],
-                                                     [0, 0, 1]])]).astype(np.float32)
-    np.save(tmp_path / "t.npy", transforms)
+    transforms = save_transforms(tmp_path / "t.npy")
     out = tmp_path / "inv"
     assert run(invert.main, ["--checkpoint", sg3_model, "--input", images, "--output", out,
                              "--transforms", tmp_path / "t.npy"]) == 0
-    lat = np.load(out / "latents.npy")
-    for k, name in enumerate(["a", "b"]):
-        rec = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
-        una = np.asarray(Image.open(out / "unaligned" / f"{name}.png"))
-        want = image_io.to_uint8(np.asarray(inv.decode(lat[k:k + 1], transform=transforms[k]))[0])
-        np.testing.assert_array_equal(una, want)
-        # identity: the aligned reconstruction itself; a rotation: another image
-        assert np.array_equal(una, rec) == (k == 0)
+    check_unaligned(out, inv, transforms)
     assert not (out / "noises").exists()
 
 
@@ -96,24 +108,16 @@ def test_restyle_renders_the_last_iteration_with_the_transform(images, tmp_path)
     v = E.init_encoder(jax.random.PRNGKey(0), cfg)
     model_dir = save_inverter(str(tmp_path / "restyle_sg3"), cfg, v, g, g.latent_avg,
                               face_pool=32)
-    transforms = np.stack([np.eye(3), np.linalg.inv([[0.8, 0.6, 0.1], [-0.6, 0.8, 0.0],
-                                                     [0, 0, 1]])]).astype(np.float32)
-    np.save(tmp_path / "t.npy", transforms)
+    transforms = save_transforms(tmp_path / "t.npy")
     base = ["--checkpoint", model_dir, "--input", images, "--method", "restyle",
             "--iterations", 2]
     assert run(invert.main, base + ["--output", tmp_path / "plain"]) == 0
     assert not (tmp_path / "plain" / "unaligned").exists()
     out = tmp_path / "out"
     assert run(invert.main, base + ["--output", out, "--transforms", tmp_path / "t.npy"]) == 0
-    lat = np.load(out / "latents.npy")
-    np.testing.assert_array_equal(lat, np.load(tmp_path / "plain" / "latents.npy"))
-    inv = load_encoder(model_dir)
-    for k, name in enumerate(["a", "b"]):
-        rec = np.asarray(Image.open(out / "reconstructions" / f"{name}.png"))
-        una = np.asarray(Image.open(out / "unaligned" / f"{name}.png"))
-        want = image_io.to_uint8(np.asarray(inv.decode(lat[k:k + 1], transform=transforms[k]))[0])
-        np.testing.assert_array_equal(una, want)
-        assert np.array_equal(una, rec) == (k == 0)
+    np.testing.assert_array_equal(np.load(out / "latents.npy"),
+                                  np.load(tmp_path / "plain" / "latents.npy"))
+    check_unaligned(out, load_encoder(model_dir), transforms)
 
 
 def test_transforms_refusals(sg3_model, images, tmp_path, capsys):
