@@ -29,6 +29,7 @@ from e4e_jax.editing.spec import (
     format_number,
     parse_edit_spec,
 )
+from e4e_jax.inversion import restyle
 from e4e_jax.outputs.grids import labelled_grid
 
 
@@ -205,7 +206,11 @@ def edit_batch(inv, decode, prepared, arr: np.ndarray, m: int, cols: Sequence[fl
     (m, E, S_cols, H', W', 3), decoded like the inversion (stored noise, face_pool, crop).
     """
     gv = inv.generator.variables
-    if has_source:
+    if has_source and restyle.is_restyle(inv):
+        # the official inference default (run_on_batch's n_iters_per_batch); the last iteration
+        ws, recs = restyle.invert(inv, arr, iterations=restyle.DEFAULT_ITERATIONS)
+        w, rec = ws[-1], recs[-1]
+    elif has_source:
         w, rec = inv.invert(arr)
     else:
         w = arr
@@ -407,6 +412,10 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
           f"with {inv}: {', '.join(s.name for s in specs)} at strengths "
           f"{', '.join(format_number(s) for s in cols)}", file=log)
     print(f"generator: {describe_generator(checkpoint, generator, inv.generator)}", file=log)
+    if latents is None and restyle.is_restyle(inv):
+        print(f"ReStyle encoder: images are encoded with {restyle.DEFAULT_ITERATIONS} "
+              f"iterations, the official default (another count: `e4e-jax invert --method "
+              f"restyle --iterations N`, then edit --latents OUT/latents.npy)", file=log)
     has_source = latents is None
     edited_rows, inverted_rows, names, written = [], [], [], []
     grid_names = OutputNames()

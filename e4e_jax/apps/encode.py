@@ -155,6 +155,11 @@ def open_run(checkpoint: str, input_dir: str, output_dir: str, batch_size: int,
         raise SystemExit(f"error: {latents_path!r} exists; pass --overwrite to replace it.")
     align_faces = import_align() if align else None
     inv = load_encoder(checkpoint, **(loader_kwargs or {}))
+    from e4e_jax.inversion.restyle import is_restyle
+    if is_restyle(inv):
+        raise SystemExit(f"error: {checkpoint} holds a ReStyle encoder "
+                         f"({inv.encoder_config['encoder_type']}), which encodes iteratively: "
+                         f"use `e4e-jax invert --method restyle --iterations N`.")
     n_dev = jax.local_device_count()
     batch_size = max(1, int(batch_size))
     batch_size = -(-batch_size // n_dev) * n_dev

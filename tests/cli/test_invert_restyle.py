@@ -95,3 +95,23 @@ def test_restyle_needs_a_restyle_checkpoint(restyle_dir, images, tmp_path, capsy
     assert run("--checkpoint", restyle_dir, "--input", images, "--output", tmp_path / "p") == 2
     err = capsys.readouterr().err.strip()
     assert "use --method restyle" in err and len(err.splitlines()) == 1
+
+
+def test_edit_encodes_images_with_the_official_iterations(restyle_dir, images, tmp_path, capsys):
+    """`edit --input` with a ReStyle checkpoint encodes with the official 5 iterations (its
+    latents.npy is the last one's codes) and says so; `encode` refuses it in one line."""
+    from e4e_jax.cli import edit, encode
+    out = tmp_path / "edit"
+    assert edit.main(["--checkpoint", restyle_dir, "--input", images, "--edit", "sefa:0",
+                      "--output", str(out)]) == 0
+    assert "encoded with 5 iterations" in capsys.readouterr().err
+    model = load_encoder(restyle_dir)
+    x = image_io.load_images([os.path.join(images, n) for n in ("a.png", "b.png")],
+                             model.input_size)
+    ws, _ = restyle.invert(model, x, iterations=5)
+    np.testing.assert_allclose(np.load(out / "latents.npy"), np.asarray(ws)[-1], atol=1e-5)
+    assert encode.main(["--checkpoint", restyle_dir, "--input", images, "--output",
+                        str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "use `e4e-jax invert --method restyle" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "enc" / "latents.npy").exists()
