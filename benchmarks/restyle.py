@@ -4,7 +4,7 @@
     python benchmarks/restyle.py --sizes fixture 1024 --batch 1 --repeats 2
     python benchmarks/restyle.py --encoder ResNetBackboneEncoder --iterations 1 3 5
     nice python benchmarks/restyle.py --sizes 1024 --batch 1 --repeats 1 \
-        --official /tmp/official/restyle-encoder                # side by side with the official code
+        --official /tmp/official/restyle-encoder        # side by side with the official code
 
 Sizes (random weights, float32, the generator's stored noise):
     fixture  the tests/fixtures/restyle models: official encoder widths (IR-SE-50 or ResNet-34,
