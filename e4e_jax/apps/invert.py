@@ -571,7 +571,7 @@ def run_folder(req: InvertRequest, log=None, pipeline_factory=None,
     names = output_names(files)
     start = prev.processed if prev is not None else 0
     records = list(prev.records) if prev is not None else []
-    print(f"inverting {len(files)} images from {req.input_dir} with {inv}: {_describe(req)}",
+    print(f"inverting {len(files)} image{'' if len(files) == 1 else 's'} from {req.input_dir} with {inv}: {_describe(req)}",
           file=log)
     if start:
         print(f"resuming the interrupted run in {req.output_dir}: {start} of {len(files)} "

@@ -41,7 +41,7 @@ def check_model(inv, method: str) -> None:
     if method == "restyle" and not holds_restyle:
         raise InvertError(
             f"--method restyle needs a ReStyle checkpoint (`e4e-jax convert restyle`); this one "
-            f"holds a {inv.encoder_config.get('encoder_type')} encoder: drop --method restyle "
+            f"holds the {inv.encoder_config.get('encoder_type')} encoder: drop --method restyle "
             f"or pass a ReStyle --checkpoint.")
     if method != "restyle" and holds_restyle:
         raise InvertError(

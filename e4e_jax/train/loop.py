@@ -44,7 +44,7 @@ from e4e_jax.train.checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from e4e_jax.train.checks import check_workdir
+from e4e_jax.train.checks import check_workdir, preflight
 from e4e_jax.train.console import say
 from e4e_jax.train.errors import ConfigError, TrainingError
 from e4e_jax.train.interrupts import StopSignals
@@ -469,10 +469,14 @@ def run_steps(run: Run, stop: StopSignals) -> bool:
     for step in range(run.start, run.max_steps):
         metrics = train_one_step(run, step)
         log_step(run, step, metrics)
+        t_aside = time.time()
         write_images(run, step + 1)
         val_loss = evaluate_at(run, step + 1)
         run.stop_requested = bool(stop.agreed())
         save_at(run, step, metrics, val_loss, force=run.stop_requested)
+        # grids, evaluations (their first call compiles) and checkpoints are not training
+        # steps: the console's steps/s and ETA measure the steps alone
+        run.last_log_time += time.time() - t_aside
         if run.stop_requested:
             return True
     return False
@@ -513,6 +517,10 @@ def train_and_evaluate(config, workdir: str, verbose: bool = False) -> dict:
     configuration, missing files) and interrupts.Interrupted (SIGTERM / SIGINT: the step it
     arrived in was finished and saved; its exit_code is 143 / 130)."""
     t_start = time.time()
+    # settings first (config.json reads only, a second): a bad value is refused even for a
+    # finished workdir, and before anything is written into WORKDIR
+    check_workdir(workdir)
+    preflight(config)
     finished = _already_finished(config, workdir)
     if finished is not None:
         return finished

@@ -631,6 +631,35 @@ def test_training_first_progress_line_waits_for_compile():
     assert progress_line(100, 1000, 0.5, 0.25).endswith("steps/s, ETA 3m45s")
 
 
+def test_training_steps_per_second_leave_evaluations_out(monkeypatch):
+    """Steps of 1 s with a 30 s evaluation after step 2: the line after it still says 1
+    steps/s (the newcomer saw 2.94 steps/s and an ETA of 4 min right after an evaluation)."""
+    import types
+
+    from e4e_jax.train import loop
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "time", lambda: clock[0])
+    dts = []
+
+    def one_step(run, step):
+        clock[0] += 1.0
+    monkeypatch.setattr(loop, "train_one_step", one_step)
+    monkeypatch.setattr(loop, "log_step", lambda run, step, m: dts.append(
+        (clock[0] - run.last_log_time) / (step + 1 - run.last_log_step)) or setattr(
+        run, "last_log_time", clock[0]) or setattr(run, "last_log_step", step + 1))
+    monkeypatch.setattr(loop, "write_images", lambda run, done: None)
+
+    def evaluate(run, done):
+        if done == 2:
+            clock[0] += 30.0
+    monkeypatch.setattr(loop, "evaluate_at", evaluate)
+    monkeypatch.setattr(loop, "save_at", lambda *a, **k: None)
+    run = types.SimpleNamespace(start=0, max_steps=4, last_log_time=0.0, last_log_step=0)
+    stop = types.SimpleNamespace(agreed=lambda: False)
+    assert loop.run_steps(run, stop) is False
+    assert dts == [1.0, 1.0, 1.0, 1.0], dts
+
+
 def test_invert_ticker_eta_leaves_the_first_image_out():
     import io
     from e4e_jax.apps.invert import Ticker

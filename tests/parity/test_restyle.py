@@ -55,9 +55,9 @@ def files():
     return fixture_files()
 
 
-def _convert_official(name, files, tmp_path_factory):
-    """(name, model): the official checkpoint written with torch.save, converted by
-    `e4e-jax convert restyle`, loaded with e4e_jax.load_encoder."""
+def _convert_official_dir(name, files, tmp_path_factory) -> str:
+    """The official checkpoint written with torch.save and converted by `e4e-jax convert
+    restyle`: the converted directory."""
     pytest.importorskip("torch")
     entry = files[0]["models"][name]
     state, extra = fu.state_from_manifest(entry)
@@ -66,7 +66,12 @@ def _convert_official(name, files, tmp_path_factory):
     del state
     assert convert_cli.main(["restyle", src, str(d / "converted")]) == 0
     os.remove(src)
-    return name, e4e_jax.load_encoder(str(d / "converted"))
+    return str(d / "converted")
+
+
+def _convert_official(name, files, tmp_path_factory):
+    """(name, model): _convert_official_dir's directory loaded with e4e_jax.load_encoder."""
+    return name, e4e_jax.load_encoder(_convert_official_dir(name, files, tmp_path_factory))
 
 
 @pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
@@ -124,6 +129,47 @@ def test_loop_parity(official_loop, files):
         for key, got in ((f"{name}/loop_latents", w[t]),
                          (f"{name}/loop_images", np.transpose(images[t], (0, 3, 1, 2)))):
             fu.assert_close(f"{key}[{t}]", got, expected[key][t], atol(key))
+
+
+@pytest.mark.slow   # three compiles of the 256 px IR-SE-50 loop (~1-2 min on 2 CPU cores)
+def test_converted_checkpoint_through_invert_edit_and_eval(files, tmp_path_factory, tmp_path):
+    """An official ReStyle-e4e checkpoint converted by `e4e-jax convert restyle` goes through
+    the commands: `invert --method restyle` gives run_on_batch's last codes, `edit --input`
+    encodes with the official 5 iterations (its latents are e4e_jax.restyle.invert's) and
+    `eval` reports every iteration's distortion, the last one's as the entry's."""
+    from PIL import Image
+
+    from e4e_jax.cli import edit, invert
+    from e4e_jax.cli import eval as eval_cli
+    name = "e4e_backbone"
+    conv_dir = _convert_official_dir(name, files, tmp_path_factory)
+    model = e4e_jax.load_encoder(conv_dir)
+    _, inputs, expected = files
+    x = fu.nchw_to_nhwc(inputs[f"{name}/x"])
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for k, n in enumerate(("a.png", "b.png")):    # uint8 patterns: the PNGs hold them exactly
+        Image.fromarray(np.rint((x[k] + 1) * 127.5).astype(np.uint8)).save(imgs / n)
+    out = tmp_path / "inv"
+    assert invert.main(["--checkpoint", conv_dir, "--input", str(imgs), "--output", str(out),
+                        "--method", "restyle", "--iterations", str(ITERATIONS)]) == 0
+    key = f"{name}/loop_latents"
+    fu.assert_close(f"{key} (invert command)", np.load(out / "latents.npy"),
+                    expected[key][ITERATIONS - 1], atol(key))
+    assert edit.main(["--checkpoint", conv_dir, "--input", str(imgs), "--edit", "sefa:0",
+                      "--output", str(tmp_path / "edit")]) == 0
+    ws, recs = restyle.invert(model, x, iterations=restyle.DEFAULT_ITERATIONS)
+    np.testing.assert_allclose(np.load(tmp_path / "edit" / "latents.npy"), np.asarray(ws)[-1],
+                               atol=1e-4)
+    assert eval_cli.main(["--checkpoint", conv_dir, "--input", str(imgs), "--output",
+                          str(tmp_path / "eval")]) == 0
+    with open(tmp_path / "eval" / "metrics.json") as f:
+        (entry,) = json.load(f).values()
+    per = entry["per_iteration"]
+    assert per["iterations"] == restyle.DEFAULT_ITERATIONS and len(per["mse"]) == per["iterations"]
+    want = [float(np.mean((np.clip(np.asarray(r), -1, 1) - x) ** 2)) for r in recs]
+    np.testing.assert_allclose(per["mse"], want, rtol=1e-3)
+    assert entry["mse"] == pytest.approx(per["mse"][-1])
 
 
 @pytest.mark.slow

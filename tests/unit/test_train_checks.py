@@ -190,6 +190,8 @@ def test_start_up_error_exits_2_with_one_line(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert "error: LPIPS (alex) needs images of at least 31x31 pixels" in p.stderr
+    # checked before anything is written (train_config.json used to record the bad value)
+    assert not (tmp_path / "w").exists()
 
 
 # ------------------------------------------------------------------ training image grids
