@@ -10,12 +10,11 @@ variable is set). Subprocesses started while it is open inherit the variable, so
 child process talks to the same bucket. GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false: newer gcsfs first
 probes every bucket over gRPC (60 s against an emulator that only speaks JSON).
 
-Why a child process, and why `stop()` ends fsspec's event-loop thread: the test process also
-compiles XLA programs for the rest of the session, and an emulator thread serving requests, or
-fsspec's asyncio thread waking for aiohttp's connection timers, ran Python (and with it the
-garbage collector) beside those compilations: CI died with a segfault inside XLA's CPU compile
-while both threads were alive. So the test process keeps no thread of the bucket tests once
-their module is over (the fixtures in tests/conftest.py are module-scoped).
+Why a child process, and why `stop()` ends fsspec's event-loop thread: the test process runs
+the rest of the session too, and no thread of the bucket tests should outlive their module
+(the fixtures in tests/conftest.py are module-scoped): an emulator thread serving requests in
+the test process, and fsspec's asyncio thread waking for aiohttp's connection timers, ran Python
+beside every later test.
 """
 from __future__ import annotations
 

@@ -234,8 +234,7 @@ def test_an_unreadable_bucket_file_is_named_as_given_without_object_reprs(gcs, t
 
 def test_emulator_leaves_no_thread_in_the_test_process():
     """The bucket tests' emulator serves from its own process, and stopping it ends fsspec's
-    IO thread: the rest of the session compiles XLA programs with no thread of theirs running
-    Python beside them (tests/support/gcs.py says why)."""
+    IO thread: no thread of the bucket tests outlives them (tests/support/gcs.py)."""
     pytest.importorskip("gcsfs")
     pytest.importorskip("gcp_storage_emulator")
     import threading
