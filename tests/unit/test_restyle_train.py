@@ -91,8 +91,12 @@ def test_gradient_is_the_sum_of_per_iteration_grads(built):
         summed = g if summed is None else jax.tree_util.tree_map(jnp.add, summed, g)
     np.testing.assert_allclose(float(total), sum(values), rtol=1e-5)
     flat_s, flat_g = jax.tree_util.tree_leaves(summed), jax.tree_util.tree_leaves(grads)
+    # float32 rounding of two programs (one scan, N separate calls) through training-mode
+    # BatchNorm: 1e-4 of the largest gradient entry (a missing detach moves them by O(1); the
+    # biases before a BatchNorm have gradients of rounding size only)
+    scale = max(float(np.abs(np.asarray(a)).max()) for a in flat_s)
     for a, b in zip(flat_s, flat_g):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-4 * scale)
     # and it is not the gradient of the last iteration alone (the sum is what is tested)
     last = jax.tree_util.tree_leaves(one_iteration(params, st, w_prev, y_prev, N_ITERS - 1)[1])
     assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(last, flat_g)) > 1e-4
