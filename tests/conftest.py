@@ -1,3 +1,4 @@
+import faulthandler
 import os
 import shutil
 import tempfile
@@ -36,10 +37,81 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    global _CREATED_ROOT
+    global _CREATED_ROOT, _CRASH_DIR
+    if _CRASH_DIR is not None:
+        shutil.rmtree(_CRASH_DIR, ignore_errors=True)
+        _CRASH_DIR = None
     if _CREATED_ROOT is not None:
         shutil.rmtree(_CREATED_ROOT, ignore_errors=True)
         _CREATED_ROOT = None
+
+
+# pytest-xdist: a test whose worker process died (a fatal signal in native code: jaxlib, torch)
+# runs once more, in the fresh worker xdist starts in its place. CI saw such a crash about once
+# in a thousand tests, each time in a different test that passes alone; a second crash of the
+# same test fails the run. The workers write their faulthandler stacks to files in
+# E4E_TEST_CRASH_DIR, and the end of the run lists every crash with the crashed worker's stacks.
+CRASH_RERUNS = 1
+_crashes = pytest.StashKey[dict]()
+_CRASH_DIR: str | None = None
+_RUNNER_LIBS = ("pluggy", "_pytest", "execnet", "xdist")
+_crash_file = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    global _CRASH_DIR, _crash_file
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is None:
+        if not session.config.pluginmanager.hasplugin("dsession"):
+            return
+        # the xdist controller (tryfirst: before its own sessionstart starts the workers, which
+        # inherit the variable)
+        _CRASH_DIR = tempfile.mkdtemp(prefix="e4e_jax_crashes_")
+        os.environ["E4E_TEST_CRASH_DIR"] = _CRASH_DIR
+    elif os.environ.get("E4E_TEST_CRASH_DIR"):
+        # replaces pytest's faulthandler target (stderr) in this worker
+        _crash_file = open(os.path.join(os.environ["E4E_TEST_CRASH_DIR"],
+                                        f"{workerinput['workerid']}.txt"), "w")
+        faulthandler.enable(file=_crash_file, all_threads=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    crashes = sched.config.stash.setdefault(_crashes, {})
+    stacks = ""
+    if _CRASH_DIR is not None:
+        path = os.path.join(_CRASH_DIR, f"{report.node.gateway.id}.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                # the test runner's own frames left out: CI keeps only the end of a run's output
+                stacks = "".join(line for line in f if not line.startswith("Extension modules")
+                                 and not any(f"/{lib}/" in line for lib in _RUNNER_LIBS))
+    crashes.setdefault(crashitem, []).append(stacks)
+    if len(crashes[crashitem]) <= CRASH_RERUNS:
+        sched.mark_test_pending(crashitem)
+        report.outcome = "rerun"
+
+
+def pytest_report_teststatus(report):
+    if report.outcome == "rerun":
+        return "rerun", "R", ("RERUN", {"yellow": True})
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    crashes = config.stash.get(_crashes, {})
+    if not crashes:
+        return
+    terminalreporter.section("worker crashes", sep="=", yellow=True)
+    for nodeid, stacks in crashes.items():
+        outcome = ("rerun in a fresh worker" if len(stacks) <= CRASH_RERUNS
+                   else "failed: it crashed again")
+        terminalreporter.line(f"{nodeid}: {len(stacks)} crash(es), {outcome}")
+        for i, text in enumerate(stacks, 1):
+            terminalreporter.line(f"--- crash {i}: the worker's stacks (faulthandler) ---")
+            terminalreporter.line(text.rstrip() or "(none written)")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -49,3 +50,33 @@ def test_a_session_leaves_nothing_in_the_temp_folder(tmp_path):
         assert not os.path.exists(path), f"{name} {path} was left behind"
     left = sorted(os.listdir(tmpdir))
     assert left == [], f"the test session left {left} in its temporary folder"
+
+
+def _run_crashing_test(tmp_path, always):
+    marker = tmp_path / "crashes.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env.update(E4E_CRASH_MARKER=str(marker), PYTHONPATH=REPO)
+    if always:
+        env["E4E_CRASH_ALWAYS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "1", "-p", "no:cacheprovider",
+         os.path.join(REPO, "tests", "support", "crash_worker.py")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    crashes = marker.read_text().count("crashed") if marker.exists() else 0
+    return proc.returncode, proc.stdout + proc.stderr, crashes
+
+
+def test_a_test_that_crashes_its_worker_once_runs_again_in_a_fresh_worker(tmp_path):
+    pytest.importorskip("xdist")
+    rc, out, crashes = _run_crashing_test(tmp_path, always=False)
+    assert rc == 0 and crashes == 1, out
+    assert "1 passed, 1 rerun" in out, out
+    assert "crash_worker.py::test_dies_of_a_segfault: 1 crash(es), rerun in a fresh worker" in out
+
+
+def test_a_test_that_crashes_its_worker_twice_fails(tmp_path):
+    pytest.importorskip("xdist")
+    rc, out, crashes = _run_crashing_test(tmp_path, always=True)
+    assert rc == 1 and crashes == 2, out
+    assert "1 failed, 1 rerun" in out, out
+    assert "2 crash(es), failed: it crashed again" in out, out
