@@ -5,9 +5,10 @@ and reconstruction PSNR against the official PyTorch outputs, per compute dtype 
 
 W+ relative error = ||w - w_official|| / ||w_official - latent_avg|| (the encoder's own part of
 the codes); PSNR of the 256x256 reconstruction in [-1, 1] (peak-to-peak 2) against the official
-reconstruction. Prints the device and date. bfloat16 here is the generator's default split
-(low_precision_res None: the top 4 resolutions, which for this 64 px generator is every
-resolution but 4x4); benchmarks/dtype_policy.py compares the splits.
+reconstruction. Prints the device and date. bfloat16 here is the default policy: the
+generator's split (low_precision_res None: the top 4 resolutions, which for this 64 px generator
+is every resolution but 4x4) and the encoder's (float32_stages (2,)); benchmarks/dtype_policy.py
+compares the splits.
 """
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ Sizes (random weights, float32, the generator's stored noise):
              10 style heads) on 256x256 inputs, 64x64 StyleGAN2 generator (channel multiplier 2,
              512 channels at every resolution)
     1024     the released FFHQ models: the same encoder with 18 heads, 1024x1024 generator
+    256      a 256x256 generator (StyleGAN3 above all: the same encoder, 16 heads)
+--generator stylegan3-r | stylegan3-t: ReStyle over a full-width StyleGAN3 (benchmarks/
+stylegan3.py's official widths, random official initialisation) as yuval-alaluf/stylegan3-editing
+runs it: 16 style heads, the identity transform, raw generator images (resize_outputs False, that
+project's default).
 One call runs all iterations in one compiled lax.scan (the average image included); per
 (size, iterations): compile time (lower + compile), the number of XLA compilations during
 lower + compile and during the timed calls (one and zero: the loop is not unrolled or retraced
@@ -35,6 +40,15 @@ separately; e4e_jax's call includes it (one more generator pass than the officia
 Official warm-up: --official-warmup untimed 1-iteration calls per size, then --official-repeats
 timed calls per iteration count (median; PyTorch has no compilation). Needs torch (torchvision
 only for the ResNet encoders; an inert stand-in is installed when it is missing).
+
+With --generator stylegan3-*, --official CHECKOUT is yuval-alaluf/stylegan3-editing at commit
+36ce2b4 (imported unchanged): its inversion/models/e4e3.py ReStyle-e4e net, the decoder its
+models/stylegan3/networks_stylegan3.py Generator of the same config and size built in place of the
+checkpoint's (random official initialisation), latent_avg 0.1 N(0, 1) of shape (512,) as the
+official checkpoints store it, utils/inference_utils.py `get_average_image` and `run_on_batch`;
+the stand-ins of tests/parity/generate/restyle_sg3.py (CUDA calls stay on the CPU, the reference
+filtered_lrelu / bias_act / upfirdn2d) and inert torchvision / imageio / wandb modules where those
+are missing (their functions are never called). Needs torch and scipy.
 """
 from __future__ import annotations
 
@@ -55,7 +69,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
     sys.path.insert(0, REPO_ROOT)
 
-SIZES = {"fixture": 64, "1024": 1024}
+SIZES = {"fixture": 64, "256": 256, "1024": 1024}
+GENERATORS = ("stylegan2", "stylegan3-t", "stylegan3-r")
 HEAD_SCALE = 0.02      # the style heads' last linear layer: bounded residuals on both sides
 LATENT_AVG_STD = 0.1
 OFFICIAL_ENCODERS = ("ProgressiveBackboneEncoder", "ResNetProgressiveBackboneEncoder")
@@ -88,19 +103,33 @@ def random_generator(resolution: int):
     return LoadedGenerator(module, variables, config)
 
 
-def build_model(size: str, encoder_type: str):
+def random_stylegan3(config: str, resolution: int):
+    """A full-width StyleGAN3 (benchmarks/stylegan3.py's official widths) with the official
+    initialisation."""
+    from e4e_jax.nets.stylegan3 import init_stylegan3
+    return init_stylegan3(jax.random.key(0), _bench_module("stylegan3").generator_kwargs(
+        config, resolution))
+
+
+def build_model(size: str, encoder_type: str, generator: str = "stylegan2"):
     from e4e_jax.models.encoders import encoder_config, init_encoder
     from e4e_jax.nets.encoder import Inverter
-    g = random_generator(SIZES[size])
+    if generator == "stylegan2":
+        g = random_generator(SIZES[size])
+    else:
+        g = random_stylegan3(generator[-1].upper(), SIZES[size])
     cfg = encoder_config(encoder_type, g.n_latent, (256, 256))
     v = init_encoder(jax.random.PRNGKey(0), cfg)
     # small heads: bounded residuals, as the fixture's synthetic weights
     for name, node in v["params"].items():
         if name.startswith("styles_"):
             node["linear"]["kernel"] = node["linear"]["kernel"] * HEAD_SCALE
-    la = LATENT_AVG_STD * np.random.default_rng(1).standard_normal((g.n_latent, 512)).astype(
-        np.float32)
-    return Inverter(cfg, v, g, la)
+    if generator == "stylegan2":
+        la = LATENT_AVG_STD * np.random.default_rng(1).standard_normal((g.n_latent, 512))
+    else:   # one w repeated, as stylegan3-editing's latent_avg (the mapping's w_avg)
+        la = np.broadcast_to(LATENT_AVG_STD * np.random.default_rng(1).standard_normal(512),
+                             (g.n_latent, 512))
+    return Inverter(cfg, v, g, la.astype(np.float32))
 
 
 def inputs(batch: int) -> np.ndarray:
@@ -122,7 +151,8 @@ class CompileCounter:
             self.count += 1
 
 
-def bench(model, batch: int, iterations: int, repeats: int, counter: CompileCounter) -> dict:
+def bench(model, batch: int, iterations: int, repeats: int, counter: CompileCounter,
+          resize: bool = True) -> dict:
     from e4e_jax.inversion import restyle
     x = jnp.asarray(inputs(batch))
     args = (model.variables, model.generator.variables, jnp.asarray(model.latent_avg), x)
@@ -131,7 +161,7 @@ def bench(model, batch: int, iterations: int, repeats: int, counter: CompileCoun
     jax.block_until_ready(args)
     before = counter.count
     t0 = time.perf_counter()
-    compiled = fn.lower(*args, iterations=iterations, resize=True).compile()
+    compiled = fn.lower(*args, iterations=iterations, resize=resize).compile()
     compile_s = time.perf_counter() - t0
     compiles = counter.count - before
     mib = None
@@ -159,6 +189,16 @@ def bench(model, batch: int, iterations: int, repeats: int, counter: CompileCoun
 # ----------------------------------------------------------------------------- the official side
 
 @functools.lru_cache(maxsize=None)
+def _bench_module(name: str):
+    """benchmarks/<name>.py, loaded under a private name (as _parity_module)."""
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", os.path.join(REPO_ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
 def _parity_module(name: str):
     """tests/parity/generate/<name>.py, loaded under a private name (this script is restyle.py
     too, and that folder is not a package)."""
@@ -180,15 +220,10 @@ class Official:
         common = parity.common
         common.require_checkout(checkout, parity.RESTYLE)
         self.torch = torch = common.setup_torch(threads)
-        if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
-            # restyle_e4e_encoders imports torchvision's resnet34 at the top; the IR-SE-50 encoder
-            # never calls it
-            tv = types.ModuleType("torchvision")
-            tv.models = types.ModuleType("torchvision.models")
-            tv.models.resnet34 = _no_torchvision
-            sys.modules.update({"torchvision": tv, "torchvision.models": tv.models})
-        elif encoder_type == "ResNetProgressiveBackboneEncoder":
+        if encoder_type == "ResNetProgressiveBackboneEncoder":
             parity.install_torchvision_standin()
+        else:
+            _torchvision_standin()
         if os.path.abspath(checkout) not in sys.path:   # once per process (several sizes)
             common.OfficialTree(checkout).activate()
             common.install_e4e_op_standin(checkout)
@@ -236,6 +271,72 @@ class Official:
         return seconds
 
 
+class OfficialStyleGAN3(Official):
+    """stylegan3-editing's ReStyle-e4e net (e4e3) over a full-width StyleGAN3 of one config and
+    size, random weights, ready for its run_on_batch."""
+
+    def __init__(self, checkout: str, size: str, config: str, encoder_type: str, threads: int):
+        self.parity = parity = _parity_module("restyle_sg3")
+        common = parity.common
+        common.require_checkout(checkout, parity.EDITING)
+        self.torch = torch = common.setup_torch(threads)
+        _torchvision_standin()
+        if os.path.abspath(checkout) not in sys.path:   # once per process (several sizes)
+            common.OfficialTree(checkout).activate()
+            common.install_e4e_op_standin(checkout)
+            common.stub_missing_packages(["imageio", "wandb"])
+            parity.install_standins()
+        from inversion.models.e4e3 import e4e
+        from models.stylegan3.networks_stylegan3 import Generator
+
+        from inversion.options.e4e_train_options import e4eTrainOptions
+        opts = parity.official_opts("e4e", encoder_type)
+        opts.update(output_size=SIZES[size], checkpoint_path=None, n_iters_per_batch=1)
+        # a dataclass, as run_on_batch reads it with dataclasses.asdict
+        self.opts = e4eTrainOptions(**opts)
+        self.opts.resize_outputs = False
+        kwargs = _bench_module("stylegan3").generator_kwargs(config, SIZES[size])
+
+        class RandomE4E3(e4e):
+            """The official net with the official initial (random) weights: nothing to load."""
+
+            def load_weights(self):
+                self.decoder = Generator(**kwargs)
+                self.latent_avg = torch.from_numpy(LATENT_AVG_STD * np.random.default_rng(
+                    1).standard_normal(512).astype(np.float32))
+
+        torch.manual_seed(0)
+        net = RandomE4E3(self.opts)
+        with torch.no_grad():
+            for style in net.encoder.styles:
+                style.linear.weight.mul_(HEAD_SCALE)
+        self.net = net.eval()
+        from utils.inference_utils import get_average_image, run_on_batch
+        self._run_on_batch = run_on_batch
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            self.avg_image = get_average_image(self.net)
+            self.avg_image_s = time.perf_counter() - t0
+
+
+def _torchvision_standin():
+    """Inert torchvision modules where it is missing: the official files import resnet34 and
+    build `transforms` pipelines at import time; the IR-SE-50 encoders and run_on_batch never
+    call them."""
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        return
+    tv = types.ModuleType("torchvision")
+    tv.models = types.ModuleType("torchvision.models")
+    tv.models.resnet = types.ModuleType("torchvision.models.resnet")
+    tv.models.resnet34 = tv.models.resnet.resnet34 = _no_torchvision
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    for name in ("Compose", "Resize", "ToTensor", "Normalize"):
+        setattr(tv.transforms, name, lambda *args, **kwargs: None)
+    sys.modules.update({"torchvision": tv, "torchvision.models": tv.models,
+                        "torchvision.models.resnet": tv.models.resnet,
+                        "torchvision.transforms": tv.transforms})
+
+
 def _no_torchvision(*args, **kwargs):
     raise RuntimeError("torchvision is not installed: the ResNet-34 encoders need it")
 
@@ -253,9 +354,13 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", nargs="+", type=int, default=[1, 5])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--generator", default="stylegan2", choices=GENERATORS,
+                        help="StyleGAN3: full-width T or R, as stylegan3-editing (sizes 256, "
+                             "1024)")
     parser.add_argument("--official", default=None, metavar="CHECKOUT",
                         help="also time the official run_on_batch (a yuval-alaluf/restyle-encoder "
-                             "checkout at 5e80276)")
+                             "checkout at 5e80276; with --generator stylegan3-*, "
+                             "yuval-alaluf/stylegan3-editing at 36ce2b4)")
     parser.add_argument("--official-repeats", type=int, default=1,
                         help="timed official calls per iteration count (median)")
     parser.add_argument("--official-warmup", type=int, default=1,
@@ -269,23 +374,36 @@ def main(argv=None) -> int:
             and importlib.util.find_spec("torchvision") is None):
         parser.error("the official ResNet-34 encoder needs torchvision: pip install torchvision, "
                      "or time --encoder ProgressiveBackboneEncoder")
+    stylegan3 = args.generator != "stylegan2"
+    if stylegan3 and "fixture" in args.sizes:
+        parser.error("--generator stylegan3-*: pass --sizes 256 and/or 1024 (the fixture size is a "
+                     "StyleGAN2 one)")
+    if stylegan3 and args.encoder != "ProgressiveBackboneEncoder" and args.official is not None:
+        parser.error("--generator stylegan3-* --official times stylegan3-editing's e4e3 with the "
+                     "IR-SE-50 encoder: pass --encoder ProgressiveBackboneEncoder")
     if args.official is not None and not os.path.isdir(args.official):
         parser.error(f"--official {args.official}: no such folder; pass a checkout of "
-                     f"yuval-alaluf/restyle-encoder at 5e80276")
+                     + ("yuval-alaluf/stylegan3-editing at 36ce2b4" if stylegan3
+                        else "yuval-alaluf/restyle-encoder at 5e80276"))
     counter = CompileCounter()
     dev = jax.devices()[0]
     print(f"device: {dev.platform} {getattr(dev, 'device_kind', '')}, CPU threads "
-          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, encoder {args.encoder}")
+          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, encoder {args.encoder}, "
+          f"generator {args.generator}")
     header = (f"{'size':>8} {'iters':>5} {'batch':>5} {'compile s':>9} {'compiles':>8} "
               f"{'call s':>8} {'s/image':>8} {'s/img/iter':>10} {'XLA MiB':>8}")
     if args.official:
         header += f" {'official s/image':>16} {'speed-up':>8} {'load':>5}"
     print(header)
     for size in args.sizes:
-        model = build_model(size, args.encoder)
+        model = build_model(size, args.encoder, args.generator)
         official = x_nchw = None
-        if args.official:
+        if args.official and stylegan3:
+            official = OfficialStyleGAN3(args.official, size, args.generator[-1].upper(),
+                                         args.encoder, args.torch_threads)
+        elif args.official:
             official = Official(args.official, size, args.encoder, args.torch_threads)
+        if official is not None:
             x_nchw = official.torch.from_numpy(
                 np.ascontiguousarray(inputs(args.batch).transpose(0, 3, 1, 2)))
             for _ in range(args.official_warmup):
@@ -294,7 +412,8 @@ def main(argv=None) -> int:
                   f"{official.avg_image_s:.2f} s; torch {official.torch.__version__}, "
                   f"{official.torch.get_num_threads()} threads", flush=True)
         for iterations in args.iterations:
-            r = bench(model, args.batch, iterations, args.repeats, counter)
+            r = bench(model, args.batch, iterations, args.repeats, counter,
+                      resize=not stylegan3)
             mib = f"{r['xla_mib']:.0f}" if r["xla_mib"] is not None else "-"
             line = (f"{size:>8} {iterations:>5} {args.batch:>5} {r['compile_s']:>9.1f} "
                     f"{r['compiles']:>4}/{r['call_compiles']:<3} "
