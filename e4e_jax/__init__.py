@@ -8,10 +8,13 @@ from __future__ import annotations
 import importlib
 
 from e4e_jax import aliases
+from e4e_jax.core import xla_flags
 
 __version__ = "0.1.0"
 
 aliases.install()
+# before any computation: XLA reads XLA_FLAGS when its backend starts (core/xla_flags.py)
+xla_flags.disable_ynn_fusion_if_affected()
 
 # public name -> module that defines it
 _PUBLIC = {

@@ -5,6 +5,8 @@ import tempfile
 
 import pytest
 
+import e4e_jax  # noqa: F401  (before any test computes: its XLA_FLAGS workaround, core/xla_flags.py)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # The temporary root this session created (None when the user gave --basetemp): removed again in
@@ -48,7 +50,8 @@ def pytest_unconfigure(config):
 
 # pytest-xdist: a test whose worker process died (a fatal signal in native code: jaxlib, torch)
 # runs once more, in the fresh worker xdist starts in its place. CI saw such a crash about once
-# in a thousand tests, each time in a different test that passes alone; a second crash of the
+# in a thousand tests, each time in a different test that passes alone (jaxlib 0.10.2's YNNPACK
+# fusions, now turned off by `import e4e_jax`: e4e_jax/core/xla_flags.py); a second crash of the
 # same test fails the run. The workers write their faulthandler stacks to files in
 # E4E_TEST_CRASH_DIR, and the end of the run lists every crash with the crashed worker's stacks.
 CRASH_RERUNS = 1
