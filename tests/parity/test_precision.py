@@ -223,9 +223,12 @@ def test_float32_default_is_bit_identical_to_the_code_before_the_policy():
     # w_plus and lpips, relative 1e-6). So with the same jax the outputs must agree to 2e-6
     # relative / 1e-7 absolute, a bound any change to the computation exceeds by orders of
     # magnitude; another jax release may round float32 differently, so there the bound is
-    # float32 rounding (1e-5).
-    same_jax = str(golden["jax_version"]) == jax.__version__
-    tol = dict(rtol=2e-6, atol=1e-7) if same_jax else dict(rtol=1e-5, atol=1e-5)
+    # float32 rounding (1e-5). So may XLA_FLAGS (the file was written without any): e4e_jax's
+    # YNNPACK workaround on jaxlib 0.10.2 (core/xla_flags.py) changes XLA's fusions, which moved
+    # one of 384 reconstruction values by 2e-7 (relative 4.6e-6).
+    same_compiler = (str(golden["jax_version"]) == jax.__version__
+                     and not os.environ.get("XLA_FLAGS", "").strip())
+    tol = dict(rtol=2e-6, atol=1e-7) if same_compiler else dict(rtol=1e-5, atol=1e-5)
 
     def check(a, b, err_msg=""):
         np.testing.assert_allclose(a, b, err_msg=err_msg, **tol)

@@ -39,8 +39,10 @@ N_SAMPLES = 64      # tests/parity/generate/restyle_train.py sample_indices
 # gradients scatter more than torch's around the float64 values (random, uncorrelated with the
 # gradient: its reductions and the custom conv backward round differently), so the gradient
 # checks also allow this much relative to each official tensor's largest value (README: ~3-5x
-# the largest JAX-vs-official distance observed where tolerances.json alone was too tight).
-REL_FLOOR = {"norm/head": 1e-4, "norm/backbone": 2e-2, "sample": 1e-3, "full": 5e-4}
+# the largest JAX-vs-official distance observed where tolerances.json alone was too tight; with
+# XLA:CPU's YNNPACK fusions off, core/xla_flags.py, one sampled head gradient reached 1.04e-3 of
+# its largest value, so "sample" is 2e-3).
+REL_FLOOR = {"norm/head": 1e-4, "norm/backbone": 2e-2, "sample": 2e-3, "full": 5e-4}
 
 
 def grad_atol(tol, key, want, kind):
