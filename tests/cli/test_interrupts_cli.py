@@ -85,7 +85,10 @@ def interrupt(argv: list[str], signum: int, moment: str, tmp_path) -> tuple[int,
             while moment[5:] not in err_path.read_text() and p.poll() is None:
                 assert time.monotonic() < deadline, err_path.read_text()
                 time.sleep(0.02)
-        if p.poll() is None:
+        # a SIGTERM handler gone again means the command finished its work and is exiting: a
+        # signal now would meet the default action (exit -15), not the command (an idle machine
+        # finished `encode` just as the 5 s passed)
+        if p.poll() is None and (signum != signal.SIGTERM or _catches_sigterm(p.pid)):
             p.send_signal(signum)
         try:
             rc = p.wait(timeout=120)
