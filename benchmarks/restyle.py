@@ -188,28 +188,29 @@ def bench(model, batch: int, iterations: int, repeats: int, counter: CompileCoun
 
 # ----------------------------------------------------------------------------- the official side
 
-@functools.lru_cache(maxsize=None)
-def _bench_module(name: str):
-    """benchmarks/<name>.py, loaded under a private name (as _parity_module)."""
-    spec = importlib.util.spec_from_file_location(
-        f"benchmarks_{name}", os.path.join(REPO_ROOT, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@functools.lru_cache(maxsize=None)
-def _parity_module(name: str):
-    """tests/parity/generate/<name>.py, loaded under a private name (this script is restyle.py
-    too, and that folder is not a package)."""
-    folder = os.path.join(REPO_ROOT, "tests", "parity", "generate")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)    # its files `import common`
-    spec = importlib.util.spec_from_file_location(f"parity_generate_{name}",
+def _load_file(folder: str, name: str, prefix: str):
+    """folder/<name>.py, loaded under the private name prefix_<name> (this script is restyle.py
+    too, and neither folder is a package)."""
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{name}",
                                                   os.path.join(folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.lru_cache(maxsize=None)
+def _bench_module(name: str):
+    """benchmarks/<name>.py."""
+    return _load_file(os.path.join(REPO_ROOT, "benchmarks"), name, "benchmarks")
+
+
+@functools.lru_cache(maxsize=None)
+def _parity_module(name: str):
+    """tests/parity/generate/<name>.py."""
+    folder = os.path.join(REPO_ROOT, "tests", "parity", "generate")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)    # its files `import common`
+    return _load_file(folder, name, "parity_generate")
 
 
 class Official:
