@@ -8,8 +8,8 @@ Per image (`Pipeline.run`): the e4e code and reconstruction (always: it is the m
 the side-by-side PNG and PTI's default pivot), then
     projector: `e4e_jax.project` (ADA defaults: lr 0.1, `steps` steps) from w_avg;
     pti:       the pivot (the e4e code, or `project` with PTI's settings: lr 0.01,
-               `pivot_steps` steps) then `e4e_jax.inversion.pti.tune` (`steps` steps, lr 3e-4, stop at
-               LPIPS 0.06).
+               `pivot_steps` steps) then `e4e_jax.inversion.pti.tune` (`steps` steps, lr 3e-4,
+               stop at LPIPS 0.06).
 Outputs (`RunOutputs`) are written as soon as an image is finished (latents.npy stays a valid
 array of the finished rows), so an interrupt or a crash keeps every finished image. The command
 wrapper (argv, exit codes) is e4e_jax/invert.py.
@@ -340,7 +340,8 @@ def _check_restyle_request(req: InvertRequest) -> None:
 
 def load_models(req: InvertRequest):
     """(inverter, lpips or None). Raises ModelDirError for bad directories and InvertError for
-    a model the method cannot use (cars crop, conditional generator)."""
+    a model the method cannot use (cars crop, conditional generator, an LPIPS network that sees
+    nothing at the generator's resolution)."""
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder
     from e4e_jax.nets.loss_nets import load_lpips
     check_checkpoint(req.checkpoint)
@@ -360,7 +361,15 @@ def load_models(req: InvertRequest):
         raise InvertError(f"--transforms: only a StyleGAN3 generator has an input transform; "
                           f"{req.checkpoint} holds a StyleGAN2 one ({inv.generator.resolution}px)"
                           f": drop --transforms.")
-    lpips = load_lpips(req.lpips, **policy) if req.lpips and req.method in ("projector", "pti") else None
+    optimises = req.method in ("projector", "pti")
+    lpips = load_lpips(req.lpips, **policy) if req.lpips and optimises else None
+    if lpips is not None:
+        from e4e_jax.inversion.common import InversionError, check_lpips_resolution
+        try:
+            check_lpips_resolution(lpips, inv.generator.resolution,
+                                   f"--lpips {req.lpips} with the checkpoint's generator")
+        except InversionError as e:
+            raise InvertError(str(e)) from None
     return inv, lpips
 
 
@@ -571,8 +580,8 @@ def run_folder(req: InvertRequest, log=None, pipeline_factory=None,
     names = output_names(files)
     start = prev.processed if prev is not None else 0
     records = list(prev.records) if prev is not None else []
-    print(f"inverting {len(files)} image{'' if len(files) == 1 else 's'} from {req.input_dir} with {inv}: {_describe(req)}",
-          file=log)
+    print(f"inverting {len(files)} image{'' if len(files) == 1 else 's'} from {req.input_dir} "
+          f"with {inv}: {_describe(req)}", file=log)
     if start:
         print(f"resuming the interrupted run in {req.output_dir}: {start} of {len(files)} "
               f"images already done, inverting the other {len(files) - start}", file=log)
@@ -644,9 +653,10 @@ def run_folder(req: InvertRequest, log=None, pipeline_factory=None,
     seconds = time.perf_counter() - t0
     if interrupted:
         raise Interrupted(
-            f"{signals.name}: interrupted after {processed} of {len(files)} images ({len(records)} "
-            f"inverted, {len(out.skipped)} skipped; {latents_path} {tuple(summary['latents_shape'])}"
-            f", summary.json); rerun the same command to resume", signals.exit_code)
+            f"{signals.name}: interrupted after {processed} of {len(files)} images "
+            f"({len(records)} inverted, {len(out.skipped)} skipped; {latents_path} "
+            f"{tuple(summary['latents_shape'])}, summary.json); rerun the same command to "
+            f"resume", signals.exit_code)
     wrote = (f"wrote {latents_path} {tuple(summary['latents_shape'])}, files.txt, names.txt"
              if records else "wrote no latents")
     print(f"inverted {len(records)} of {len(files)} images in {seconds:.1f} s; skipped "

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax.models.lpips import check_input_size
+
 FEATURE_RESOLUTION = 256  # official: images above this are area-downsampled to it
 
 
@@ -100,6 +102,27 @@ def area_downsample(images: jax.Array, size: int = FEATURE_RESOLUTION) -> jax.Ar
                              f"multiple of {size}, got {h}x{w}.")
     f = h // size
     return jnp.mean(images.reshape(n, size, f, size, f, c), axis=(2, 4))
+
+
+def check_lpips_resolution(lpips, resolution: int, what: str = "the generator") -> None:
+    """Refuses an LPIPS network too small-sighted for `resolution` px images.
+
+    LPIPS averages each tapped feature map over space; below its backbone's smallest input
+    (e4e_jax.models.lpips.min_input_size: 31 px for alex, 16 for vgg) a map has no pixels and
+    every loss of the inversion is NaN from the first step. Images above FEATURE_RESOLUTION reach
+    the feature net area-downsampled, so the side checked is min(resolution, 256). `lpips`: a
+    `LoadedLPIPS`; objects without `net_type` are not checked. Raises InversionError.
+    """
+    net = getattr(lpips, "net_type", None)
+    if net is None:
+        return
+    side = min(int(resolution), FEATURE_RESOLUTION)
+    try:
+        check_input_size(net, (side, side), f"{what} ({resolution}px)",
+                         "Use a larger generator, or an LPIPS network with a smaller minimum "
+                         "(vgg: 16 px).")
+    except ValueError as e:
+        raise InversionError(str(e)) from None
 
 
 def lpips_features(lpips_net, pixels: jax.Array) -> list[jax.Array]:

@@ -45,6 +45,7 @@ import optax
 from e4e_jax.inversion.common import (
     TARGET_CONVENTION,
     InversionError,
+    check_lpips_resolution,
     check_target,
     lpips_feature_distance,
     lpips_features,
@@ -279,7 +280,8 @@ def project(generator, target, *, lpips, num_steps: int = 1000, w_avg_samples: i
         per step, dispatched from Python; the same numbers, for benchmarks/invert.py).
     Returns a `ProjectionResult`. Raises ProjectorError (a ValueError) on bad inputs, e.g. a
     float target outside [-1, 1] (TARGET_CONVENTION: "targets are float images in [-1, 1]
-    (NHWC), or uint8 pixels").
+    (NHWC), or uint8 pixels"), or an LPIPS net whose backbone sees nothing at the generator's
+    resolution (alex below 31 px, vgg below 16: check_lpips_resolution).
     """
     if getattr(generator, "c_dim", 0):
         raise ProjectorError("the projector needs an unconditional generator (c_dim = 0), as the "
@@ -288,6 +290,7 @@ def project(generator, target, *, lpips, num_steps: int = 1000, w_avg_samples: i
         raise ProjectorError(f"num_steps must be >= 1, got {num_steps}.")
     if not hasattr(lpips, "net"):
         raise ProjectorError("lpips must be a loaded LPIPS network: e4e_jax.load_lpips(dir).")
+    check_lpips_resolution(lpips, generator.resolution)
     if loop not in LOOPS:
         raise ProjectorError(f"loop must be one of {LOOPS}, got {loop!r}.")
     num_steps = int(num_steps)

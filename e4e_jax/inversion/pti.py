@@ -41,7 +41,7 @@ import numpy as np
 
 from e4e_jax import losses as L
 from e4e_jax.core.optim import scale_by_torch_adam
-from e4e_jax.inversion.common import check_target
+from e4e_jax.inversion.common import check_lpips_resolution, check_target
 from e4e_jax.nets.generator import LoadedGenerator, torch_lerp
 
 __all__ = ["tune", "PTIResult", "morph", "morphed_codes", "REGULIZER"]
@@ -218,6 +218,7 @@ def _check_inputs(generator, w_pivot, target, lpips):
     if not hasattr(lpips, "net"):
         raise TypeError("lpips must be a loaded LPIPS network (e4e_jax.load_lpips(dir)); PTI "
                         "uses LPIPS-alex officially.")
+    check_lpips_resolution(lpips, generator.resolution)
     w = np.asarray(w_pivot)
     want_w = (generator.n_latent, generator.style_dim)
     if np.ndim(target) == 3 and w.shape == want_w:
@@ -283,7 +284,8 @@ def tune(generator: LoadedGenerator, w_pivot, target, *, lpips, steps: int = 350
     evaluation and Adam update, so one generator is tuned on all pivots (steps * N updates).
 
     Returns a PTIResult (generator, history, num_updates). Raises TypeError / ValueError for
-    wrong arguments, naming the expected shapes.
+    wrong arguments, naming the expected shapes, and InversionError (a ValueError) for an LPIPS
+    net that sees nothing at the generator's resolution (alex below 31 px, vgg below 16).
     """
     w, x = _check_inputs(generator, w_pivot, target, lpips)
     if loop not in ("scan", "step"):

@@ -217,6 +217,21 @@ def test_resume_refusal_names_settings_not_used_and_changed_files(tmp_path):
     assert invert_run.previous_run(new, ["a.png"]).processed == 0
 
 
+def test_lpips_that_sees_nothing_at_the_generators_resolution_exits_2(lpips_dir, images,
+                                                                      tmp_path, capsys):
+    """LPIPS-alex needs 31 px: over a 16 px generator the projector's and PTI's losses would be
+    NaN from the first step, so invert refuses before writing anything."""
+    small = save_tiny_inverter(tmp_path / "tiny16", resolution=16)
+    for method in ("projector", "pti"):
+        out = tmp_path / method
+        assert run(["--checkpoint", small, "--input", images, "--output", out, "--method",
+                    method, "--lpips", lpips_dir]) == 2
+        err = capsys.readouterr().err
+        assert ("LPIPS (alex) needs images of at least 31x31 pixels; --lpips " in err
+                and "generator (16px) gives 16x16" in err and "vgg: 16 px" in err), err
+        assert len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
 def test_nothing_usable_exits_1(model_dir, tmp_path, capsys):
     d = tmp_path / "only_bad"
     os.makedirs(d)

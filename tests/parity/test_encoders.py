@@ -121,15 +121,16 @@ def tiny_config(encoder_type="Encoder4Editing", n_styles=10, input_size=(64, 64)
 
 
 
-def save_tiny_inverter(path):
-    """A 32px e4e inverter directory (tiny generator and encoder, seeded latent_avg): the model
-    the command tests (invert, edit, eval) run on. Returns the directory."""
+def save_tiny_inverter(path, resolution=32):
+    """A 32px (or `resolution` px) e4e inverter directory (tiny generator and encoder, seeded
+    latent_avg): the model the command tests (invert, edit, eval) run on. Returns the
+    directory."""
     from e4e_jax.nets.encoder import save_inverter
-    g = tiny_generator(32)
-    cfg = tiny_config(n_styles=g.n_latent, input_size=(32, 32))
+    g = tiny_generator(resolution)
+    cfg = tiny_config(n_styles=g.n_latent, input_size=(resolution, resolution))
     v = E.init_encoder(jax.random.PRNGKey(0), cfg)
     la = (0.1 * np.random.default_rng(0).standard_normal((g.n_latent, 32))).astype(np.float32)
-    return save_inverter(str(path), cfg, v, g, la, face_pool=32)
+    return save_inverter(str(path), cfg, v, g, la, face_pool=resolution)
 
 def test_progressive_stage_is_traced_not_static():
     cfg = tiny_config()

@@ -218,6 +218,20 @@ def test_bad_inputs(generator, lpips):
         project(generator, np.zeros((32, 32, 3), np.uint8), lpips=object(), num_steps=1)
 
 
+def test_lpips_smaller_than_its_backbone_is_refused(lpips):
+    """LPIPS-alex has no feature map left below 31 px (every loss NaN from step one): the
+    projector and PTI refuse a 16 px generator with it, naming the minimum and the way out."""
+    from e4e_jax.inversion import pti
+    g = e4e_jax.init_generator(jax.random.key(5), 16, channels=[8, 8, 8], style_dim=16, n_mlp=1)
+    target = np.zeros((16, 16, 3), np.float32)
+    with pytest.raises(ProjectorError, match=r"LPIPS \(alex\) needs images of at least 31x31 "
+                                             r"pixels; the generator \(16px\) gives 16x16\. "
+                                             r".*vgg: 16 px"):
+        project(g, target, lpips=lpips, num_steps=1, w_avg_samples=4)
+    with pytest.raises(ProjectorError, match="at least 31x31"):
+        pti.tune(g, np.zeros((g.n_latent, 16), np.float32), target, lpips=lpips, steps=1)
+
+
 def test_public_name():
     assert e4e_jax.project is project
 

@@ -28,6 +28,7 @@ from e4e_jax.evaluation.evaluators.base import (
     set_metric,
     size_reason,
 )
+from e4e_jax.models.lpips import check_input_size
 
 
 class DistortionEvaluator:
@@ -61,6 +62,10 @@ class DistortionEvaluator:
         if self.size_reason:
             return self.size_reason
         out_h, out_w = self.out_hw
+        try:    # below the backbone's minimum a feature map is empty: NaN, not an error
+            check_input_size(nets.lpips.net_type, (out_h, out_w), "the reconstructions")
+        except ValueError as e:
+            return str(e)
         err = runs_on(lambda a, b: nets.lpips.module.apply(nets.lpips.variables, a, b),
                       (1, out_h, out_w, 3), (1, out_h, out_w, 3))
         return err and (f"LPIPS-{nets.lpips.net_type} cannot run on {out_h}x{out_w} "
