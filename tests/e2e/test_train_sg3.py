@@ -80,3 +80,19 @@ def test_e4e_training_over_stylegan3(tmp_path):
     w, rec = model.invert(x)
     assert w.shape == (2, 5, 512) and rec.shape == (2, 16, 16, 3)
     assert np.isfinite(np.asarray(rec)).all()
+
+
+@pytest.mark.slow
+def test_psp_training_over_stylegan3(tmp_path):
+    """The paper's variant A (pSp's GradualStyleEncoder, no d-reg, no discriminator) over the
+    StyleGAN3 demo generator: it trains, and its export is a pSp Inverter over that generator."""
+    from e4e_jax.train.config import apply_variant
+    config = apply_variant(tiny_sg3_config(max_steps=6), "A")
+    workdir = str(tmp_path / "run")
+    summary = trainer.train_and_evaluate(config, workdir)
+    assert summary["steps"] == 6 and np.isfinite(summary["mse_after"])
+    model = load_encoder(os.path.join(workdir, "export"))
+    assert model.encoder_config["encoder_type"] == "GradualStyleEncoder", model.encoder_config
+    assert type(model.generator).__name__ == "LoadedStyleGAN3" and model.n_latent == 5
+    w, rec = model.invert(np.zeros((1, 16, 16, 3), np.float32))
+    assert w.shape == (1, 5, 512) and np.isfinite(np.asarray(rec)).all()
