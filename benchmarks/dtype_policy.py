@@ -4,7 +4,7 @@ of the top resolutions compute in bfloat16; None: the official num_fp16_res spli
 stages stay float32; None: the default, the third), for e4e inversion, the W projector and PTI,
 on the official-code fixtures.
 
-    nice python benchmarks/dtype_policy.py [e4e] [encoder] [projector] [pti] [--steps N]
+    nice python benchmarks/dtype_policy.py [e4e] [encoder] [restyle] [projector] [pti] [--steps N]
 
 - e4e: tests/fixtures/e4e_encoder (IR-SE-50 e4e + a 64 px rosinality generator, 2 images 256 px),
   `invert` with the encoder in the given dtype (its default split); "generator only": the
@@ -12,6 +12,9 @@ on the official-code fixtures.
 - encoder: the same fixture, the generator's default split, per encoder split (float32_stages),
   with the share of the encoder's convolution / matmul FLOPs that run in bfloat16 (counted on
   the jaxpr: 2 * MACs of every conv_general_dilated / dot_general by its operand dtype).
+- restyle: tests/fixtures/restyle (IR-SE-50 ReStyle-e4e and ReStyle-pSp, 64 px generator),
+  3 iterations of `e4e_jax.restyle.invert`, the default encoder split and every stage in
+  bfloat16; the last iteration's W+ and image.
 - projector: tests/fixtures/w_projector (32 px StyleGAN2-ADA generator, LPIPS-alex on synthetic
   weights), --steps steps (default 5; the fixture's 20 did not finish on the shared 2-core CPU)
   with the fixture's taped noise and w_avg_samples; the image of the projected w.
@@ -24,6 +27,7 @@ raw [-1, 1] images (no clipping). Prints the device, date and batch.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sys
 import tempfile
@@ -124,6 +128,47 @@ def e4e_rows():
                psnr(img, img32), psnr(gen_only, img32), time.perf_counter() - t)
 
 
+RESTYLE_MODELS = ("e4e_backbone", "psp_backbone")   # the fixture's IR-SE-50 ReStyle encoders
+RESTYLE_ITERATIONS = 3                              # as the fixture's official loop
+RESTYLE_SPLITS = (None, ())                         # the default, and every stage in bfloat16
+
+
+def restyle_rows():
+    """ReStyle inversion (tests/fixtures/restyle: IR-SE-50 ReStyle-e4e / ReStyle-pSp, 64 px
+    generator, 256 px images, 3 iterations) in bfloat16 against float32, per encoder split; the
+    last iteration's W+ and reconstruction. A split the code does not have (the code before the
+    ReStyle split) is reported as such, its bfloat16 run being every encoder layer in bfloat16."""
+    import e4e_jax
+    from e4e_jax.convert import restyle as conv
+    from e4e_jax.inversion import restyle
+    folder = os.path.join(fu.FIXTURES, "restyle")
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    inputs = dict(np.load(os.path.join(folder, "inputs.npz")))
+    for name in RESTYLE_MODELS:
+        entry = manifest["models"][name]
+        state, extra = fu.state_from_manifest(entry)
+        d = tempfile.mkdtemp(prefix="dtype-policy-restyle-")
+        src = fu.save_torch(fu.build_container(entry, state, extra), os.path.join(d, "ckpt.pt"))
+        assert conv.main([src, os.path.join(d, "converted")]) == 0
+        x = fu.nchw_to_nhwc(inputs[f"{name}/x"])
+        inv32 = e4e_jax.load_encoder(os.path.join(d, "converted"), precision="highest")
+        w32, img32 = (np.asarray(a)[-1] for a in restyle.invert(inv32, x, RESTYLE_ITERATIONS))
+        bf = inv32.with_policy("bfloat16", "highest")
+        for split in RESTYLE_SPLITS:
+            t = time.perf_counter()
+            try:
+                inv = bf.with_encoder_float32_stages(split)
+                label = "default (2)" if split is None else str(split)
+            except ValueError:
+                if split is not None:
+                    continue
+                inv, label = bf, "no split (every layer bfloat16)"
+            w, img = (np.asarray(a)[-1] for a in restyle.invert(inv, x, RESTYLE_ITERATIONS))
+            rel = float(np.linalg.norm(w - w32) / np.linalg.norm(w32))
+            yield (name, x.shape[0], label, rel, psnr(img, img32), time.perf_counter() - t)
+
+
 def fixture_lpips(manifest, key):
     from e4e_jax.convert.lpips import convert_lpips
     from e4e_jax.models.lpips import LPIPS
@@ -200,7 +245,7 @@ def main(argv=None):
         i = argv.index("--steps")
         steps = int(argv[i + 1])
         del argv[i:i + 2]
-    which = argv or ["e4e", "encoder", "projector", "pti"]
+    which = argv or ["e4e", "encoder", "restyle", "projector", "pti"]
     dev = jax.devices()[0]
     print(f"device {dev.platform} {dev.device_kind} ({os.cpu_count()} cores visible), "
           f"jax {jax.__version__}, {datetime.date.today()}, dtype bfloat16 vs float32 "
@@ -210,12 +255,20 @@ def main(argv=None):
               "e4e invert PSNR vs float32 (dB) | seconds |\n|---|---|---|---|---|")
         for split, share, rel, p, s in encoder_rows():
             print(f"| {split} | {100 * share:.0f} % | {rel:.1e} | {p:.1f} | {s:.0f} |", flush=True)
+    if "restyle" in which:
+        print(f"| ReStyle model ({RESTYLE_ITERATIONS} iterations) | batch | encoder "
+              f"float32_stages | W+ relative error | PSNR vs float32 (dB) | seconds |\n"
+              f"|---|---|---|---|---|---|")
+        for name, n, label, rel, p, s in restyle_rows():
+            print(f"| {name} | {n} | {label} | {rel:.1e} | {p:.1f} | {s:.0f} |", flush=True)
+    if not set(which) - {"encoder", "restyle"}:
+        return
     print("| method | batch | low_precision_res | bf16 resolutions | PSNR vs float32 (dB) | "
           "generator only (dB) | seconds |\n|---|---|---|---|---|---|---|")
     runs = {"e4e": e4e_rows, "projector": lambda: projector_rows(steps),
             "pti": lambda: pti_rows(steps)}
     for name in which:
-        if name == "encoder":
+        if name in ("encoder", "restyle"):
             continue
         for m, n, k, layers, p, p_gen, s in runs[name]():
             k = "None (official, 4)" if k is None else k

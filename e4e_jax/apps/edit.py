@@ -389,6 +389,11 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     from e4e_jax.nets.encoder import check_checkpoint, load_encoder, make_decoder
 
     specs = check_request(edits, images, latents, synthetic, batch_size)
+    with_own = [s.text for s in specs if s.strength is not None]
+    if strengths and with_own:
+        raise EditError(f"--strengths replaces the strength written in {', '.join(with_own)}: "
+                        f"drop --strengths to use the spec's own, or drop the strength from the "
+                        f"spec to sweep --strengths.")
     check_pti_pair(generator, latents)
     _check_out(out, latents is None, overwrite)
     check_checkpoint(checkpoint)
@@ -446,7 +451,8 @@ def run_edits(checkpoint: str, out: str, edits: Sequence[str], images: str | Non
     summary["generator"] = os.path.abspath(generator) if generator else None
     with open(os.path.join(out, "edits.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"wrote {len(written)} grid{'' if len(written) == 1 else 's'} ({len(specs)} edit(s) x {len(cols)} strength(s)) and "
+    print(f"wrote {len(written)} grid{'' if len(written) == 1 else 's'} ({len(specs)} edit(s) "
+          f"x {len(cols)} strength(s)) and "
           f"edited_latents.npy {tuple(edited_all.shape)} to {out} in {seconds:.1f} s"
           f"{f' with the generator {generator}' if generator else ''}"
           f"{f'; skipped {len(skipped)} unreadable file(s)' if skipped else ''}", file=log)

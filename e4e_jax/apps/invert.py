@@ -92,6 +92,9 @@ def check_request(req: InvertRequest) -> list[str]:
         _check_restyle_request(req)
     if req.method in ("projector", "pti") and req.num_steps < 1:
         raise InvertError(f"--steps must be >= 1, got {req.steps}.")
+    if not np.isfinite(req.lpips_threshold):
+        raise InvertError(f"--lpips-threshold must be a finite number, got "
+                          f"{req.lpips_threshold}.")
     if req.method == "pti" and req.pivot == "projector" and req.pivot_steps < 1:
         raise InvertError(f"--pivot-steps must be >= 1, got {req.pivot_steps}.")
     if req.method in ("projector", "pti") and not req.lpips:
@@ -194,6 +197,13 @@ def load_transforms(path: str, n_files: int) -> np.ndarray:
                           f"{t.dtype} {t.shape}.")
     if not np.isfinite(t).all():
         raise InvertError(f"--transforms {path!r} holds non-finite values.")
+    # a transform maps the output grid onto the input plane: a singular one renders every
+    # pixel from one line or point, never what a landmarks transform means
+    singular = np.flatnonzero(np.abs(np.linalg.det(t.astype(np.float64))) < 1e-8)
+    if singular.size:
+        raise InvertError(f"--transforms {path!r}: rows {singular[:5].tolist()} are singular "
+                          f"matrices (determinant 0); each row must be an invertible 3x3 "
+                          f"transform (np.linalg.inv of an image transform).")
     return t.astype(np.float32)
 
 

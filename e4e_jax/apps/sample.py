@@ -9,10 +9,11 @@ gen_images.py: `--translate X Y` (sampling-grid units) and `--rotate DEG`; the g
 with the inverse of make_transform(translate, rotate) in its synthesis.input.transform. A
 StyleGAN2 generator has no input transform and refuses both.
 
-A class-conditional StyleGAN2-ADA (or StyleGAN3) generator (c_dim > 0) needs `--class K` (0 <= K < c_dim; the
-label is the one-hot vector of K, as the official generate.py); an unconditional one refuses
---class. Exit codes: 0 grid written, 2 bad arguments or generator directory, 130 interrupted.
-The grid is one PNG written exactly where --out says (replacing a file of that name, as before).
+A class-conditional StyleGAN2-ADA (or StyleGAN3) generator (c_dim > 0) needs `--class K`
+(0 <= K < c_dim; the label is the one-hot vector of K, as the official generate.py); an
+unconditional one refuses --class. Exit codes: 0 grid written, 2 bad arguments or generator
+directory, 130 interrupted. The grid is one PNG written exactly where --out says (replacing a
+file of that name, as before).
 """
 from __future__ import annotations
 
@@ -58,12 +59,16 @@ def input_transform(g, translate=None, rotate=None):
         raise SampleError(f"{flags}: only a StyleGAN3 generator has an input transform; this "
                           f"one is StyleGAN2: drop {flags} (or pass a generator converted "
                           f"with `e4e-jax convert stylegan3`).")
+    given = [*(translate or ()), *(() if rotate is None else (rotate,))]
+    if not np.isfinite(np.asarray(given, np.float64)).all():
+        raise SampleError(f"--translate / --rotate must be finite numbers, got translate "
+                          f"{translate}, rotate {rotate}.")
     from e4e_jax.nets.stylegan3 import input_transform as official
     return official(translate or (0.0, 0.0), 0.0 if rotate is None else rotate)
 
 
 def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
-                truncation: float = 1.0, noise: str = "const", resolution: int = 64,
+                truncation: float = 1.0, noise: str | None = None, resolution: int = 64,
                 class_index: int | None = None, loader_kwargs: dict | None = None,
                 translate=None, rotate: float | None = None):
     """(uint8 grid (rows * H, min(n, 8) * W, 3), generator) of `n` samples G(mapping(z[, c])).
@@ -72,7 +77,9 @@ def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
     (max_channels 64, n_mlp 4, `resolution` px; its images are normalised per sample for
     display). truncation < 1 moves w toward latent_avg (estimated from 10000 samples when the
     generator has none; under the class label for a conditional one). noise: "const" |
-    "random" | "none". class_index: the class of a conditional generator (see class_labels).
+    "random" | "none" (None: "const"; a generator without noise inputs, StyleGAN3, refuses
+    any other value than None). class_index: the class of a conditional generator (see
+    class_labels).
     loader_kwargs (dtype / precision) go to load_generator. translate (x, y) / rotate (degrees):
     a StyleGAN3 generator's input transform (`input_transform`). Raises SampleError,
     ModelDirError.
@@ -84,6 +91,10 @@ def sample_grid(generator: str | None = None, n: int = 16, seed: int = 0,
         g = e4e_jax.load_generator(generator, **(loader_kwargs or {}))
     else:
         g = e4e_jax.init_generator(jax.random.key(seed), resolution, max_channels=64, n_mlp=4)
+    if noise is not None and not g.has_noise:
+        raise SampleError(f"--noise {noise}: this generator (StyleGAN3) has no noise inputs, so "
+                          f"the setting would change nothing: drop --noise.")
+    noise = "const" if noise is None else noise
     transform = input_transform(g, translate, rotate)
     c = class_labels(g, class_index)
     if truncation < 1 and (g.latent_avg is None or c is not None):

@@ -7,7 +7,8 @@
 A StyleGAN3 generator takes the official gen_images.py input transform, `--translate X Y` and
 `--rotate DEG`; a StyleGAN2 generator refuses them. A class-conditional StyleGAN2-ADA generator
 (c_dim > 0) needs `--class K` (0 <= K < c_dim; the label is the one-hot vector of K, as the
-official generate.py); an unconditional one refuses --class. Exit codes: 0 grid written, 2 bad arguments or generator directory, 130 interrupted.
+official generate.py); an unconditional one refuses --class. Exit codes: 0 grid written, 2 bad
+arguments or generator directory, 130 interrupted.
 The grid is one PNG written exactly where --out says (replacing a file of that name, as before).
 """
 from __future__ import annotations
@@ -42,7 +43,9 @@ def build_parser():
                    help="number of samples (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0, help="psi toward latent_avg")
-    p.add_argument("--noise", default="const", choices=["const", "random", "none"])
+    p.add_argument("--noise", default=None, choices=["const", "random", "none"],
+                   help="StyleGAN2 noise inputs (default const); a StyleGAN3 generator has "
+                        "none and refuses the flag")
     p.add_argument("--resolution", type=int, default=64, help="tiny generator only")
     p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
                    help="class of a class-conditional (c_dim > 0) StyleGAN2-ADA generator "

@@ -22,6 +22,10 @@ from e4e_jax.convert.pickle_scan import file_kind, pickle_globals
 from e4e_jax.nets.model_dir import describe_mismatch
 
 
+DST_HELP = ("output directory (created; an earlier conversion of the same kind there is "
+            "replaced, anything else at that path is refused)")
+
+
 class ConversionError(ValueError):
     """The file is not the checkpoint format the converter reads."""
 
@@ -32,7 +36,8 @@ def require_torch():
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConversionError(
             "Reading PyTorch checkpoints needs torch (the CPU build is enough): `pip install torch "
-            "--index-url https://download.pytorch.org/whl/cpu`, or `pip install -e .[convert]`.") from e
+            "--index-url https://download.pytorch.org/whl/cpu`, or `pip install -e .[convert]`."
+        ) from e
     return torch
 
 
@@ -297,9 +302,12 @@ def cli_main(description: str, add_args, run, argv=None, module: str | None = No
     cli.add_verbose(parser)
     args = parser.parse_args(argv)
     cli.quiet_third_party_logs(args.verbose)
+    from e4e_jax.nets.model_dir import ModelDirError, check_replaceable
     try:
+        if getattr(args, "dst", None):
+            check_replaceable(args.dst)     # before the conversion's work; the kind at the end
         out = run(args)
-    except ConversionError as e:
+    except (ConversionError, ModelDirError) as e:
         return cli.error(str(e), cli.EXIT_USAGE)
     except KeyboardInterrupt:
         return cli.EXIT_INTERRUPTED

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from e4e_jax.convert.common import (
+    DST_HELP,
     ConversionError,
     check_keys,
     cli_main,
@@ -345,7 +346,7 @@ def run(args) -> str:
 
 def add_args(parser):
     parser.add_argument("src", help="official e4e / pSp checkpoint (.pt)")
-    parser.add_argument("dst", help="output directory (created; replaced if it exists)")
+    parser.add_argument("dst", help=DST_HELP)
 
 
 def main(argv=None) -> int:

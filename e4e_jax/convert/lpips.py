@@ -104,8 +104,9 @@ def installed_lin_file(net: str) -> str:
         path = os.path.join(root, "weights", "v0.1", f"{net}.pth")
         if os.path.isfile(path):
             return path
-    raise ConversionError(f"The installed lpips package ({', '.join(spec.submodule_search_locations)}) "
-                          f"has no weights/v0.1/{net}.pth; pass --lin explicitly.")
+    where = ", ".join(spec.submodule_search_locations)
+    raise ConversionError(f"The installed lpips package ({where}) has no weights/v0.1/{net}.pth; "
+                          f"pass --lin explicitly.")
 
 
 def write_lpips(backbone: Mapping[str, Any], lin: Mapping[str, Any], net: str, dst: str,

@@ -51,7 +51,8 @@ def resnet_layer_map(config: Mapping[str, Any] = RESNET50_CONFIG) -> LayerMap:
 
 
 def moco_state_dict(checkpoint: Any) -> dict:
-    """The torchvision-named backbone keys of a MoCo checkpoint, as the official loader keeps them."""
+    """The torchvision-named backbone keys of a MoCo checkpoint, as the official loader keeps
+    them."""
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"A MoCo checkpoint is a dict with a 'state_dict' entry, found "
                               f"{type(checkpoint).__name__}.")

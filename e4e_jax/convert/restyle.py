@@ -38,6 +38,7 @@ if __package__ in (None, ""):
 
 from e4e_jax.convert import e4e as e4e_format
 from e4e_jax.convert.common import (
+    DST_HELP,
     ConversionError,
     check_keys,
     cli_main,
@@ -380,7 +381,7 @@ def run(args) -> str:
 
 def add_args(parser):
     parser.add_argument("src", help="official ReStyle checkpoint (.pt)")
-    parser.add_argument("dst", help="output directory (created; replaced if it exists)")
+    parser.add_argument("dst", help=DST_HELP)
     parser.add_argument("--generator", default=None, metavar="DIR",
                         help="generator directory (`e4e-jax convert stylegan2`) to use instead of "
                              "the file's decoder.* keys (needed when the file has none)")

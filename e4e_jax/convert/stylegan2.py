@@ -19,6 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from e4e_jax.convert.common import (
+    DST_HELP,
     ConversionError,
     check_keys,
     cli_main,
@@ -222,7 +223,7 @@ def run(args) -> str:
 
 def add_args(parser):
     parser.add_argument("src", help="rosinality-format checkpoint (.pt) with a 'g_ema' entry")
-    parser.add_argument("dst", help="output directory (created; replaced if it exists)")
+    parser.add_argument("dst", help=DST_HELP)
 
 
 def main(argv=None) -> int:

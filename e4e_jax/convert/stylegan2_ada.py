@@ -23,6 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from e4e_jax.convert.common import (
+    DST_HELP,
     ConversionError,
     check_keys,
     cli_main,
@@ -359,7 +360,7 @@ def run(args) -> str:
 
 def add_args(parser):
     parser.add_argument("src", help="StyleGAN2-ADA network snapshot (network-snapshot-*.pkl)")
-    parser.add_argument("dst", help="output directory (created; replaced if it exists)")
+    parser.add_argument("dst", help=DST_HELP)
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from e4e_jax.convert.common import (
+    DST_HELP,
     ConversionError,
     cli_main,
     conv_kernel,
@@ -595,7 +596,7 @@ def run(args) -> str:
 def add_args(parser):
     parser.add_argument("src", help="StyleGAN3 network pickle (network-snapshot-*.pkl, "
                                     "stylegan3-t/r-*.pkl) or stylegan3-editing generator (.pt)")
-    parser.add_argument("dst", help="output directory (created; replaced if it exists)")
+    parser.add_argument("dst", help=DST_HELP)
     parser.add_argument("--init-kwargs", default=None, metavar="JSON",
                         help="for .pt state dicts: official Generator keyword arguments the "
                              "file cannot tell, e.g. '{\"output_scale\": 0.25, "

@@ -39,7 +39,8 @@ CROP_COLS = (32, 220)
 
 
 class ArcFace(nn.Module):
-    """IR(-SE) ArcFace backbone: `__call__(images256)` as IDLoss.extract_feats, `embed(faces112)`."""
+    """IR(-SE) ArcFace backbone: `__call__(images256)` as IDLoss.extract_feats,
+    `embed(faces112)`."""
     num_layers: int = 50
     mode: str = "ir_se"
     widths: Sequence[int] = OFFICIAL_WIDTHS

@@ -82,6 +82,22 @@ INFERENCE_STAGE = 18
 DEFAULT_FLOAT32_STAGES = (2,)
 
 
+def is_reduced(dtype: Any) -> bool:
+    """True for a compute dtype other than float32 (None means float32)."""
+    return dtype is not None and jnp.dtype(dtype) != jnp.float32
+
+
+def body_float32_policy(dtype: Any, float32_stages: Sequence[int] | None) -> dict:
+    """IRBody's float32 fields for an encoder computing in `dtype`: none in float32 (the
+    unchanged path); under a reduced dtype, `float32_stages` (None: DEFAULT_FLOAT32_STAGES; ():
+    every stage in `dtype`) and the float32 residual stream. Shared by the e4e / pSp encoders
+    and ReStyle's IR-SE encoders."""
+    if not is_reduced(dtype):
+        return {}
+    stages = DEFAULT_FLOAT32_STAGES if float32_stages is None else float32_stages
+    return {"float32_stages": tuple(int(s) for s in stages), "float32_stream": True}
+
+
 def head_num_pools(input_size: Sequence[int], level_stride: int) -> int:
     """Stride-2 convs that bring a pyramid level (input / level_stride) down to 1x1."""
     side = max(-(-int(s) // level_stride) for s in input_size)
@@ -134,7 +150,7 @@ class _Backbone(nn.Module):
 
     @property
     def reduced(self) -> bool:
-        return self.dtype is not None and jnp.dtype(self.dtype) != jnp.float32
+        return is_reduced(self.dtype)
 
     def _check_input(self, x: jax.Array) -> None:
         want = tuple(int(s) for s in self.input_size)
@@ -151,10 +167,7 @@ class _Backbone(nn.Module):
 
     def _body_policy(self) -> dict:
         """IRBody's float32 parts: none in float32 (the unchanged path), else the split above."""
-        if not self.reduced:
-            return {}
-        stages = DEFAULT_FLOAT32_STAGES if self.float32_stages is None else self.float32_stages
-        return {"float32_stages": tuple(int(s) for s in stages), "float32_stream": True}
+        return body_float32_policy(self.dtype, self.float32_stages)
 
     def _input_layer(self, x, train):
         self._check_input(x)

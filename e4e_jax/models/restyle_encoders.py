@@ -71,7 +71,9 @@ from e4e_jax.models.encoders import (
     RESTYLE_ENCODER_TYPES,
     GradualStyleBlock,
     add_deltas,
+    body_float32_policy,
     head_num_pools,
+    is_reduced,
 )
 from e4e_jax.models.irse import (
     MODES,
@@ -160,6 +162,10 @@ class _ReStyleBase(nn.Module):
     precision: Any = None
     dtype: Any = None
     remat: bool = False
+    # with a reduced `dtype`: the IR-SE body stages that compute in float32, as the e4e / pSp
+    # encoders' split (models/encoders.py; None: DEFAULT_FLOAT32_STAGES). The ResNet-34 backbone
+    # has no split: it computes in `dtype` throughout.
+    float32_stages: tuple[int, ...] | None = None
 
     resnet = False                     # class constant (not a field): the ResNet-34 backbone
 
@@ -180,10 +186,13 @@ class _ReStyleBase(nn.Module):
             units = RESNET34_UNITS if self.units is None else tuple(self.units)
             return ResNet34Body(tuple(self.widths), units, self.widths[0], remat=self.remat,
                                 name="body", **kw)(x, train)
-        x = IRInputLayer(self.widths[0], name="input_layer", **kw)(x, train)
+        # 6 -> 64 channels: almost no FLOPs, and bfloat16 here rounds the images themselves
+        x = IRInputLayer(self.widths[0], name="input_layer", precision=self.precision,
+                         dtype=None if is_reduced(self.dtype) else self.dtype)(x, train)
         return IRBody(num_layers=self.num_layers, mode=self.mode, widths=tuple(self.widths),
                       units=None if self.units is None else tuple(self.units),
-                      in_channels=self.widths[0], remat=self.remat, name="body", **kw)(x, train)
+                      in_channels=self.widths[0], remat=self.remat, name="body", **kw,
+                      **body_float32_policy(self.dtype, self.float32_stages))(x, train)
 
     def _head(self, i: int) -> GradualStyleBlock:
         # HEAD_POOLS at the official 256 and 192x256 inputs; fewer below (module docstring)

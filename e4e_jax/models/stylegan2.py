@@ -23,9 +23,10 @@ Variables (see `Generator`):
 Reduced precision (`dtype`, e4e_jax.core.precision): as StyleGAN2-ADA's per-block `use_fp16`
 (`num_fp16_res`), only the layers of the top `low_precision_res` resolutions (None: 4, the
 official default; the convolution up-sampling into a resolution belongs to it; never 4x4)
-compute their activations and convolutions in `dtype`; the mapping network, the styles, the demodulation
-factors, the RGB skip image and the lower resolutions stay float32. The official fp16 path
-also pre-normalises weights and styles and relies on conv_clamp=256 against fp16 overflow;
+compute their activations and convolutions in `dtype`; the mapping network, the styles, the
+demodulation factors, the RGB skip image and the lower resolutions stay float32. The official
+fp16 path also pre-normalises weights and styles and relies on conv_clamp=256 against fp16
+overflow;
 bfloat16 has float32's exponent range, so neither is reproduced here (conv_clamp stays what the
 checkpoint says, in every dtype, as in the official code).
 """

@@ -182,13 +182,15 @@ class Inverter(BoundNet):
             dtype=policy["dtype"], precision=policy["precision"], remat=bool(remat))
 
     def with_encoder_float32_stages(self, stages) -> "Inverter":
-        """This Inverter whose e4e / pSp encoder, under a bfloat16 dtype, keeps the IR-SE body
-        stages `stages` (indices 0-3) in float32 (None: the default split,
-        models/encoders.py DEFAULT_FLOAT32_STAGES = (2,); (): every stage in bfloat16). No effect
-        in float32. ValueError for the ReStyle encoders (no split) or an index outside 0-3."""
-        if not hasattr(self.module, "float32_stages"):
+        """This Inverter whose IR-SE encoder (e4e, pSp, ReStyle's IR-SE encoders), under a
+        bfloat16 dtype, keeps the body stages `stages` (indices 0-3) in float32 (None: the
+        default split, models/encoders.py DEFAULT_FLOAT32_STAGES = (2,); (): every stage in
+        bfloat16). No effect in float32. ValueError for the ResNet-34 ReStyle encoders (no
+        split) or an index outside 0-3."""
+        if not hasattr(self.module, "float32_stages") or getattr(self.module, "resnet", False):
             raise ValueError(f"{type(self.module).__name__} has no float32_stages split; only "
-                             f"the e4e / pSp encoders do.")
+                             f"the IR-SE encoders (e4e, pSp, ReStyle's BackboneEncoder and "
+                             f"ProgressiveBackboneEncoder) do.")
         if stages is not None:
             stages = tuple(sorted({int(s) for s in stages}))
             n = len(self.module.widths)

@@ -49,6 +49,36 @@ def _to_numpy_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def check_replaceable(path: str, kind: str | None = None) -> None:
+    """Refuses to write a model directory at `path` over anything but an empty folder or an
+    earlier model directory (of `kind`, when given): a folder of images, a file or another
+    model must never be replaced silently by a conversion. Raises ModelDirError naming what is
+    there and the way out."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        what = "is a file"
+    elif not os.listdir(path):
+        return
+    else:
+        cfg = os.path.join(path, CONFIG_FILE)
+        try:
+            with open(cfg) as f:
+                existing = json.load(f).get("kind")
+        except (OSError, ValueError, AttributeError):
+            existing = None
+        if existing is None:
+            what = "is a folder that is not a model directory"
+        elif kind is not None and existing != kind:
+            what = f"holds a model of kind {existing!r}"
+        else:
+            return                      # an earlier model directory of this kind: replaced
+    target = f"a {kind!r} model" if kind else "a model directory"
+    raise ModelDirError(f"{path!r} {what}; writing {target} there would replace it: give a new "
+                        f"output path, or move it away first.")
+
+
 def save_model_dir(
     path: str,
     kind: str,
@@ -62,7 +92,11 @@ def save_model_dir(
 
     `subdirs` maps a name to an already written model directory (e.g. a temporary one) that is
     moved inside, so composite models (encoder + generator) are written in one atomic rename.
+    An earlier model directory of the same `kind` at `path` is replaced; anything else there
+    (a file, a non-empty folder that is no model directory, another kind) raises ModelDirError
+    (check_replaceable) before anything is written.
     """
+    check_replaceable(path, kind)
     path = os.path.abspath(path)
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
@@ -123,13 +157,14 @@ def read_meta(path: str) -> dict:
     cfg = os.path.join(path, CONFIG_FILE)
     if not os.path.isdir(path):
         raise ModelDirError(f"{path!r} is not a directory; expected a converted model directory "
-                            f"(the output of a convert_weights/ script or of train.py's export).")
+                            f"(the output of `e4e-jax convert ...` or of train.py's export).")
     if not os.path.isfile(cfg) and workdir_hint(path):
         raise ModelDirError(f"{path!r} has no {CONFIG_FILE}; it is not a model directory."
                             + workdir_hint(path))
     if not os.path.isfile(cfg):
-        raise ModelDirError(f"{path!r} has no {CONFIG_FILE}; it is not a converted model directory. "
-                            f"Convert the official file first (see the README's converter commands).")
+        raise ModelDirError(f"{path!r} has no {CONFIG_FILE}; it is not a converted model "
+                            f"directory. Convert the official file first (see the README's "
+                            f"converter commands).")
     with open(cfg) as f:
         meta = json.load(f)
     if meta.get("format_version", 0) > FORMAT_VERSION:

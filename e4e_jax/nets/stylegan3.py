@@ -234,7 +234,8 @@ class LoadedStyleGAN3(BoundNet):
         transposed: the (in, out) layout), the StyleGAN3 counterpart of the modulation weights
         genforce/sefa's factorize_weight takes from StyleGAN2 (neither genforce/sefa nor
         stylegan3-editing ships a StyleGAN3 SeFa). Layer i is fed by W+ row i + 1; row 0 drives
-        the input's 4-number affine (rotation / translation), which is left out. layers: 'all' or a list of indices 0..n_latent-2. ValueError otherwise."""
+        the input's 4-number affine (rotation / translation), which is left out. layers: 'all'
+        or a list of indices 0..n_latent-2. ValueError otherwise."""
         _, specs = self.module.schedule()
         names = [spec.name for spec in specs]
         if isinstance(layers, str):
@@ -288,6 +289,9 @@ class LoadedStyleGAN3(BoundNet):
         if t.shape not in ((3, 3), (n, 3, 3), (1, 3, 3)):
             raise ValueError(f"transform must have shape (3, 3) or ({n}, 3, 3), got "
                              f"{tuple(t.shape)}.")
+        if not isinstance(t, jax.core.Tracer) and not bool(jnp.isfinite(t).all()):
+            raise ValueError("transform holds NaN or Inf values; pass finite (3, 3) matrices "
+                             "(e4e_jax.nets.stylegan3.input_transform builds one).")
         return jnp.broadcast_to(t.reshape((-1, 3, 3)), (n, 3, 3))
 
     # Jitted conveniences on the generator's own variables.

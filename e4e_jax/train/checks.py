@@ -14,6 +14,8 @@ fails in a second with one line instead of a traceback minutes into the run:
   is the fixed class index used for all of them (None: refused for a conditional generator);
 - fine-tuning an encoder (encoder.init='checkpoint') keeps its input size: config.data.input_size
   must equal the checkpoint's;
+- the reconstructions (output.face_pool, crop_rows) have the training images' size
+  (data.input_size): the losses compare them pixel by pixel;
 - LPIPS needs images of at least lpips_min_size(net) pixels (31 alex, 16 vgg);
 - no setting is silently overridden by another (check_conflicts): generator.path with a seeded
   random generator (generator.init.resolution > 0), encoder.checkpoint unread by encoder.init.
@@ -99,6 +101,31 @@ def check_encoder_input(config) -> None:
             f"keeps its input size: set --config.data.input_size='{have}'.")
 
 
+def check_output_size(config, meta: dict) -> None:
+    """The reconstructions (face_pool x face_pool, or the generator's resolution without
+    face_pool; rows crop_rows of it for cars) are compared with the training images
+    (data.input_size) pixel by pixel, so the two sizes must agree; a mismatch used to fail
+    minutes in with a traceback from the L2 loss."""
+    fp = config.output.face_pool
+    side = int(fp) if fp else int(config.generator.init.resolution or 0) or int(
+        meta.get("resolution", meta.get("img_resolution", 0)) or 0)
+    if not side:
+        return
+    crop = config.output.crop_rows
+    out = ((int(crop[1]) - int(crop[0])) if crop else side, side)
+    want = tuple(int(s) for s in config.data.input_size)
+    if out != want:
+        source = (f"config.output.face_pool={fp}" if fp else f"the generator's {side} px output "
+                  f"(config.output.face_pool unset)")
+        fix = (f"--config.output.face_pool={want[1]}" if not crop and want[0] == want[1]
+               else "config.output.face_pool / crop_rows to match")
+        raise ConfigError(f"the reconstructions are {out[0]}x{out[1]} ({source}"
+                          f"{f', crop_rows={tuple(crop)}' if crop else ''}) but "
+                          f"config.data.input_size is {want[0]}x{want[1]}; the losses compare "
+                          f"them pixel by pixel: set {fix}, or "
+                          f"--config.data.input_size='({out[0]}, {out[1]})'.")
+
+
 def check_lpips(config) -> None:
     if not float(config.losses.get("lpips", 0) or 0):
         return
@@ -148,8 +175,9 @@ def check_workdir(workdir: str) -> None:
             and not os.path.isdir(os.path.join(workdir, "checkpoints"))):
         raise ConfigError(f"--workdir {workdir} is a model directory (it holds config.json), "
                             f"not a training workdir; pass a new folder, e.g. --workdir "
-                            f"runs/my_run (to fine-tune from it, set --config.encoder.init=checkpoint "
-                            f"and --config.encoder.checkpoint={workdir}).")
+                            f"runs/my_run (to fine-tune from it, set "
+                            f"--config.encoder.init=checkpoint and "
+                            f"--config.encoder.checkpoint={workdir}).")
 
 
 def check_conflicts(config) -> None:
@@ -179,6 +207,7 @@ def preflight(config) -> None:
     check_channels(meta, option)
     check_class(config, meta, option)
     check_encoder_input(config)
+    check_output_size(config, meta)
     check_lpips(config)
 
 

@@ -98,6 +98,18 @@ def test_strength_columns():
     assert edit_app.columns([a, b], [1, -1]) == (1.0, -1.0)
 
 
+def test_strengths_and_a_spec_with_its_own_strength_are_refused(tmp_path, capsys):
+    """`--edit sefa:0:5:0-2 --strengths -5 0 5` used to drop the spec's 5 silently."""
+    out = tmp_path / "e"
+    assert edit.main(["--checkpoint", str(tmp_path / "none"), "--synthetic", "1", "--edit",
+                      "sefa:0:5:0-2", "--edit", "sefa:1", "--strengths", "-5", "0", "5",
+                      "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("--strengths replaces the strength written in sefa:0:5:0-2: drop --strengths"
+            in err and len(err.strip().splitlines()) == 1), err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------- the command
 
 def magnified(u8, k):

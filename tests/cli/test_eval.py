@@ -323,7 +323,7 @@ def test_demo_training_then_eval_and_edit(tmp_path, capsys):
     # the edit command on the same folder, then on the latents it wrote
     edits_out = tmp_path / "edits"
     assert edit.main(["--checkpoint", export, "--images", str(folder), "--edit", "sefa:0",
-                      "--edit", "sefa:2:3:1-3", "--strengths", "-3", "3", "--out",
+                      "--edit", "sefa:2::1-3", "--strengths", "-3", "3", "--out",
                       str(edits_out)]) == 0
     assert sorted(p for p in os.listdir(edits_out) if p.endswith(".png")) == \
         [f"sample_{i}.png" for i in range(8)]

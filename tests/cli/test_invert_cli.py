@@ -100,6 +100,8 @@ def test_bad_arguments_exit_2(model_dir, lpips_dir, images, tmp_path, capsys):
                  "--lpips", lpips_dir, "--pivot_steps", "0"], "--pivot-steps must be >= 1"),
         (base + ["--output", tmp_path / "o8", "--method", "pti", "--lpips", model_dir],
          "error:"),
+        (base + ["--output", tmp_path / "o13", "--method", "pti", "--lpips", lpips_dir,
+                 "--lpips-threshold", "nan"], "--lpips-threshold must be a finite number"),
         # flags of the optimisation methods are not silently ignored by the default e4e method
         (base + ["--output", tmp_path / "o12", "--lpips", lpips_dir, "--steps", "5"],
          "--steps and --lpips apply to --method projector or pti only"),

@@ -57,3 +57,16 @@ def test_stylegan2_refuses_the_input_transform(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "--rotate: only a StyleGAN3 generator has an input transform" in err
     assert not os.path.exists(out)
+
+
+def test_non_finite_transform_and_noise_on_stylegan3_are_refused(sg3_dir, tmp_path, capsys):
+    """A NaN angle used to write a black image; --noise changed nothing on StyleGAN3."""
+    out = tmp_path / "s.png"
+    for flags, message in ((["--rotate", "nan"], "--translate / --rotate must be finite"),
+                           (["--translate", "inf", "0"], "--translate / --rotate must be finite"),
+                           (["--noise", "random"], "--noise random: this generator (StyleGAN3) "
+                                                   "has no noise inputs")):
+        assert sample.main(["--generator", sg3_dir, "--n", "1", "--out", str(out)] + flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (flags, err)
+        assert not out.exists()

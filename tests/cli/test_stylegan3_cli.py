@@ -137,6 +137,18 @@ def test_transforms_refusals(sg3_model, images, tmp_path, capsys):
     assert run(invert.main, ["--checkpoint", sg3_model, "--input", images, "--output",
                              tmp_path / "o4", "--transforms", tmp_path / "nope.npy"]) == 2
     assert "--transforms" in capsys.readouterr().err
+    singular = transforms.copy()
+    singular[1] = 0.0
+    np.save(tmp_path / "singular.npy", singular)
+    assert run(invert.main, ["--checkpoint", sg3_model, "--input", images, "--output",
+                             tmp_path / "o5", "--transforms", tmp_path / "singular.npy"]) == 2
+    assert "rows [1] are singular matrices" in capsys.readouterr().err
+    assert not (tmp_path / "o5").exists()
+    # the library call refuses non-finite transforms as the command does
+    g = load_encoder(sg3_model).generator
+    with pytest.raises(ValueError, match="transform holds NaN or Inf"):
+        g.synthesis(np.zeros((1, g.n_latent, g.style_dim), np.float32),
+                    transform=np.full((3, 3), np.nan, np.float32))
 
 
 @pytest.mark.slow
@@ -188,8 +200,9 @@ def test_edit_sefa_interfacegan_and_ganspace(sg3_model, images, tmp_path):
     np.savez(tmp_path / "pca.npz", **pca)
     out = tmp_path / "e"
     assert run(edit.main, ["--checkpoint", sg3_model, "--images", images, "--edit", "sefa:0",
-                           "--edit", f"interfacegan:{tmp_path / 'dir.npy'}:2",
-                           "--edit", f"ganspace:{tmp_path / 'pca.npz'}:1,1,4,2", "--edit", "sefa:1:3:0-2",
+                           "--edit", f"interfacegan:{tmp_path / 'dir.npy'}",
+                           "--edit", f"ganspace:{tmp_path / 'pca.npz'}:1,1,4",
+                           "--edit", "sefa:1::0-2",
                            "--strengths", "-2", "2", "--min_cell", "32", "--out", out]) == 0
     edited = np.load(out / "edited_latents.npy")           # (N, E, S, n_latent, w_dim)
     w = np.load(out / "latents.npy")

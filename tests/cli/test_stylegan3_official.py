@@ -165,7 +165,7 @@ def _through_every_command(gen_dir, inv_dir, images, lpips, out):
     d[0, 3] = 1.0
     np.save(out / "dir.npy", d)
     assert run(edit.main, ["--checkpoint", inv_dir, "--images", images, "--edit", "sefa:0",
-                           "--edit", f"interfacegan:{out / 'dir.npy'}:2", "--strengths", -2, 2,
+                           "--edit", f"interfacegan:{out / 'dir.npy'}", "--strengths", -2, 2,
                            "--min_cell", 32, "--out", out / "edit"]) == 0
     edited = np.load(out / "edit" / "edited_latents.npy")
     w = np.load(out / "edit" / "latents.npy")

@@ -109,3 +109,42 @@ def test_e4e_fixture_inversion_in_bfloat16_is_within_30_db_of_float32(tmp_path):
     psnr = 10 * np.log10(4.0 / mse)
     print(f"e4e fixture, bfloat16 default policy vs float32: {psnr:.1f} dB")
     assert psnr >= 30.0   # 32.1 dB measured (benchmarks/RESULTS.md); 22.9 with no split
+
+
+@pytest.mark.parametrize("encoder_type", ["ProgressiveBackboneEncoder", "BackboneEncoder"])
+def test_restyle_ir_se_encoders_take_the_same_split(encoder_type):
+    """ReStyle's IR-SE encoders (6-channel input) keep the same float32 parts under bfloat16;
+    the ResNet-34 ones have no split and refuse the knob."""
+    cfg = encoder_config(encoder_type, 6, (32, 32), widths=(4, 6, 8, 10), units=(1, 1, 2, 1),
+                         style_dim=16, head_width=12)
+    x6 = jnp.concatenate([X, X], axis=-1)
+    v = init_encoder(jax.random.key(0), cfg)
+    m = build_encoder(cfg, dtype="bfloat16")
+    assert m.float32_stages is None
+    convs = [(dt, k) for p, dt, k in ops(lambda v, x: m.apply(v, x), v, x6)
+             if p == "conv_general_dilated"]
+    assert [dt for dt, k in convs if k == (3, 3, 6, 4)] == ["float32"]      # the input layer
+    stage2 = [dt for dt, k in convs if k[-1] == 8]
+    assert stage2 and set(stage2) == {"float32"}
+    rest = [dt for dt, k in convs if k[-1] != 8 and k != (3, 3, 6, 4)]
+    assert rest and set(rest) == {"bfloat16"}                              # stages 0, 1, 3, heads
+    every = m.clone(float32_stages=())
+    f32 = [k for p, dt, k in ops(lambda v, x: every.apply(v, x), v, x6)
+           if p == "conv_general_dilated" and dt == "float32"]
+    assert f32 == [(3, 3, 6, 4)]
+    # float32 is the unchanged program
+    texts = {str(jax.make_jaxpr(lambda v, x: build_encoder(cfg).clone(float32_stages=s).apply(
+        v, x))(v, x6)) for s in (None, (), (0, 1, 2, 3))}
+    assert len(texts) == 1 and "bf16" not in texts.pop()
+
+
+def test_restyle_resnet_encoder_refuses_the_split():
+    from e4e_jax.nets.encoder import Inverter
+    from e4e_jax.nets.generator import init_generator
+    gen = init_generator(jax.random.key(0), 16, max_channels=16, n_mlp=2, with_latent_avg=False)
+    cfg = encoder_config("ResNetProgressiveBackboneEncoder", gen.n_latent, (32, 32),
+                         widths=(4, 6, 8, 10), units=(1, 1, 1, 1), head_width=12)
+    inv = Inverter(cfg, init_encoder(jax.random.key(1), cfg), gen,
+                   np.zeros((gen.n_latent, 512), np.float32))
+    with pytest.raises(ValueError, match="has no float32_stages split; only the IR-SE encoders"):
+        inv.with_encoder_float32_stages((2,))

@@ -147,6 +147,12 @@ def test_fine_tuning_names_both_input_sizes(tmp_path):
                              r"\(32, 32\) of the encoder in config.encoder.checkpoint"):
         preflight(config)
     config.data.input_size = (32, 32)
+    with pytest.raises(trainer.TrainingError,
+                       match=r"the reconstructions are 16x16 \(config.output.face_pool=16\) but "
+                             r"config.data.input_size is 32x32; the losses compare them pixel "
+                             r"by pixel: set --config.output.face_pool=32"):
+        preflight(config)
+    config.output.face_pool = 32
     preflight(config)
     config.encoder.checkpoint = str(tmp_path / "missing")
     with pytest.raises(trainer.TrainingError, match="config.encoder.checkpoint: .*not a directory"):

@@ -63,7 +63,7 @@ class DistortionEvaluator:
             return self.size_reason
         out_h, out_w = self.out_hw
         try:    # below the backbone's minimum a feature map is empty: NaN, not an error
-            check_input_size(nets.lpips.net_type, (out_h, out_w), "the reconstructions")
+            check_input_size(nets.lpips.net_type, (out_h, out_w), "a reconstruction")
         except ValueError as e:
             return str(e)
         err = runs_on(lambda a, b: nets.lpips.module.apply(nets.lpips.variables, a, b),
