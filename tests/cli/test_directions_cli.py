@@ -112,7 +112,7 @@ def test_the_edit_command_reads_the_direction(model_dir, tmp_path, capsys):
     (tmp_path / "files.txt").write_text("a.png\nb.png\n")
     edits = tmp_path / "edits"
     code = edit.main(["--checkpoint", model_dir, "--latents", str(tmp_path / "w.npy"),
-                      "--edit", f"interfacegan:{out / 'smile.npy'}:3", "--strengths", "0", "3",
+                      "--edit", f"interfacegan:{out / 'smile.npy'}", "--strengths", "0", "3",
                       "--out", str(edits)])
     assert code == 0, capsys.readouterr().err
     edited = np.load(edits / "edited_latents.npy")           # (N, E, S, n_latent, 512)

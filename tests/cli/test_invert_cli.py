@@ -149,7 +149,8 @@ def test_a_flag_the_method_ignores_is_refused(images, tmp_path, capsys, monkeypa
     act on (checked before any model is loaded: the checkpoint here is not one)."""
     calls = []
     monkeypatch.setattr(invert_run, "load_models", lambda req: calls.append(req) or 1 / 0)
-    np.save(tmp_path / "t.npy", np.zeros((len(READABLE) + 1, 3, 3), np.float32))  # + bad.png
+    np.save(tmp_path / "t.npy", np.broadcast_to(np.eye(3, dtype=np.float32),
+                                                (len(READABLE) + 1, 3, 3)))     # + bad.png
     os.makedirs(tmp_path / "lp")
     flag = [{"LPIPS": tmp_path / "lp", "T": tmp_path / "t.npy"}.get(a, a) for a in flag]
     for method, margs in METHOD_ARGS.items():
