@@ -35,8 +35,7 @@ low_precision_res: how many of the generators' top resolutions compute in the re
     IR-SE encoders (e4e, pSp, ReStyle's IR-SE ones) have their own split (models/encoders.py,
     `float32_stages`, default DEFAULT_FLOAT32_STAGES): input layer and IR-SE third stage in
     float32, e4e inversion 32.1 dB against float32 on that fixture instead of 22.9 with every
-    layer in bfloat16. The loss
-    networks compute in `dtype` throughout.
+    layer in bfloat16. The loss networks compute in `dtype` throughout.
 remat: "none" or "blocks" (training step: the synthesis network runs one image at a time as a
     rematerialised scan over the batch, each generator layer and each encoder unit is
     recomputed in the backward pass; `Generator.per_image_from`). XLA's estimate for the FFHQ
